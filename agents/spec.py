@@ -1,0 +1,144 @@
+"""Declaring agents: the `@agent` decorator and the `Agent` base class.
+
+Decorators annotate, runners register: `@agent` attaches an `AgentSpec` to the
+function and returns the function itself; a `Pipeline` is given its agents
+explicitly. Nothing is registered process-wide.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, overload
+
+from agents.retry import RetryPolicy
+
+__all__ = ["Agent", "AgentSpec", "Executor", "agent", "spec_of"]
+
+Executor = Literal["async", "thread", "process"]
+F = TypeVar("F", bound=Callable[..., Any])
+_SPEC_ATTR = "__agent_spec__"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """How to run one agent: its callable, name, retry policy, timeout and executor.
+
+    `fn` takes one argument, the context (`AgentContext`, `SyncAgentContext` or
+    `ProcessContext` by executor), and returns a JSON-serialisable output.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    retry: RetryPolicy = RetryPolicy()
+    timeout: float | None = None
+    executor: Executor = "async"
+
+    def __post_init__(self) -> None:
+        if not self.name or "#" in self.name:
+            raise ValueError(f"agent name {self.name!r} is invalid: use a non-empty name without '#'")
+        if self.executor not in ("async", "thread", "process"):
+            raise ValueError(
+                f"agent {self.name!r}: executor={self.executor!r}; use 'async', 'thread' or 'process'"
+            )
+        is_coro = inspect.iscoroutinefunction(self.fn) or inspect.iscoroutinefunction(
+            getattr(self.fn, "__call__", None)
+        )
+        if self.executor == "async" and not is_coro:
+            raise ValueError(
+                f"agent {self.name!r} is a sync function; declare it with executor='thread' "
+                f"(or 'process'), or make it `async def`"
+            )
+        if self.executor != "async" and is_coro:
+            raise ValueError(
+                f"agent {self.name!r} is async; executor={self.executor!r} runs sync functions only"
+            )
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"agent {self.name!r}: timeout={self.timeout} must be > 0 seconds")
+
+
+@overload
+def agent(fn: F, /) -> F: ...
+@overload
+def agent(
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    executor: Executor | None = None,
+) -> Callable[[F], F]: ...
+
+
+def agent(
+    fn: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    executor: Executor | None = None,
+) -> F | Callable[[F], F]:
+    """Mark a function as an agent: `@agent` or `@agent(name=..., retry=..., timeout=...)`.
+
+    Sync functions default to the "thread" executor, async ones to "async".
+    """
+
+    def mark(f: F) -> F:
+        chosen: Executor = executor or ("async" if inspect.iscoroutinefunction(f) else "thread")
+        spec = AgentSpec(
+            name=name or f.__name__,
+            fn=f,
+            retry=retry or RetryPolicy(),
+            timeout=timeout,
+            executor=chosen,
+        )
+        setattr(f, _SPEC_ATTR, spec)
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+class Agent:
+    """Base class for stateful agents: override `run(ctx)`; set class attributes to configure.
+
+        class Reviewer(Agent):
+            name = "review"
+            retry = RetryPolicy(max_attempts=5)
+            async def run(self, ctx: AgentContext) -> dict: ...
+    """
+
+    name: str = ""
+    retry: RetryPolicy = RetryPolicy()
+    timeout: float | None = None
+
+    async def run(self, ctx: Any) -> Any:
+        raise TypeError(f"{type(self).__name__} must override `async def run(self, ctx)`")
+
+    def spec(self) -> AgentSpec:
+        return AgentSpec(
+            name=self.name or type(self).__name__,
+            fn=self.run,
+            retry=self.retry,
+            timeout=self.timeout,
+            executor="async",
+        )
+
+
+def spec_of(obj: Any) -> AgentSpec:
+    """The `AgentSpec` of an `@agent` function, an `Agent` instance, or a spec itself."""
+    if isinstance(obj, AgentSpec):
+        return obj
+    if isinstance(obj, Agent):
+        return obj.spec()
+    spec = getattr(obj, _SPEC_ATTR, None)
+    if isinstance(spec, AgentSpec):
+        return spec
+    if callable(obj):
+        name = getattr(obj, "__name__", None) or type(obj).__name__
+        is_async = inspect.iscoroutinefunction(obj)
+        return AgentSpec(name=name, fn=obj, executor="async" if is_async else "thread")
+    raise TypeError(
+        f"{obj!r} is not an agent: decorate a function with @agent, subclass agents.Agent, "
+        f"or pass an AgentSpec"
+    )

@@ -1,0 +1,279 @@
+"""The Store protocol: durable state in domain words, no keys, no backend types.
+
+Semantics every backend must keep (the contract suite in `orchestrator.testing`
+proves them on each):
+
+- **Fenced session writes.** `renew_lease`, `release_lease`, `update_session`,
+  `finish_session` and `wait_session` apply only while the session's fence and owner
+  equal the lease's; otherwise `LeaseLostError` (a newer claim) or `SessionStateError`.
+- **Fenced task writes.** A `TaskWrite` applies only if the task is not COMPLETED and
+  (task.fence < lease.fence, or task.fence == lease.fence and task.attempt equals the
+  expected attempt: `write.attempt - 1` for START, `write.attempt` otherwise). It sets
+  the task's fence and attempt. A rejected write is classified by re-reading (strongly
+  consistent): the same state already present -> ALREADY_APPLIED (a retry of a write
+  whose response was lost); COMPLETED by another writer -> COMPLETED_ELSEWHERE (adopt
+  the stored output); a newer session fence -> `LeaseLostError` is raised; otherwise
+  STALE.
+- **Completion exactly once.** A second COMPLETE of a task never changes it.
+- **Atomic creation.** A reader never sees a session without all its tasks and edges.
+- **Adoption.** Tasks added at run time by a task's attempt are invisible until that
+  attempt's COMPLETE is applied; large outputs likewise become visible only through
+  the completion that names them.
+- **Idempotent retries.** Every write may be sent twice (a lost response); the second
+  has no further effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from orchestrator.clock import Clock
+from orchestrator.codec import Codec
+from orchestrator.store.records import (
+    ClaimPolicy,
+    Event,
+    Lease,
+    MetricSummary,
+    NewSession,
+    NewTask,
+    Page,
+    PipelineDefinition,
+    Progress,
+    PurgeReport,
+    SessionRecord,
+    SessionSnapshot,
+    SessionStatus,
+    StoreDescription,
+    TaskRecord,
+    TaskWrite,
+    WriteOutcome,
+)
+
+__all__ = ["Store", "WriteResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The fate of one `TaskWrite`; `task` is the re-read record when not APPLIED."""
+
+    task_id: str
+    outcome: WriteOutcome
+    task: TaskRecord | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (WriteOutcome.APPLIED, WriteOutcome.ALREADY_APPLIED)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable state of sessions, tasks, edges, signals, events, metrics, pipelines."""
+
+    codec: Codec
+    clock: Clock
+
+    def describe(self) -> StoreDescription:
+        """Where the data lives (file, table, region, endpoint), for messages."""
+        ...
+
+    async def initialize(self) -> None:
+        """Create the file or table if missing (idempotent); check its schema if present."""
+        ...
+
+    async def check(self) -> list[str]:
+        """Problems with connectivity, schema, TTL or indexes, each with the fix; [] if none."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and threads; the store is unusable afterwards."""
+        ...
+
+    # -- sessions ---------------------------------------------------------------------
+
+    async def create_session(
+        self,
+        session: NewSession,
+        tasks: Sequence[NewTask],
+        *,
+        owner: str | None = None,
+        lease_seconds: float | None = None,
+    ) -> SessionRecord:
+        """Store a session with its tasks and their `depends_on` edges, atomically.
+
+        With `owner`, the session is created RUNNING and held by `owner` at fence 1
+        (`lease_seconds=None`: a lease that never expires, for external sessions).
+        Raises SessionStateError if the id exists. Validation happens before any write.
+        """
+        ...
+
+    async def get_session(self, session_id: str) -> SessionRecord:
+        """The session item alone (strongly consistent). SessionNotFoundError if absent."""
+        ...
+
+    async def load_session(self, session_id: str) -> SessionSnapshot:
+        """Session, adopted tasks with outputs, edges and signals, in one read."""
+        ...
+
+    async def get_task(self, session_id: str, task_id: str) -> TaskRecord:
+        """One task (strongly consistent), with its output joined if chunked."""
+        ...
+
+    async def claim_session(
+        self,
+        session_id: str,
+        owner: str,
+        lease_seconds: float,
+        policy: ClaimPolicy = ClaimPolicy(),
+    ) -> Lease:
+        """Take the session with one conditional write; the fence goes up by one.
+
+        Claimable: PENDING; RUNNING with an expired lease; WAITING and due (wake-at
+        passed or a signal newer than the wait); FAILED under `policy` (redrive count
+        goes up by one; `force` also clears needs-human and passes the limit).
+        External sessions are never claimable. ClaimRejectedError says why not.
+        """
+        ...
+
+    async def renew_lease(self, lease: Lease, lease_seconds: float) -> tuple[Lease, SessionRecord]:
+        """Extend the lease (fenced); returns it with the session as now stored."""
+        ...
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Give the session back (RUNNING -> PENDING) for another worker to claim now."""
+        ...
+
+    async def update_session(
+        self,
+        lease: Lease,
+        *,
+        progress: Progress | None = None,
+        current_agents: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        trace_context: dict[str, str] | None = None,
+    ) -> None:
+        """Fenced update of the session's progress, current agents, metadata, trace context."""
+        ...
+
+    async def finish_session(
+        self,
+        lease: Lease,
+        status: SessionStatus,
+        reason: str | None = None,
+        *,
+        needs_human_reason: str | None = None,
+    ) -> SessionRecord:
+        """End the session (COMPLETED, FAILED or CANCELLED), fenced; frees the lease.
+
+        `needs_human_reason` flags a FAILED session for a person (no cron retries it).
+        Sets the TTL expiry from the store's retention.
+        """
+        ...
+
+    async def wait_session(self, lease: Lease, wake_at: float | None) -> bool:
+        """RUNNING -> WAITING, freeing the lease, if no signal arrived since `lease.signal_seq`.
+
+        Returns False (and changes nothing) when a signal arrived meanwhile: the caller
+        must look at the signals instead of sleeping. Conditioned on fence and signal seq.
+        """
+        ...
+
+    async def request_cancel(self, session_id: str, reason: str) -> SessionRecord:
+        """Store a cancel request; a session nobody holds is CANCELLED at once."""
+        ...
+
+    async def set_needs_human(self, session_id: str, reason: str | None) -> SessionRecord:
+        """Flag (reason) or clear (None) a FAILED session for a person to look at."""
+        ...
+
+    # -- tasks --------------------------------------------------------------------------
+
+    async def write_tasks(self, lease: Lease, writes: Sequence[TaskWrite]) -> list[WriteResult]:
+        """Apply fenced task transitions, in one commit/request where the backend can.
+
+        Results are in the order of `writes`. Raises LeaseLostError when a rejection is
+        explained by a newer session fence.
+        """
+        ...
+
+    async def add_tasks(self, lease: Lease, parent: str, attempt: int, tasks: Sequence[NewTask]) -> None:
+        """Stage tasks (with their edges) added by `parent`'s `attempt`; adopted by its COMPLETE.
+
+        Re-adding the same definitions is a no-op; a different definition under an
+        existing id raises PipelineDefinitionError.
+        """
+        ...
+
+    # -- signals ------------------------------------------------------------------------
+
+    async def send_signal(self, session_id: str, task_id: str, name: str, payload: Any) -> int:
+        """Store a signal for a task and bump the session's signal sequence (returned).
+
+        A WAITING session becomes due at once. A finished session raises SessionStateError.
+        """
+        ...
+
+    # -- listing ------------------------------------------------------------------------
+
+    async def list_sessions(
+        self,
+        status: SessionStatus,
+        *,
+        updated_before: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[SessionRecord]:
+        """Sessions in `status`, oldest first; via the status index (never a Scan).
+
+        The bound is on `updated_at`, or on the wake-at time for WAITING (so "waits
+        that are due" is `updated_before=now`).
+        """
+        ...
+
+    async def list_project_sessions(
+        self, project_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[SessionRecord]:
+        """A project's sessions, newest first."""
+        ...
+
+    # -- events -------------------------------------------------------------------------
+
+    async def append_events(self, events: Sequence[Event]) -> None:
+        """Append events (idempotent per (at, writer, seq)); kept until the TTL."""
+        ...
+
+    async def read_events(
+        self, session_id: str, *, after: str | None = None, limit: int = 100
+    ) -> Page[Event]:
+        """A session's events in time order, after the cursor of the last one seen."""
+        ...
+
+    # -- metrics ------------------------------------------------------------------------
+
+    async def record_metrics(self, writer: str, seq: int, summaries: Sequence[MetricSummary]) -> None:
+        """Store a writer's cumulative counters (absolute values, not increments).
+
+        Each (day, hour, name, agent, writer) row keeps the highest `seq` written; a
+        write with a lower or equal seq (a retry) changes nothing.
+        """
+        ...
+
+    async def read_metrics(
+        self, day: str, *, name: str | None = None, agent: str | None = None
+    ) -> list[MetricSummary]:
+        """Counters for one day (`YYYY-MM-DD`, UTC) per hour/name/agent, summed over writers."""
+        ...
+
+    # -- pipelines and retention ----------------------------------------------------------
+
+    async def put_pipeline(self, definition: PipelineDefinition) -> None:
+        """Store a pipeline definition; the same name/version with another shape is refused."""
+        ...
+
+    async def get_pipeline(self, name: str, version: str) -> PipelineDefinition:
+        ...
+
+    async def purge(self, *, ended_before: float) -> PurgeReport:
+        """Delete sessions that ended before the bound and expired events/metrics."""
+        ...
