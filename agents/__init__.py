@@ -5,6 +5,8 @@ Nothing here imports `orchestrator`: the engine implements `AgentContext`.
 
 from __future__ import annotations
 
+from agents.approval import ApprovalAgent
+from agents.command import CommandAgent
 from agents.context import AgentContext, ProcessContext, SyncAgentContext, TaskSpec
 from agents.errors import (
     AgentError,
@@ -22,6 +24,8 @@ __all__ = [
     "AgentError",
     "AgentSpec",
     "AgentTimeoutError",
+    "ApprovalAgent",
+    "CommandAgent",
     "CommandFailedError",
     "Executor",
     "NonRetryableError",

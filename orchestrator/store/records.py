@@ -397,6 +397,7 @@ class TaskWriteKind(str, enum.Enum):
     SKIP = "skip"
     CANCEL = "cancel"
     WAIT = "wait"  # the attempt is waiting for a signal -> WAITING
+    WAKE = "wake"  # WAITING -> RUNNING, same attempt (a wake is not a new attempt)
     RESET = "reset"  # redrive: fresh attempts for a failed/skipped/cancelled task -> PENDING
 
 

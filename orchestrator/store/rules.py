@@ -51,6 +51,7 @@ _RESULT_STATUS: dict[TaskWriteKind, TaskStatus | None] = {
     TaskWriteKind.SKIP: TaskStatus.SKIPPED,
     TaskWriteKind.CANCEL: TaskStatus.CANCELLED,
     TaskWriteKind.WAIT: TaskStatus.WAITING,
+    TaskWriteKind.WAKE: TaskStatus.RUNNING,
     TaskWriteKind.RESET: TaskStatus.PENDING,
 }
 
@@ -251,6 +252,8 @@ def apply_task_write(task: TaskRecord, lease: Lease, write: TaskWrite, now: floa
         return ended
     if kind is TaskWriteKind.WAIT:
         return replace(base, status=TaskStatus.WAITING, not_before=write.not_before)
+    if kind is TaskWriteKind.WAKE:
+        return replace(base, status=TaskStatus.RUNNING)
     if kind is TaskWriteKind.RESET:
         return replace(
             base,

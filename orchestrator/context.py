@@ -1,0 +1,257 @@
+"""The engine's side of `agents.AgentContext`: one object per task attempt.
+
+Progress and log lines are buffered and written by the session runner (coalesced,
+batched); `checkpoint` writes at once (fenced); `add_task` stages tasks that the store
+adopts with this attempt's completion; `wait_for_signal` either returns a stored
+payload or suspends the attempt so the session can go WAITING without holding a lease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.from_thread
+
+from agents.context import TaskSpec
+from agents.errors import SignalTimeoutError
+from orchestrator.errors import PipelineDefinitionError
+from orchestrator.store.records import NewTask, Progress, TaskWrite, TaskWriteKind, check_id
+
+if TYPE_CHECKING:
+    from orchestrator.scheduler import SessionRunner
+
+__all__ = ["SuspendForSignal", "SyncTaskContext", "TaskContext"]
+
+
+class SuspendForSignal(BaseException):
+    """Raised inside an agent waiting for a signal that has not arrived.
+
+    A BaseException so agent code catching `Exception` does not swallow it; the
+    runner records the task WAITING (with its deadline) and frees its slot.
+    """
+
+    def __init__(self, name: str, deadline: float | None) -> None:
+        super().__init__(name, deadline)
+        self.name = name
+        self.deadline = deadline
+
+
+class TaskContext:
+    """`AgentContext` for one attempt of one task."""
+
+    def __init__(
+        self,
+        runner: SessionRunner,
+        *,
+        task_id: str,
+        agent: str,
+        attempt: int,
+        input: Any,
+        deps: Mapping[str, Any],
+        state: Any,
+        wait_deadline: float | None,
+    ) -> None:
+        self._runner = runner
+        self._task_id = task_id
+        self._agent = agent
+        self._attempt = attempt
+        self._input = input
+        self._deps = dict(deps)
+        self._state = state
+        self._wait_deadline = wait_deadline
+        self._cancelled = False
+        self.added: dict[str, NewTask] = {}
+
+    # -- identity -----------------------------------------------------------------------
+    @property
+    def session_id(self) -> str:
+        return self._runner.session_id
+
+    @property
+    def task_id(self) -> str:
+        return self._task_id
+
+    @property
+    def agent(self) -> str:
+        return self._agent
+
+    @property
+    def attempt(self) -> int:
+        return self._attempt
+
+    @property
+    def fence(self) -> int:
+        return self._runner.lease.fence
+
+    @property
+    def input(self) -> Any:
+        return self._input
+
+    @property
+    def session_input(self) -> Any:
+        return self._runner.session_input
+
+    @property
+    def deps(self) -> Mapping[str, Any]:
+        return self._deps
+
+    @property
+    def state(self) -> Any:
+        return self._state
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled or self._runner.stopping
+
+    def _cancel(self) -> None:
+        self._cancelled = True
+
+    # -- buffered reports -----------------------------------------------------------------
+    def progress(self, current: int, total: int, phase: str | None = None, step: str | None = None) -> None:
+        self._runner.report_progress(self._task_id, self._attempt, Progress(current, total, phase, step))
+
+    def log(self, message: str, *, level: str = "INFO", **data: Any) -> None:
+        self._runner.events.add(
+            "log", message, task_id=self._task_id, level=level, data={"attempt": self._attempt, **data}
+        )
+
+    def heartbeat(self) -> None:
+        self._runner.touch(self._task_id)
+
+    # -- durable operations ---------------------------------------------------------------
+    async def checkpoint(self, state: Any) -> None:
+        write = TaskWrite(TaskWriteKind.CHECKPOINT, self._task_id, self._attempt, checkpoint=state)
+        await self._runner.write_now(write)
+        self._state = state
+
+    async def add_task(self, task: TaskSpec) -> str:
+        runner = self._runner
+        check_id("task", task.task_id, where=f"add_task from task {self._task_id!r}")
+        spec = runner.pipeline.agents.get(task.agent)
+        if spec is None:
+            raise PipelineDefinitionError(
+                f"task {self._task_id!r} of session {runner.session_id} added task {task.task_id!r} "
+                f"with unknown agent {task.agent!r}; known agents: {', '.join(sorted(runner.pipeline.agents))}",
+                session_id=runner.session_id,
+                task_id=task.task_id,
+            )
+        for dep in task.depends_on:
+            if dep not in runner.dag_known and dep not in self.added:
+                raise PipelineDefinitionError(
+                    f"task {task.task_id!r} added by {self._task_id!r} depends on unknown task {dep!r}; "
+                    f"add {dep!r} first or depend on an existing task",
+                    session_id=runner.session_id,
+                    task_id=task.task_id,
+                )
+        if task.task_id in runner.dag_known and task.task_id not in self.added:
+            existing = runner.snapshot_task(task.task_id)
+            if existing is not None and existing.added_by == self._task_id and existing.agent == task.agent:
+                return task.task_id  # adopted by an earlier completion of this very task
+            raise PipelineDefinitionError(
+                f"task {self._task_id!r} tried to add task {task.task_id!r}, which already exists in "
+                f"session {runner.session_id}; derive added task ids from the input so they are unique",
+                session_id=runner.session_id,
+                task_id=task.task_id,
+            )
+        new = NewTask(
+            task_id=task.task_id,
+            agent=task.agent,
+            input=task.input,
+            priority=task.priority,
+            max_attempts=task.max_attempts or spec.retry.max_attempts,
+            depends_on=tuple(task.depends_on),
+            added_by=self._task_id,
+        )
+        runner.store.codec.to_jsonable(task.input, where=f"input of added task {task.task_id!r}")
+        previous = self.added.get(task.task_id)
+        if previous is not None and previous != new:
+            raise PipelineDefinitionError(
+                f"task {self._task_id!r} added task {task.task_id!r} twice with different definitions",
+                session_id=runner.session_id,
+                task_id=task.task_id,
+            )
+        self.added[task.task_id] = new
+        _reject_cycles(self.added, runner.session_id)
+        return task.task_id
+
+    async def wait_for_signal(self, name: str, timeout: float | None = None) -> Any:
+        runner = self._runner
+        signal = runner.signal_for(self._task_id, name)
+        if signal is not None:
+            return signal.payload
+        now = runner.clock.now()
+        if self._wait_deadline is None and timeout is not None:
+            self._wait_deadline = now + timeout
+        if self._wait_deadline is not None and now >= self._wait_deadline:
+            raise SignalTimeoutError(name, timeout or 0.0, session_id=runner.session_id, task_id=self._task_id)
+        raise SuspendForSignal(name, self._wait_deadline)
+
+
+def _reject_cycles(added: Mapping[str, NewTask], session_id: str) -> None:
+    # Existing tasks cannot gain dependencies, so a cycle can only form among added ones.
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in added[node].depends_on:
+            if dep not in added:
+                continue
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep):] + [dep] if dep in path else [node, dep]
+                from orchestrator.errors import CycleError
+
+                raise CycleError(
+                    f"tasks added to session {session_id} form a cycle: {' -> '.join(cycle)}; "
+                    f"remove one of these dependencies",
+                    session_id=session_id,
+                    cycle=cycle,
+                )
+            if state.get(dep) is None:
+                visit(dep, [*path, dep])
+        state[node] = 2
+
+    for task_id in added:
+        if task_id not in state:
+            visit(task_id, [task_id])
+
+
+class SyncTaskContext:
+    """`SyncAgentContext`: the same operations, blocking, for agents in worker threads."""
+
+    def __init__(self, inner: TaskContext) -> None:
+        self._inner = inner
+
+    session_id = property(lambda self: self._inner.session_id)
+    task_id = property(lambda self: self._inner.task_id)
+    agent = property(lambda self: self._inner.agent)
+    attempt = property(lambda self: self._inner.attempt)
+    fence = property(lambda self: self._inner.fence)
+    input = property(lambda self: self._inner.input)
+    session_input = property(lambda self: self._inner.session_input)
+    deps = property(lambda self: self._inner.deps)
+    state = property(lambda self: self._inner.state)
+    cancelled = property(lambda self: self._inner.cancelled)
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return anyio.from_thread.run(fn, *args)
+
+    def progress(self, current: int, total: int, phase: str | None = None, step: str | None = None) -> None:
+        anyio.from_thread.run_sync(self._inner.progress, current, total, phase, step)
+
+    def log(self, message: str, *, level: str = "INFO", **data: Any) -> None:
+        anyio.from_thread.run_sync(lambda: self._inner.log(message, level=level, **data))
+
+    def heartbeat(self) -> None:
+        anyio.from_thread.run_sync(self._inner.heartbeat)
+
+    def checkpoint(self, state: Any) -> None:
+        self._call(self._inner.checkpoint, state)
+
+    def add_task(self, task: TaskSpec) -> str:
+        result: str = self._call(self._inner.add_task, task)
+        return result
+
+    def wait_for_signal(self, name: str, timeout: float | None = None) -> Any:
+        return self._call(self._inner.wait_for_signal, name, timeout)

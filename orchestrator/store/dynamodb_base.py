@@ -1,0 +1,355 @@
+"""Shared machinery of the DynamoDB store: construction, request builders, and reads.
+
+`DynamoDBBase` binds the models and the choke point (`Caller`) for one table, builds
+PynamoDB condition/update expressions into request parameters, and reads sessions and
+tasks back with the visibility rules of DESIGN.md §5/§6 (creation token, adoption of
+tasks added at run time, chunked outputs named by their completion, TTL filtering).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.operand import Path
+from pynamodb.expressions.update import Action, Update
+
+from orchestrator.clock import Clock
+from orchestrator.codec import Codec
+from orchestrator.errors import SessionNotFoundError, TaskNotFoundError
+from orchestrator.store.config import DynamoDBConfig
+from orchestrator.store.dynamodb_calls import Caller
+from orchestrator.store.dynamodb_items import ItemCodec, Staged
+from orchestrator.store.dynamodb_models import bind_models, session_pk, task_range, task_sk
+from orchestrator.store.dynamodb_table import meta_table
+from orchestrator.store.records import (
+    ChunkRef,
+    Edge,
+    SessionRecord,
+    SessionSnapshot,
+    SignalRecord,
+    StoreDescription,
+    TaskRecord,
+    TaskStatus,
+)
+
+__all__ = ["DynamoDBBase", "gather", "put"]
+
+T = TypeVar("T")
+_BATCH = 25  # BatchWriteItem's limit
+
+
+def put(attr: Any, value: Any) -> Action:
+    """SET the attribute, or REMOVE it for None (absent means None in this table)."""
+    if value is None:
+        return attr.remove()  # type: ignore[no-any-return]
+    return attr.set(value)  # type: ignore[no-any-return]
+
+
+async def gather(funcs: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Run concurrently; re-raise the first failure itself (not an ExceptionGroup)."""
+    results: list[Any] = [None] * len(funcs)
+    errors: list[BaseException] = []
+
+    async def run(i: int, fn: Callable[[], Awaitable[T]]) -> None:
+        try:
+            results[i] = await fn()
+        except Exception as exc:  # collected and re-raised below, first one wins
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for i, fn in enumerate(funcs):
+            tg.start_soon(run, i, fn)
+    if errors:
+        raise errors[0]
+    return results
+
+
+class DynamoDBBase:
+    """Construction, request building and reads shared by the store's operations."""
+
+    codec: Codec
+    clock: Clock
+
+    def __init__(self, config: DynamoDBConfig, *, clock: Clock, codec: Codec,
+                 rng: random.Random | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.codec = codec
+        self.models = bind_models(config, meta_table(config))
+        self._rng = rng or random.Random()
+        self._caller = Caller(self.models.connection.connection, config, clock, self._rng)
+        self.items = ItemCodec(self.models, codec, config.table_name, config.status_shards)
+        # Create the botocore client now, in this thread: PynamoDB creates it lazily and
+        # without a lock, and hooks registered on `client_events` must see every request.
+        self._client = self.models.connection.connection.client
+        self._closed = False
+
+    @property
+    def client_events(self) -> Any:
+        """The botocore event emitter of this store's client (a public seam).
+
+        Register `before-call.dynamodb.<Op>` / `after-call.dynamodb.<Op>` handlers on it
+        to count requests, read ConsumedCapacity, or inject faults (throttling, a lost
+        response) on the real wire path.
+        """
+        return self._client.meta.events
+
+    def describe(self) -> StoreDescription:
+        return StoreDescription("dynamodb", self.config.table_name, self.config.region, self.config.endpoint)
+
+    @property
+    def table(self) -> str:
+        return self.config.table_name
+
+    # -- request builders -----------------------------------------------------------------
+
+    @staticmethod
+    def expressions(condition: Condition | None = None, actions: Sequence[Action] = (),
+                    key_condition: Condition | None = None) -> dict[str, Any]:
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        out: dict[str, Any] = {}
+        if key_condition is not None:
+            out["KeyConditionExpression"] = key_condition.serialize(names, values)
+        if condition is not None:
+            out["ConditionExpression"] = condition.serialize(names, values)
+        if actions:
+            out["UpdateExpression"] = Update(*actions).serialize(names, values)
+        if names:
+            out["ExpressionAttributeNames"] = {v: k for k, v in names.items()}
+        if values:
+            out["ExpressionAttributeValues"] = values
+        return out
+
+    def key(self, pk: str, sk: str) -> dict[str, Any]:
+        return {"PK": {"S": pk}, "SK": {"S": sk}}
+
+    def update_params(self, pk: str, sk: str, actions: Sequence[Action], condition: Condition | None,
+                      *, return_new: bool = False) -> dict[str, Any]:
+        params = {"TableName": self.table, "Key": self.key(pk, sk), **self.expressions(condition, actions)}
+        if return_new:
+            params["ReturnValues"] = "ALL_NEW"
+        return params
+
+    def put_params(self, item: dict[str, Any], condition: Condition | None = None) -> dict[str, Any]:
+        return {"TableName": self.table, "Item": item, **self.expressions(condition)}
+
+    async def get_raw(self, pk: str, sk: str, *, session: str | None = None,
+                      task: str | None = None) -> dict[str, Any] | None:
+        answer = await self._caller.call(
+            "GetItem", {"TableName": self.table, "Key": self.key(pk, sk), "ConsistentRead": True},
+            session=session, task=task)
+        item: dict[str, Any] | None = answer.get("Item")
+        return item
+
+    async def query_raw(self, pk: str, key_condition: Condition, *, index: str | None = None,
+                        consistent: bool = True, limit: int | None = None, forward: bool = True,
+                        start: dict[str, Any] | None = None, session: str | None = None, task: str | None = None,
+                        projection: str | None = None, pages: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """Items of one Query (all pages when `pages`), and the key to continue from."""
+        params: dict[str, Any] = {"TableName": self.table, **self.expressions(key_condition=key_condition)}
+        if index:
+            params["IndexName"] = index
+        else:
+            params["ConsistentRead"] = consistent
+        if limit:
+            params["Limit"] = limit
+        if not forward:
+            params["ScanIndexForward"] = False
+        if projection:
+            params["ProjectionExpression"] = projection
+        items: list[dict[str, Any]] = []
+        while True:
+            if start:
+                params["ExclusiveStartKey"] = start
+            answer = await self._caller.call("Query", params, session=session, task=task)
+            items.extend(answer.get("Items", []))
+            start = answer.get("LastEvaluatedKey")
+            if not start or not pages:
+                return items, start
+
+    async def batch_put(self, items: Sequence[dict[str, Any]], *, deletes: Sequence[dict[str, Any]] = (),
+                        session: str | None = None) -> None:
+        """BatchWriteItem in groups of 25, resending UnprocessedItems with backoff."""
+        requests = [{"PutRequest": {"Item": i}} for i in items] + [{"DeleteRequest": {"Key": k}} for k in deletes]
+        for start in range(0, len(requests), _BATCH):
+            pending = requests[start:start + _BATCH]
+            for attempt in range(self.config.max_attempts + 1):
+                answer = await self._caller.call("BatchWriteItem", {"RequestItems": {self.table: pending}},
+                                                 session=session)
+                pending = answer.get("UnprocessedItems", {}).get(self.table, [])
+                if not pending:
+                    break
+                cap = min(self.config.max_backoff_s, self.config.initial_backoff_ms / 1000.0 * 2 ** attempt)
+                await self.clock.sleep(self._rng.uniform(0.0, cap))
+            if pending:
+                from orchestrator.errors import StoreUnavailableError
+
+                raise StoreUnavailableError(
+                    f"DynamoDB kept {len(pending)} of a batch unprocessed after {self.config.max_attempts} "
+                    f"resends (throttled); retry later or raise the table's capacity "
+                    f"{self._caller.context('BatchWriteItem', session)}", session_id=session, table=self.table)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def expired(self, raw: dict[str, Any], now: float) -> bool:
+        ttl = raw.get("ttl", {}).get("N")
+        return ttl is not None and float(ttl) < now
+
+    def session_or_missing(self, raw: dict[str, Any] | None, sid: str, now: float) -> SessionRecord:
+        if raw is None or self.expired(raw, now):
+            raise SessionNotFoundError(
+                f"session {sid} does not exist in {self.describe()}; check the id (list sessions with "
+                f"`orchestrator sessions`) or the store URL", session_id=sid)
+        return self.items.session(raw, sid)
+
+    async def read_session(self, sid: str) -> SessionRecord:
+        raw = await self.get_raw(session_pk(sid), "META", session=sid)
+        return self.session_or_missing(raw, sid, self.clock.now())
+
+    async def partition(self, sid: str) -> list[dict[str, Any]]:
+        """The session's META and task-side items: one consistent Query per MB (`SK >= META`)."""
+        cond = (Path("PK") == session_pk(sid)) & (Path("SK") >= "META")
+        items, _ = await self.query_raw(session_pk(sid), cond, session=sid)
+        return items
+
+    def snapshot(self, sid: str, raws: list[dict[str, Any]]) -> SessionSnapshot:
+        """Assemble a snapshot: only items of the creation and adopted additions count."""
+        now = self.clock.now()
+        meta = next((r for r in raws if r["SK"]["S"] == "META"), None)
+        session = self.session_or_missing(meta, sid, now)
+        assert meta is not None
+        tok = meta.get("tok", {}).get("S")
+        tasks: dict[str, dict[str, Any]] = {}
+        edges: list[dict[str, Any]] = []
+        chunks: dict[str, dict[str, Any]] = {}
+        signals: list[dict[str, Any]] = []
+        for raw in raws:
+            sk = raw["SK"]["S"]
+            parts = sk.split("#")
+            if sk == "META":
+                continue
+            if parts[0] == "TASK" and len(parts) == 2:
+                tasks[parts[1]] = raw
+            elif parts[0] == "TASK" and len(parts) == 4 and parts[2] == "DEP":
+                edges.append(raw)
+            elif parts[0] == "TASK" and len(parts) == 5 and parts[2] == "CHUNK":
+                chunks[sk] = raw
+            elif parts[0] == "TASK" and len(parts) == 4 and parts[2] == "SIGNAL":
+                signals.append(raw)
+            else:
+                self.items.check({}, "session", session=sid)  # not an SDK key: refuse the partition
+        visible = self.visible_tasks(tasks, tok, now)
+        records: dict[str, TaskRecord] = {}
+        for tid in visible:
+            records[tid] = self.task_record(sid, tid, tasks[tid], chunks)
+        edge_list = []
+        for raw in edges:
+            edge = self.items.edge(raw, sid)
+            owner = tasks.get(edge.task_id)
+            if edge.task_id in visible and owner is not None and self._same_origin(raw, owner, tok):
+                edge_list.append(edge)
+        sigs: dict[tuple[str, str], SignalRecord] = {}
+        for raw in signals:
+            sig = self.items.signal(raw, sid)
+            if sig.seq <= session.signal_seq and not self.expired(raw, now):
+                sigs[(sig.task_id, sig.name)] = sig
+        return SessionSnapshot(session=session, tasks=records, edges=tuple(sorted(edge_list, key=_edge_key)),
+                               signals=sigs)
+
+    def _same_origin(self, edge: dict[str, Any], task: dict[str, Any], tok: str | None) -> bool:
+        es, ts = self.items.staged(edge), self.items.staged(task)
+        if es.added_by is None:
+            return ts.added_by is None and edge.get("tok", {}).get("S") == tok
+        return es == ts
+
+    def visible_tasks(self, tasks: dict[str, dict[str, Any]], tok: str | None, now: float) -> set[str]:
+        """Tasks of the creation (matching token), plus staged ones their parent's completion adopted."""
+        visible: set[str] = set()
+        staged: dict[str, Staged] = {}
+        for tid, raw in tasks.items():
+            if self.expired(raw, now):
+                continue
+            st = self.items.staged(raw)
+            if st.added_by is None:
+                if raw.get("tok", {}).get("S") == tok:
+                    self.items.check(raw, "task", task=tid)
+                    visible.add(tid)
+            else:
+                staged[tid] = st
+        changed = True
+        while changed:
+            changed = False
+            for tid, st in list(staged.items()):
+                parent = tasks.get(st.added_by or "")
+                if st.added_by in visible and parent is not None and self.adopts(parent, st):
+                    visible.add(tid)
+                    del staged[tid]
+                    changed = True
+        return visible
+
+    @staticmethod
+    def adopts(parent: dict[str, Any], st: Staged) -> bool:
+        """Whether `parent`'s stored completion is the one that added the staged item."""
+        return (parent.get("status", {}).get("S") == TaskStatus.COMPLETED.value
+                and int(parent["fence"]["N"]) == st.added_fence and int(parent["attempt"]["N"]) == st.added_attempt)
+
+    def task_record(self, sid: str, tid: str, raw: dict[str, Any], chunks: dict[str, dict[str, Any]]) -> TaskRecord:
+        record = self.items.task(raw, sid, tid)
+        if record.output_ref is not None:
+            return self.items.task(raw, sid, tid, self.items.join_chunks(sid, tid, record.output_ref, chunks), True)
+        return record
+
+    async def read_task(self, sid: str, tid: str) -> TaskRecord:
+        """One task, strongly consistent, its chunks joined; TaskNotFoundError unless visible."""
+        low, high = task_range(tid)
+        cond = (Path("PK") == session_pk(sid)) & Path("SK").between(low, high)
+
+        async def meta() -> dict[str, Any] | None:
+            return await self.get_raw(session_pk(sid), "META", session=sid)
+
+        async def own() -> list[dict[str, Any]]:
+            items, _ = await self.query_raw(session_pk(sid), cond, session=sid, task=tid)
+            return items
+
+        out: list[Any] = await gather([meta, own])
+        now = self.clock.now()
+        meta_raw: dict[str, Any] | None = out[0]
+        self.session_or_missing(meta_raw, sid, now)
+        assert meta_raw is not None
+        items: list[dict[str, Any]] = out[1]
+        task_raw = next((r for r in items if r["SK"]["S"] == task_sk(tid)), None)
+        if task_raw is not None and not self.expired(task_raw, now):
+            if await self._visible(sid, tid, task_raw, meta_raw.get("tok", {}).get("S")):
+                chunks = {r["SK"]["S"]: r for r in items if "#CHUNK#" in r["SK"]["S"]}
+                return self.task_record(sid, tid, task_raw, chunks)
+        raise TaskNotFoundError(
+            f"session {sid} has no task {tid!r} (or it was added by an agent whose completion is not "
+            f"recorded yet); load the session to see its tasks", session_id=sid, task_id=tid)
+
+    async def _visible(self, sid: str, tid: str, raw: dict[str, Any], tok: str | None) -> bool:
+        self.items.check(raw, "task", session=sid, task=tid)
+        st = self.items.staged(raw)
+        seen = {tid}
+        while st.added_by is not None:
+            if st.added_by in seen:
+                return False
+            seen.add(st.added_by)
+            parent = await self.get_raw(session_pk(sid), task_sk(st.added_by), session=sid, task=st.added_by)
+            if parent is None or not self.adopts(parent, st):
+                return False
+            st = self.items.staged(parent)
+            raw = parent
+        return bool(raw.get("tok", {}).get("S") == tok)
+
+    @staticmethod
+    def chunk_ref(record: TaskRecord) -> ChunkRef | None:
+        return record.output_ref
+
+
+def _edge_key(e: Edge) -> tuple[str, str]:
+    return e.task_id, e.depends_on

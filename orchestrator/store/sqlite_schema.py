@@ -1,0 +1,285 @@
+"""The SQLite file: its tables, how it is created (0600, WAL) and how a foreign file is refused.
+
+Opening never writes to a file it does not recognise: the header is read first, the
+tables are inspected with a plain read, and only an empty file or one carrying our
+`meta` marker at a known schema version is switched to WAL and written.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from orchestrator.errors import SchemaError, StoreError
+from orchestrator.store.records import SCHEMA_VERSION
+
+__all__ = [
+    "APPLICATION",
+    "TABLES",
+    "connect",
+    "create_file",
+    "file_problems",
+    "inspect",
+    "is_busy",
+    "verify_or_create",
+]
+
+#: The marker in `meta` that says this file was written by this SDK.
+APPLICATION = "durable-orchestrator"
+_APPLICATION_ID = 0x4F524348  # "ORCH" in the SQLite header, so `file` and tools can tell
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+_DDL = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE sessions (
+    session_id TEXT PRIMARY KEY, v INTEGER NOT NULL,
+    pipeline TEXT NOT NULL, pipeline_version TEXT NOT NULL, status TEXT NOT NULL,
+    owner_kind TEXT NOT NULL, input TEXT, project_id TEXT, user_id TEXT, pipeline_type TEXT,
+    progress TEXT NOT NULL, current_agents TEXT NOT NULL,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, completed_at REAL,
+    lease_owner TEXT, lease_expires_at REAL, fence INTEGER NOT NULL,
+    signal_seq INTEGER NOT NULL, wait_seq INTEGER NOT NULL, wake_at REAL,
+    redrive_count INTEGER NOT NULL, max_redrives INTEGER NOT NULL,
+    needs_human INTEGER NOT NULL, needs_human_reason TEXT, cancel_requested INTEGER NOT NULL,
+    reason TEXT, trace_context TEXT NOT NULL, metadata TEXT NOT NULL,
+    ttl_seconds REAL, expires_at REAL, status_time REAL NOT NULL
+);
+CREATE INDEX sessions_by_status ON sessions (status, status_time, session_id);
+CREATE INDEX sessions_by_project ON sessions (project_id, created_at, session_id)
+    WHERE project_id IS NOT NULL;
+CREATE INDEX sessions_by_end ON sessions (completed_at) WHERE completed_at IS NOT NULL;
+CREATE INDEX sessions_by_expiry ON sessions (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE tasks (
+    session_id TEXT NOT NULL, task_id TEXT NOT NULL, v INTEGER NOT NULL,
+    agent TEXT NOT NULL, status TEXT NOT NULL, input TEXT,
+    priority INTEGER NOT NULL, max_attempts INTEGER NOT NULL,
+    fence INTEGER NOT NULL, attempt INTEGER NOT NULL, attempt_base INTEGER NOT NULL,
+    not_before REAL, last_error TEXT, history TEXT NOT NULL,
+    started_at REAL, ended_at REAL, output TEXT, progress TEXT NOT NULL, checkpoint TEXT,
+    added_by TEXT, updated_at REAL NOT NULL,
+    PRIMARY KEY (session_id, task_id)
+);
+CREATE TABLE edges (
+    session_id TEXT NOT NULL, task_id TEXT NOT NULL, depends_on TEXT NOT NULL,
+    pos INTEGER NOT NULL, v INTEGER NOT NULL,
+    PRIMARY KEY (session_id, task_id, depends_on)
+) WITHOUT ROWID;
+CREATE TABLE staged_tasks (
+    session_id TEXT NOT NULL, parent TEXT NOT NULL, fence INTEGER NOT NULL,
+    attempt INTEGER NOT NULL, task_id TEXT NOT NULL, v INTEGER NOT NULL,
+    agent TEXT NOT NULL, input TEXT, priority INTEGER NOT NULL, max_attempts INTEGER NOT NULL,
+    depends_on TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (session_id, parent, fence, attempt, task_id)
+);
+CREATE INDEX staged_by_task ON staged_tasks (session_id, task_id);
+CREATE INDEX staged_by_age ON staged_tasks (created_at);
+CREATE TABLE signals (
+    session_id TEXT NOT NULL, task_id TEXT NOT NULL, name TEXT NOT NULL, v INTEGER NOT NULL,
+    payload TEXT, seq INTEGER NOT NULL, sent_at REAL NOT NULL,
+    PRIMARY KEY (session_id, task_id, name)
+);
+CREATE TABLE events (
+    session_id TEXT NOT NULL, cursor TEXT NOT NULL, v INTEGER NOT NULL,
+    at REAL NOT NULL, writer TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+    task_id TEXT, message TEXT NOT NULL, data TEXT NOT NULL, level TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (session_id, cursor)
+);
+CREATE INDEX events_by_expiry ON events (expires_at);
+CREATE TABLE metrics (
+    day TEXT NOT NULL, hour INTEGER NOT NULL, name TEXT NOT NULL, agent TEXT NOT NULL,
+    writer TEXT NOT NULL, v INTEGER NOT NULL, seq INTEGER NOT NULL,
+    count INTEGER NOT NULL, errors INTEGER NOT NULL, blocked INTEGER NOT NULL,
+    sum_ms REAL NOT NULL, min_ms REAL, max_ms REAL, buckets TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (day, hour, name, agent, writer)
+);
+CREATE INDEX metrics_by_expiry ON metrics (expires_at);
+CREATE TABLE pipelines (
+    name TEXT NOT NULL, version TEXT NOT NULL, v INTEGER NOT NULL, digest TEXT NOT NULL,
+    definition TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (name, version)
+);
+"""
+
+#: Every table the SDK needs; a file with our marker but without one of these is damaged.
+TABLES = frozenset(
+    {"meta", "sessions", "tasks", "edges", "staged_tasks", "signals", "events", "metrics", "pipelines"}
+)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock; back off and retry."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def _fix(path: Path) -> str:
+    return (
+        f"point ORCHESTRATOR_STORE (or --store) at another file, e.g. sqlite://{path.parent / 'orchestrator.db'}, "
+        f"or move {path} away"
+    )
+
+
+def create_file(path: Path) -> None:
+    """Create the database file 0600 (its directory 0700) before SQLite opens it.
+
+    SQLite gives the `-wal` and `-shm` files the mode of the database file, so they are
+    private too. An existing file is checked to be SQLite (or empty) and left as is.
+    """
+    if path.exists():
+        if path.is_dir():
+            raise SchemaError(
+                f"store path {path} is a directory, not a SQLite file; name a file, e.g. {path / 'state.db'}",
+                path=str(path),
+            )
+        with open(path, "rb") as fh:
+            head = fh.read(len(_SQLITE_HEADER))
+        if head and head != _SQLITE_HEADER:
+            raise SchemaError(
+                f"{path} is not a SQLite database, so it is not an orchestrator store; nothing was "
+                f"written to it. {_fix(path)}",
+                path=str(path),
+            )
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:  # another process created it meanwhile: fine, it checks it too
+        return
+    os.close(fd)
+
+
+def inspect(conn: sqlite3.Connection, path: Path) -> bool:
+    """True when the file is empty (to be created); raises SchemaError if it is not ours.
+
+    Only reads: a foreign file is refused before anything is written to it.
+    """
+    names = {
+        row[0]
+        for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+    }
+    if not names:
+        return True
+    if "meta" not in names:
+        shown = ", ".join(sorted(names)[:5])
+        raise SchemaError(
+            f"{path} is a SQLite database with other tables ({shown}) and no orchestrator marker: it "
+            f"was not written by this SDK and was left untouched. {_fix(path)}",
+            path=str(path),
+        )
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    if meta.get("application") != APPLICATION:
+        raise SchemaError(
+            f"{path} has a meta table but not the orchestrator marker (application="
+            f"{meta.get('application')!r}); it was left untouched. {_fix(path)}",
+            path=str(path),
+        )
+    try:
+        version = int(meta.get("schema_version", ""))
+    except ValueError:
+        raise SchemaError(
+            f"{path} has an unreadable schema version {meta.get('schema_version')!r}; restore it from a "
+            f"backup or {_fix(path)}",
+            path=str(path),
+        ) from None
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"{path} was written by a newer orchestrator (schema {version}; this code knows "
+            f"{SCHEMA_VERSION}); upgrade durable-orchestrator to use it, or {_fix(path)}",
+            path=str(path),
+            schema_version=version,
+        )
+    if version < SCHEMA_VERSION:
+        raise SchemaError(
+            f"{path} has schema {version}, older than this code's {SCHEMA_VERSION}, and no migration "
+            f"exists for it; use the SDK version that wrote it, or {_fix(path)}",
+            path=str(path),
+            schema_version=version,
+        )
+    missing = sorted(TABLES - names)
+    if missing:
+        raise SchemaError(
+            f"{path} is an orchestrator store but lacks table(s) {', '.join(missing)}; it is damaged. "
+            f"Restore it from a backup, or {_fix(path)}",
+            path=str(path),
+        )
+    return False
+
+
+def verify_or_create(conn: sqlite3.Connection, path: Path) -> None:
+    """Inside the caller's write transaction: create every table if the file is empty, else verify."""
+    if not inspect(conn, path):
+        return
+    for statement in _DDL.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.executemany(
+        "INSERT INTO meta (key, value) VALUES (?, ?)",
+        [("application", APPLICATION), ("schema_version", str(SCHEMA_VERSION))],
+    )
+    conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def file_problems(path: Path) -> list[str]:
+    """What is wrong with the file as it is on disk, each with its fix; [] when fine.
+
+    Opens its own read-only connection, so it works before `initialize()` and never
+    creates or changes the file.
+    """
+    if not path.exists():
+        return [
+            f"store file {path} does not exist; it is created on first use (e.g. run any "
+            f"`orchestrator` command, or `await store.initialize()`)"
+        ]
+    problems: list[str] = []
+    if not os.access(path, os.R_OK | os.W_OK):
+        problems.append(f"store file {path} is not readable and writable by this user; fix its owner or mode")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        problems.append(
+            f"directory {path.parent} is not writable; SQLite must create {path.name}-wal next to the file"
+        )
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        problems.append(f"store file {path} has mode {mode:o}, readable by others; run `chmod 600 {path}`")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return [*problems, f"store file {path} cannot be opened ({exc}); check its permissions"]
+    try:
+        try:
+            inspect(conn, path)
+            journal = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if journal != "wal":
+                problems.append(
+                    f"store file {path} is in journal mode {journal!r}, not WAL; open it once with the "
+                    f"SDK (it switches to WAL), or run `sqlite3 {path} 'PRAGMA journal_mode=WAL'`"
+                )
+        except SchemaError as exc:
+            problems.append(str(exc))
+        except sqlite3.DatabaseError as exc:
+            problems.append(f"store file {path} cannot be read ({exc}); {_fix(path)}")
+    finally:
+        conn.close()
+    return problems
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (we issue BEGIN ourselves), never waiting on locks.
+
+    `busy_timeout = 0`: a locked file returns SQLITE_BUSY at once and the caller backs
+    off with an async sleep, so the event loop is never blocked inside SQLite.
+    """
+    try:
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open store file {path}: {exc}; check the path and its permissions") from exc
+    conn.execute("PRAGMA busy_timeout = 0")
+    return conn

@@ -1,0 +1,319 @@
+"""Task rows of the SQLite store: creation, fenced writes, staging and adoption.
+
+Every function here runs inside a transaction the caller opened; values were encoded
+before it began. Decisions come from `orchestrator.store.rules`, so the SQLite and
+DynamoDB backends decide alike.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.codec import Codec
+from orchestrator.errors import CycleError, PipelineDefinitionError, SchemaError
+from orchestrator.store import rules
+from orchestrator.store.protocol import WriteResult
+from orchestrator.store.records import (
+    SCHEMA_VERSION,
+    Lease,
+    NewTask,
+    SessionRecord,
+    TaskRecord,
+    TaskWrite,
+    TaskWriteKind,
+    WriteOutcome,
+)
+from orchestrator.store.sqlite_rows import (
+    TASK_COLS,
+    TASK_INSERT,
+    RawJSON,
+    definition_matches,
+    dump,
+    error_to_json,
+    history_to_json,
+    progress_to_json,
+    task_from_row,
+)
+
+__all__ = [
+    "EncodedWrite",
+    "TaskRow",
+    "adopt",
+    "apply_writes",
+    "check_graph",
+    "insert_tasks",
+    "read_task",
+    "stage_tasks",
+]
+
+_SELECT_TASK = f"SELECT {TASK_COLS} FROM tasks WHERE session_id = ? AND task_id = ?"
+_SELECT_DEPS = "SELECT depends_on FROM edges WHERE session_id = ? AND task_id = ? ORDER BY pos"
+_TASK_UPDATE = (
+    "UPDATE tasks SET v = ?, status = ?, fence = ?, attempt = ?, attempt_base = ?, not_before = ?, "
+    "last_error = ?, history = ?, started_at = ?, ended_at = ?, output = ?, progress = ?, checkpoint = ?, "
+    "updated_at = ? WHERE session_id = ? AND task_id = ?"
+)
+_EDGE_INSERT = "INSERT OR IGNORE INTO edges (session_id, task_id, depends_on, pos, v) VALUES (?, ?, ?, ?, ?)"
+_STAGED_FOR_ATTEMPT = (
+    "SELECT task_id, v, agent, input, priority, max_attempts, depends_on FROM staged_tasks "
+    "WHERE session_id = ? AND parent = ? AND fence = ? AND attempt = ?"
+)
+
+
+#: A task as inserted: (task_id, agent, input_text, priority, max_attempts, depends_on, added_by).
+TaskRow = tuple[str, str, str | None, int, int, Sequence[str], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedWrite:
+    """A `TaskWrite` with its user values already encoded (before the transaction began)."""
+
+    write: TaskWrite
+    output: str | None
+    checkpoint: str | None
+
+
+def check_graph(tasks: Sequence[NewTask], known: Callable[[str], bool], where: str) -> None:
+    """Unique ids, every dependency in `tasks` or `known`, no cycle among `tasks`.
+
+    Raises PipelineDefinitionError (CycleError naming the cycle) before anything is written.
+    """
+    ids: dict[str, NewTask] = {}
+    for t in tasks:
+        if t.task_id in ids:
+            raise PipelineDefinitionError(
+                f"task id {t.task_id!r} appears twice in {where}; give each task a unique id",
+                task_id=t.task_id,
+            )
+        ids[t.task_id] = t
+    for t in tasks:
+        for dep in t.depends_on:
+            if dep not in ids and not known(dep):
+                raise PipelineDefinitionError(
+                    f"task {t.task_id!r} in {where} depends on {dep!r}, which is neither in the same "
+                    f"batch nor an existing task; add {dep!r} first or fix the dependency",
+                    task_id=t.task_id,
+                    depends_on=dep,
+                )
+    # Iterative DFS (white/grey/black) so a 10,000-task chain does not hit the recursion limit.
+    state: dict[str, int] = {}
+    for root in ids:
+        if state.get(root):
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        path: list[str] = []
+        while stack:
+            node, i = stack.pop()
+            if i == 0:
+                state[node] = 1
+                path.append(node)
+            deps = [d for d in ids[node].depends_on if d in ids]
+            if i < len(deps):
+                stack.append((node, i + 1))
+                nxt = deps[i]
+                if state.get(nxt) == 1:
+                    cycle = [*path[path.index(nxt):], nxt]
+                    err = CycleError(
+                        f"the tasks in {where} form a cycle: {' -> '.join(cycle)}; remove one of these "
+                        f"dependencies",
+                        task_id=nxt,
+                    )
+                    err.cycle = cycle
+                    raise err
+                if not state.get(nxt):
+                    stack.append((nxt, 0))
+            else:
+                state[node] = 2
+                path.pop()
+
+
+def insert_tasks(
+    conn: sqlite3.Connection,
+    session_id: str,
+    rows: Sequence[TaskRow],
+    now: float,
+) -> None:
+    """Insert PENDING tasks and their edges.
+
+    Existing ids are left as they are (adoption of a definition that is already there).
+    """
+    conn.executemany(
+        TASK_INSERT,
+        [(session_id, tid, SCHEMA_VERSION, agent, text, prio, max_att, added_by, now)
+         for tid, agent, text, prio, max_att, _, added_by in rows],
+    )
+    conn.executemany(
+        _EDGE_INSERT,
+        [(session_id, tid, dep, pos, SCHEMA_VERSION)
+         for tid, _, _, _, _, deps, _ in rows for pos, dep in enumerate(deps)],
+    )
+
+
+def read_task(conn: sqlite3.Connection, session_id: str, task_id: str, codec: Codec, where: str) -> TaskRecord | None:
+    """One adopted task, fully decoded, with its dependencies; None if absent."""
+    row = conn.execute(_SELECT_TASK, (session_id, task_id)).fetchone()
+    if row is None:
+        return None
+    deps = tuple(r[0] for r in conn.execute(_SELECT_DEPS, (session_id, task_id)))
+    return task_from_row(row, session_id, codec, where, deps)
+
+
+def _json_column(value: Any, write_value: Any, write_text: str | None) -> str | None:
+    if isinstance(value, RawJSON):
+        return value.text
+    if value is None:
+        return None
+    if value is write_value:
+        return write_text
+    raise AssertionError("a task write produced a value that was not encoded before the transaction")
+
+
+def apply_writes(
+    conn: sqlite3.Connection,
+    lease: Lease,
+    writes: Sequence[EncodedWrite],
+    now: float,
+    *,
+    codec: Codec,
+    where: str,
+    load_session: Callable[[], SessionRecord],
+    missing: Callable[[str], Exception],
+) -> list[WriteResult]:
+    """Apply each fenced write in order; the caller commits them together.
+
+    LeaseLostError from a rejection propagates, so the caller rolls the whole batch back.
+    """
+    sid = lease.session_id
+    results: list[WriteResult] = []
+    session: SessionRecord | None = None
+    for enc in writes:
+        w = enc.write
+        row = conn.execute(_SELECT_TASK, (sid, w.task_id)).fetchone()
+        if row is None:
+            raise missing(w.task_id)
+        task = task_from_row(row, sid, codec, where, raw=True)
+        if not rules.task_write_allowed(task, lease, w):
+            if session is None:
+                session = load_session()
+            outcome = rules.classify_rejection(task, session, lease, w)
+            results.append(WriteResult(w.task_id, outcome, read_task(conn, sid, w.task_id, codec, where)))
+            continue
+        new = rules.apply_task_write(task, lease, w, now)
+        conn.execute(
+            _TASK_UPDATE,
+            (
+                SCHEMA_VERSION, new.status.value, new.fence, new.attempt, new.attempt_base, new.not_before,
+                row[11] if new.last_error is task.last_error else error_to_json(new.last_error),
+                row[12] if new.history is task.history else history_to_json(new.history),
+                new.started_at, new.ended_at,
+                _json_column(new.output, w.output, enc.output),
+                row[16] if new.progress is task.progress else progress_to_json(new.progress),
+                _json_column(new.checkpoint, w.checkpoint, enc.checkpoint),
+                now, sid, w.task_id,
+            ),
+        )
+        if w.kind is TaskWriteKind.COMPLETE:
+            adopt(conn, sid, w.task_id, lease.fence, w.attempt, now, where)
+        results.append(WriteResult(w.task_id, WriteOutcome.APPLIED))
+    return results
+
+
+def adopt(conn: sqlite3.Connection, session_id: str, parent: str, fence: int, attempt: int, now: float,
+          where: str) -> None:
+    """Make the tasks staged by `parent`'s (fence, attempt) real, with its completion."""
+    staged = conn.execute(_STAGED_FOR_ATTEMPT, (session_id, parent, fence, attempt)).fetchall()
+    if not staged:
+        return
+    rows: list[TaskRow] = []
+    for tid, v, agent, text, prio, max_att, deps in staged:
+        if v > SCHEMA_VERSION:
+            raise SchemaError(
+                f"task {tid} staged by {parent} in session {session_id} in {where} was written by a newer "
+                f"orchestrator (schema {v}); upgrade durable-orchestrator",
+                session_id=session_id,
+                task_id=tid,
+            )
+        rows.append((tid, agent, text, prio, max_att, json.loads(deps), parent))
+    insert_tasks(conn, session_id, rows, now)
+    # The parent is COMPLETED for good: other attempts' staged tasks can never be adopted.
+    conn.execute("DELETE FROM staged_tasks WHERE session_id = ? AND parent = ?", (session_id, parent))
+
+
+def stage_tasks(
+    conn: sqlite3.Connection,
+    lease: Lease,
+    parent: str,
+    attempt: int,
+    tasks: Sequence[NewTask],
+    inputs: Sequence[str],
+    now: float,
+) -> None:
+    """Stage `tasks` under (parent, fence, attempt), after checking ids and dependencies.
+
+    An id already adopted or staged with the same definition is a no-op; with another
+    definition it raises PipelineDefinitionError. Dependencies must be adopted tasks,
+    tasks of this batch, or tasks this attempt staged before.
+    """
+    sid = lease.session_id
+    key = (sid, parent, lease.fence, attempt)
+    same_key = {
+        r[0]
+        for r in conn.execute(
+            "SELECT task_id FROM staged_tasks WHERE session_id = ? AND parent = ? AND fence = ? AND attempt = ?",
+            key,
+        )
+    }
+    batch = {t.task_id for t in tasks}
+    pending = []
+    for t, text in zip(tasks, inputs, strict=True):
+        adopted = conn.execute(
+            "SELECT agent, input, priority, max_attempts FROM tasks WHERE session_id = ? AND task_id = ?",
+            (sid, t.task_id),
+        ).fetchone()
+        stored: list[tuple[Any, ...]] = []
+        if adopted is not None:
+            deps = [r[0] for r in conn.execute(_SELECT_DEPS, (sid, t.task_id))]
+            stored.append((*adopted, deps))
+        stored.extend(
+            (agent, inp, prio, max_att, json.loads(deps_text))
+            for agent, inp, prio, max_att, deps_text in conn.execute(
+                "SELECT agent, input, priority, max_attempts, depends_on FROM staged_tasks "
+                "WHERE session_id = ? AND task_id = ?",
+                (sid, t.task_id),
+            )
+        )
+        for s in stored:
+            if not definition_matches(s, t, text):
+                raise PipelineDefinitionError(
+                    f"task {t.task_id!r} added by {parent} (attempt {attempt}) in session {sid} differs from "
+                    f"the task already defined under that id (agent {s[0]!r}, depends on "
+                    f"{sorted(s[4]) or 'nothing'}); task ids an agent adds must be deterministic: give the "
+                    f"new task another id",
+                    session_id=sid,
+                    task_id=t.task_id,
+                )
+        if adopted is None:
+            pending.append((t, text))
+    for t in tasks:
+        for dep in t.depends_on:
+            if dep in batch or dep in same_key:
+                continue
+            if conn.execute("SELECT 1 FROM tasks WHERE session_id = ? AND task_id = ?", (sid, dep)).fetchone():
+                continue
+            raise PipelineDefinitionError(
+                f"task {t.task_id!r} added by {parent} in session {sid} depends on {dep!r}, which is not a "
+                f"task of the session nor added in this batch; add {dep!r} too or fix the dependency",
+                session_id=sid,
+                task_id=t.task_id,
+                depends_on=dep,
+            )
+    conn.executemany(
+        "INSERT OR IGNORE INTO staged_tasks (session_id, parent, fence, attempt, task_id, v, agent, input, "
+        "priority, max_attempts, depends_on, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(*key, t.task_id, SCHEMA_VERSION, t.agent, text, t.priority, t.max_attempts, dump(list(t.depends_on)), now)
+         for t, text in pending],
+    )

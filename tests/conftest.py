@@ -1,0 +1,137 @@
+"""Shared fixtures: every Store backend the suite runs against, and the tools around them.
+
+Fixtures (use these names in any test module):
+
+- `anyio_backend`: "asyncio" (for `@pytest.mark.anyio` tests).
+- `fake_clock`: the `FakeClock` the `store` fixture was opened with.
+- `store`: an initialized store, parametrized over the backends below, with a fresh
+  file or table per test; closed (and the moto server reset) afterwards.
+- `store_url`: the URL that opens the same store in a child process; None for
+  in-process moto, whose state lives only in this process.
+- `store_backend`: the backend id of the current parameter (see BACKENDS).
+- `moto_endpoint`: the URL of the session-wide moto server (one request at a time),
+  started on first use and stopped at the end of the session.
+
+Backends (ids): `sqlite` (a real file in tmp_path), `moto` (in-process `mock_aws()`),
+`moto-server` (HTTP, one request at a time), `moto-notx` and `moto-server-notx`
+(DynamoDB with `transactions=0`: single-item conditional writes only). Restrict a test
+or class with `@pytest.mark.backends("sqlite", "moto-server")`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.store import Store, open_store
+from orchestrator.testing import FakeClock
+from orchestrator.testing.moto_server import MotoServer
+
+BACKENDS: tuple[str, ...] = ("sqlite", "moto", "moto-server", "moto-notx", "moto-server-notx")
+#: Backends whose state several processes and threads share atomically.
+SHARED_BACKENDS: tuple[str, ...] = ("sqlite", "moto-server", "moto-server-notx")
+#: The DynamoDB backends.
+DYNAMODB_BACKENDS: tuple[str, ...] = ("moto", "moto-server", "moto-notx", "moto-server-notx")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "backends(*ids): run a test using `store` only on these backends (see conftest)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("backends")
+    ids = tuple(marker.args) if marker is not None else BACKENDS
+    unknown = sorted(set(ids) - set(BACKENDS))
+    if unknown:
+        raise pytest.UsageError(f"unknown backend(s) {unknown} in @pytest.mark.backends; known: {BACKENDS}")
+    metafunc.parametrize("store_backend", ids, ids=list(ids), scope="function")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto accepts any keys; never let a test reach real AWS with real ones."""
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_SECURITY_TOKEN", "testing"),
+        ("AWS_SESSION_TOKEN", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture(scope="session")
+def _moto_server() -> Iterator[MotoServer]:
+    server = MotoServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto_endpoint(_moto_server: MotoServer) -> str:
+    """Endpoint of the shared one-request-at-a-time moto server."""
+    return _moto_server.endpoint
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store_url(store_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str | None:
+    """URL of this test's store for child processes; None for in-process moto."""
+    table = f"t-{uuid.uuid4().hex[:12]}"
+    if store_backend == "sqlite":
+        return f"sqlite://{tmp_path / 'state.db'}"
+    if store_backend in ("moto", "moto-notx"):
+        return None
+    endpoint = request.getfixturevalue("moto_endpoint")
+    tx = "&transactions=0" if store_backend.endswith("-notx") else ""
+    return f"dynamodb://{table}?region=us-east-1&endpoint={endpoint}{tx}"
+
+
+@pytest.fixture
+async def store(
+    store_backend: str, store_url: str | None, fake_clock: FakeClock, request: pytest.FixtureRequest
+) -> AsyncIterator[Store]:
+    """An initialized store on a fresh file/table, driven by `fake_clock`."""
+    mock: Any = None
+    server: MotoServer | None = None
+    if store_backend.startswith("moto-server"):
+        server = request.getfixturevalue("_moto_server")
+    if store_url is None:
+        from moto import mock_aws
+
+        mock = mock_aws()
+        mock.start()
+        tx = "&transactions=0" if store_backend.endswith("-notx") else ""
+        url = f"dynamodb://t-{uuid.uuid4().hex[:12]}?region=us-east-1{tx}"
+    else:
+        url = store_url
+    opened = open_store(url, clock=fake_clock)
+    try:
+        await opened.initialize()
+        yield opened
+    finally:
+        await opened.aclose()
+        if mock is not None:
+            mock.stop()
+        if server is not None:
+            server.reset()
