@@ -255,14 +255,17 @@ class SessionRunner:
                 if ctx:
                     await self.store.update_session(self.lease, trace_context=ctx)
             try:
-                async with anyio.create_task_group() as tg:
-                    self._tg = tg
-                    await tg.start(self._keeper.run)
-                    tg.start_soon(self._flush_loop)
-                    try:
-                        result = await self._dispatch(tg)
-                    finally:
-                        tg.cancel_scope.cancel()
+                try:
+                    async with anyio.create_task_group() as tg:
+                        self._tg = tg
+                        await tg.start(self._keeper.run)
+                        tg.start_soon(self._flush_loop)
+                        try:
+                            result = await self._dispatch(tg)
+                        finally:
+                            tg.cancel_scope.cancel()
+                except BaseExceptionGroup as group:
+                    raise _unwrap(group) from None
             except LeaseLostError as exc:
                 span.record_exception(exc)
                 raise
@@ -501,7 +504,9 @@ class SessionRunner:
         if outcome.error is None:
             if outcome.added:
                 await self.store.add_tasks(self.lease, tid, outcome.attempt, list(outcome.added.values()))
-            write = TaskWrite(TaskWriteKind.COMPLETE, tid, outcome.attempt, output=outcome.output)
+            last = self._progress_dirty.pop(tid, None)
+            write = TaskWrite(TaskWriteKind.COMPLETE, tid, outcome.attempt, output=outcome.output,
+                              progress=last[1] if last and last[0] == outcome.attempt else None)
 
             async def after_complete(result: WriteResult) -> None:
                 if result.outcome is WriteOutcome.COMPLETED_ELSEWHERE:
@@ -751,10 +756,10 @@ class SessionRunner:
             ]
             if writes:
                 await self.store.write_tasks(self.lease, writes)
-        if self._session_dirty and not final:
+        if self._session_dirty or final:
             self._session_dirty = False
             done, total = self.dag.done, self.dag.total
-            agents = sorted({r.agent for r in self._running.values()})
+            agents = [] if final else sorted({r.agent for r in self._running.values()})
             await self.store.update_session(self.lease, progress=Progress(done, total), current_agents=agents)
 
     async def _final_flush(self) -> None:
@@ -764,6 +769,24 @@ class SessionRunner:
                 await flush()
             except (OrchestratorError, OSError):
                 _log.warning("session %s: final flush failed", self.session_id, exc_info=True)
+
+
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one meaningful error of a task group (a lost lease wins), not the group."""
+    flat: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        elif not isinstance(exc, anyio.get_cancelled_exc_class()):
+            flat.append(exc)
+
+    walk(group)
+    for exc in flat:
+        if isinstance(exc, LeaseLostError):
+            return exc
+    return flat[0] if len(flat) == 1 else group
 
 
 def _with(task: TaskRecord, **changes: Any) -> TaskRecord:

@@ -28,7 +28,8 @@ from orchestrator.store import (
 )
 from orchestrator.testing import FakeClock
 
-pytestmark = [pytest.mark.anyio, pytest.mark.backends("sqlite", "moto")]
+# Store-specific behaviour runs on SQLite and in-process DynamoDB (moto); the rest on SQLite.
+pytestmark = [pytest.mark.anyio, pytest.mark.backends("sqlite")]
 
 T0 = 1_750_000_000.0  # 2025-06-15T15:06:40Z, the FakeClock's default start
 DAY, HOUR = day_of(T0)
@@ -83,6 +84,7 @@ async def test_percentiles_come_from_log_buckets(store: Store, fake_clock: FakeC
     assert row.percentile(0.95) == 4096.0
 
 
+@pytest.mark.backends("sqlite", "moto")
 async def test_flush_writes_cumulative_rows_readers_see(store: Store, fake_clock: FakeClock) -> None:
     rec = MetricsRecorder(store, writer="w1", clock=fake_clock)
     rec.observe(task("gen", 10))
@@ -94,6 +96,7 @@ async def test_flush_writes_cumulative_rows_readers_see(store: Store, fake_clock
     assert (row.count, row.sum_ms) == (2, 30.0)
 
 
+@pytest.mark.backends("sqlite", "moto")
 async def test_replayed_flush_with_same_seq_does_not_double_count(store: Store, fake_clock: FakeClock) -> None:
     spy = RecordingStore(store)
     rec = MetricsRecorder(cast(Store, spy), writer="w1", clock=fake_clock)
@@ -107,6 +110,7 @@ async def test_replayed_flush_with_same_seq_does_not_double_count(store: Store, 
     assert row.count == 2
 
 
+@pytest.mark.backends("sqlite", "moto")
 async def test_writers_are_summed_by_readers(store: Store, fake_clock: FakeClock) -> None:
     a = MetricsRecorder(store, writer="wa", clock=fake_clock)
     b = MetricsRecorder(store, writer="wb", clock=fake_clock)
@@ -147,6 +151,7 @@ async def test_run_flushes_on_the_clock_and_at_exit(store: Store, fake_clock: Fa
     assert row.count == 2
 
 
+@pytest.mark.backends("sqlite", "moto")
 async def test_project_stats_derive_totals_and_success_rate(store: Store, fake_clock: FakeClock) -> None:
     rec = MetricsRecorder(store, writer="w1", clock=fake_clock)
     base = SessionRecord(
@@ -170,6 +175,7 @@ async def test_project_stats_derive_totals_and_success_rate(store: Store, fake_c
     assert stats.mean_duration_ms == 2000.0
 
 
+@pytest.mark.backends("sqlite", "moto")
 async def test_agent_stats_merge_hours_per_agent(store: Store, fake_clock: FakeClock) -> None:
     rec = MetricsRecorder(store, writer="w1", clock=fake_clock)
     rec.observe(task("gen", 10))

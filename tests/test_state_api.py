@@ -31,12 +31,14 @@ from orchestrator.store import (
 )
 from orchestrator.testing import FakeClock
 
-pytestmark = [pytest.mark.anyio, pytest.mark.backends("sqlite", "moto")]
+# Store-specific behaviour runs on SQLite and in-process DynamoDB (moto); the rest on SQLite.
+pytestmark = [pytest.mark.anyio, pytest.mark.backends("sqlite")]
 
 SEED_AGENTS = ("nl_input", "ui_selection", "parser", "component_decision", "match_rate", "search",
                "generation", "assembly", "download")
 
 
+@pytest.mark.backends("sqlite", "moto")
 async def test_deploy_script_reports_progress_with_phase_and_step(store: Store) -> None:
     rec = await SessionRecorder.start(store, "task-cdk-deploy-1763204866", pipeline="cdk_deploy",
                                       tasks=["cdk"], project_id="miyabi-webui")
@@ -94,6 +96,7 @@ async def test_context_manager_cancels_the_session_when_cancelled(store: Store) 
     assert (await store.get_task(rec.session_id, "cdk")).status is TaskStatus.CANCELLED
 
 
+@pytest.mark.backends("sqlite", "moto")
 async def test_external_sessions_cannot_be_claimed(store: Store) -> None:
     rec = await SessionRecorder.start(store, pipeline="deploy", tasks=["cdk"])
     with pytest.raises(ClaimRejectedError, match="external"):
@@ -103,6 +106,7 @@ async def test_external_sessions_cannot_be_claimed(store: Store) -> None:
         await store.claim_session(rec.session_id, "worker-1", 30.0, ClaimPolicy(redrive_failed=True, force=True))
 
 
+@pytest.mark.backends("sqlite", "moto")
 async def test_attach_continues_with_the_right_token(store: Store) -> None:
     first = await SessionRecorder.start(store, pipeline="deploy", tasks=["build", "cdk"])
     await first.task_started("build")
@@ -126,6 +130,7 @@ async def test_the_store_never_holds_the_token(store: Store) -> None:
     assert session.lease_owner is not None and rec.token not in session.lease_owner
 
 
+@pytest.mark.backends("sqlite", "moto")
 async def test_a_task_completes_exactly_once(store: Store) -> None:
     rec = await SessionRecorder.start(store, pipeline="deploy", tasks=["cdk"])
     await rec.task_completed("cdk", 1)
@@ -134,6 +139,7 @@ async def test_a_task_completes_exactly_once(store: Store) -> None:
     assert (await store.get_task(rec.session_id, "cdk")).output == 1
 
 
+@pytest.mark.backends("sqlite", "moto")
 async def test_failed_task_starts_a_new_attempt(store: Store) -> None:
     rec = await SessionRecorder.start(store, pipeline="deploy", tasks=[NewTask("cdk", agent="cdk_agent")])
     await rec.task_started("cdk")
@@ -190,6 +196,7 @@ async def test_secrets_never_reach_the_store(store: Store, tmp_path: Path) -> No
 # -- the seeds' calls ------------------------------------------------------------------
 
 
+@pytest.mark.backends("sqlite", "moto")
 async def test_seed_pipeline_session_and_agent_executions(store: Store) -> None:
     api = StateAPI(store, pipeline="t-developer", agents=SEED_AGENTS)
     project_id = "proj-42"

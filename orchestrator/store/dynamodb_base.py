@@ -234,15 +234,22 @@ class DynamoDBBase:
             if sk == "META":
                 continue
             if parts[0] == "TASK" and len(parts) == 2:
+                kind = "task"
                 tasks[parts[1]] = raw
             elif parts[0] == "TASK" and len(parts) == 4 and parts[2] == "DEP":
+                kind = "edge"
                 edges.append(raw)
             elif parts[0] == "TASK" and len(parts) == 5 and parts[2] == "CHUNK":
+                kind = "chunk"
                 chunks[sk] = raw
             elif parts[0] == "TASK" and len(parts) == 4 and parts[2] == "SIGNAL":
+                kind = "signal"
                 signals.append(raw)
             else:
-                self.items.check({}, "session", session=sid)  # not an SDK key: refuse the partition
+                kind = "unknown"
+            # Every item under the session's key is checked, visible or not: a foreign
+            # or newer item refuses the whole read instead of being half-read or skipped.
+            self.items.check(raw, kind, session=sid, task=parts[1] if len(parts) > 1 else None)
         visible = self.visible_tasks(tasks, tok, now)
         records: dict[str, TaskRecord] = {}
         for tid in visible:

@@ -21,12 +21,14 @@ a transaction's cancellation reasons are kept on the error (`reasons`).
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import anyio
 import anyio.to_thread
+from botocore import xform_name
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -61,9 +63,17 @@ RETRYABLE_CODES = frozenset({
 _RETRYABLE_REASONS = frozenset({
     "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded", "None",
 })
+_DATA_OPS = frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchWriteItem",
+                       "TransactWriteItems", "BatchGetItem", "TransactGetItems"})
 #: Codes the caller handles itself (returned as DynamoCallError, never retried).
 _CONFLICT_CODES = frozenset({"ConditionalCheckFailedException", "TransactionCanceledException",
                              "ResourceInUseException"})
+
+
+def _reasons_from_message(message: str) -> list[str]:
+    """Cancellation reasons from the message, for servers that omit `CancellationReasons` (moto)."""
+    found = re.search(r"\[([A-Za-z, ]+)\]\s*$", message)
+    return [r.strip() for r in found.group(1).split(",")] if found else []
 
 
 class DynamoCallError(Exception):
@@ -116,7 +126,11 @@ class Caller:
             if attempt:
                 cap = min(self._config.max_backoff_s, self._config.initial_backoff_ms / 1000.0 * 2 ** (attempt - 1))
                 await self._clock.sleep(self._rng.uniform(0.0, cap))
-            fn: Callable[[], dict[str, Any]] = partial(self._connection.dispatch, op, dict(params))
+            fn: Callable[[], dict[str, Any]]
+            if op in _DATA_OPS:  # PynamoDB's dispatch (asks for ConsumedCapacity TOTAL)
+                fn = partial(self._connection.dispatch, op, dict(params))
+            else:  # control plane: the same client, through its public method
+                fn = partial(getattr(self._connection.client, xform_name(op)), **params)
             try:
                 return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
             except ClientError as exc:
@@ -125,6 +139,8 @@ class Caller:
                 message = str(err.get("Message", exc))
                 status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400) or 400)
                 reasons = [str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])]
+                if code == "TransactionCanceledException" and not reasons:
+                    reasons = _reasons_from_message(message)
                 if code == "TransactionCanceledException" and reasons and all(
                     r in _RETRYABLE_REASONS for r in reasons
                 ):

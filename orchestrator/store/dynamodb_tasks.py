@@ -109,6 +109,8 @@ class TaskOps(DynamoDBBase):
         elif kind is TaskWriteKind.COMPLETE:
             actions += [t.status.set(TaskStatus.COMPLETED.value), t.ended_at.set(now), t.not_before.remove(),
                         put(t.output, output), put(t.output_ref, output_ref)]
+            if write.progress is not None:
+                actions.append(t.progress.set(progress_json(write.progress)))
             actions += self._history(lease, write, TaskStatus.COMPLETED, None, now)
         elif kind is TaskWriteKind.RETRY:
             actions += [t.status.set(TaskStatus.PENDING.value), t.ended_at.set(now),
@@ -128,6 +130,8 @@ class TaskOps(DynamoDBBase):
                 # Without a read we cannot tell whether the task was RUNNING: an attempt that
                 # already has an entry (a failed try) keeps it; one that was running gets one.
                 actions += self._history(lease, write, status, error, now, only_if_absent=True)
+        elif kind is TaskWriteKind.WAKE:
+            actions.append(t.status.set(TaskStatus.RUNNING.value))
         elif kind is TaskWriteKind.WAIT:
             actions += [t.status.set(TaskStatus.WAITING.value), put(t.not_before, write.not_before)]
         elif kind is TaskWriteKind.RESET:

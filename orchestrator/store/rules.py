@@ -234,7 +234,8 @@ def apply_task_write(task: TaskRecord, lease: Lease, write: TaskWrite, now: floa
     if kind is TaskWriteKind.CHECKPOINT:
         return replace(base, checkpoint=write.checkpoint)
     if kind is TaskWriteKind.COMPLETE:
-        done = replace(base, status=TaskStatus.COMPLETED, ended_at=now, output=write.output, not_before=None)
+        done = replace(base, status=TaskStatus.COMPLETED, ended_at=now, output=write.output, not_before=None,
+                       progress=write.progress or task.progress)
         return replace(done, history=_history_entry(done, TaskStatus.COMPLETED, now, None))
     if kind is TaskWriteKind.RETRY:
         failed = replace(base, status=TaskStatus.PENDING, ended_at=now, last_error=write.error,

@@ -99,7 +99,7 @@ class SQLiteStore:
     read, decide and write in one `BEGIN IMMEDIATE` transaction. A test subclass that
     sets it False gets an unsafe claim: the read and decision in one transaction and
     the write in a later one, without re-checking, so a contention test can show that
-    two workers both "win" without the condition, and none do with it.
+    two workers both "win" without the condition, and exactly one does with it.
     """
 
     _cas_claims: bool = True

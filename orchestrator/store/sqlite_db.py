@@ -57,7 +57,7 @@ class SQLiteDatabase:
         schema) raises SchemaError before anything is written to it.
         """
         if self._closed:
-            raise StoreError(f"the store {self._where} is closed; open a new one with open_store()")
+            raise self._closed_error()
         if self._conn is not None:
             return False
         create_file(self.path)
@@ -88,6 +88,11 @@ class SQLiteDatabase:
         self._conn = conn
         return True
 
+    def _closed_error(self) -> StoreError:
+        if self._closed:
+            return StoreError(f"the store {self._where} is closed; open a new one with open_store()")
+        return StoreError(f"the store {self._where} is not open yet; call `await store.initialize()` first")
+
     def close(self) -> None:
         self._closed = True
         conn, self._conn = self._conn, None
@@ -103,10 +108,9 @@ class SQLiteDatabase:
         session_id: str | None = None,
     ) -> T:
         """Run `fn(conn, now)` in one transaction (BEGIN IMMEDIATE for writes), retried when locked."""
-        if self._conn is None:
-            await self.open()
         conn = self._conn
-        assert conn is not None
+        if conn is None:
+            raise self._closed_error()
         begin = "BEGIN IMMEDIATE" if write else "BEGIN"
         return await self._retrying(
             op, lambda: _transaction(conn, begin, lambda: fn(conn, self.clock.now())), session_id

@@ -127,6 +127,17 @@ def _fix(path: Path) -> str:
     )
 
 
+def _check_header(path: Path) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(len(_SQLITE_HEADER))
+    if head and head != _SQLITE_HEADER:
+        raise SchemaError(
+            f"{path} is not a SQLite database, so it is not an orchestrator store; nothing was "
+            f"written to it. {_fix(path)}",
+            path=str(path),
+        )
+
+
 def create_file(path: Path) -> None:
     """Create the database file 0600 (its directory 0700) before SQLite opens it.
 
@@ -139,14 +150,7 @@ def create_file(path: Path) -> None:
                 f"store path {path} is a directory, not a SQLite file; name a file, e.g. {path / 'state.db'}",
                 path=str(path),
             )
-        with open(path, "rb") as fh:
-            head = fh.read(len(_SQLITE_HEADER))
-        if head and head != _SQLITE_HEADER:
-            raise SchemaError(
-                f"{path} is not a SQLite database, so it is not an orchestrator store; nothing was "
-                f"written to it. {_fix(path)}",
-                path=str(path),
-            )
+        _check_header(path)
         return
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
@@ -249,6 +253,10 @@ def file_problems(path: Path) -> list[str]:
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         problems.append(f"store file {path} has mode {mode:o}, readable by others; run `chmod 600 {path}`")
+    try:
+        _check_header(path)
+    except (SchemaError, OSError) as exc:
+        return [*problems, str(exc)]
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as exc:

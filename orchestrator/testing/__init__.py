@@ -2,12 +2,42 @@
 
 - `FakeClock`: time you move by hand, for leases, heartbeats and backoff.
 - `temporary_store()`: a throwaway SQLite store in a temp directory.
-- `StoreContract`: the contract suite every Store backend must pass; subclass it in
-  your tests with a `store_factory` fixture (see `orchestrator.testing.contract`).
+- `StoreContract` (in `orchestrator.testing.contract`, which imports pytest): the
+  contract suite every Store backend must pass; subclass it in your tests with a
+  `store` fixture. `ConcurrencyContract` (`.contract_concurrency`) and
+  `DynamoDBContract` (`.contract_dynamodb`) cover contention and lost responses.
+- `moto_server()` (in `orchestrator.testing.moto_server`): a local DynamoDB double
+  that serves one request at a time.
+
+This package imports without pytest or moto installed; the contract modules need pytest.
 """
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from orchestrator.clock import Clock
+from orchestrator.codec import Codec
+from orchestrator.store import SQLiteConfig, Store, StoreConfig, open_store
 from orchestrator.testing.clock import FakeClock
 
-__all__ = ["FakeClock"]
+__all__ = ["FakeClock", "temporary_store"]
+
+
+@contextlib.asynccontextmanager
+async def temporary_store(*, clock: Clock | None = None, codec: Codec | None = None) -> AsyncIterator[Store]:
+    """An initialized SQLite store in a fresh temporary directory, deleted afterwards.
+
+    Pass `clock=FakeClock()` to drive leases and backoff by hand.
+    """
+    with tempfile.TemporaryDirectory(prefix="orchestrator-") as tmp:
+        config = StoreConfig(sqlite=SQLiteConfig(path=Path(tmp) / "state.db"))
+        store = open_store(config, clock=clock, codec=codec)
+        try:
+            await store.initialize()
+            yield store
+        finally:
+            await store.aclose()

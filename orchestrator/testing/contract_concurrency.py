@@ -29,13 +29,14 @@ import pytest
 from orchestrator.clock import SystemClock
 from orchestrator.codec import default_codec
 from orchestrator.errors import ClaimRejectedError
-from orchestrator.store import Lease, MetricSummary, NewTask, SessionStatus, Store, StoreConfig, TaskStatus, open_store
+from orchestrator.store import Lease, NewTask, SessionStatus, Store, StoreConfig, TaskStatus, open_store
 from orchestrator.testing._workers import finish_worker, spawn_worker
 from orchestrator.testing.contract import LEASE, clock_of, make_session
 
 __all__ = ["ConcurrencyContract", "open_unconditional"]
 
-CONTENDERS = 5
+CONTENDERS = 4
+ROUNDS = 3
 _JOIN_S = 60.0
 
 
@@ -72,22 +73,26 @@ def open_unconditional(url: str, after_read: threading.Barrier) -> Store:
     return store
 
 
-def _race(open_one: Callable[[], Store], session_id: str, n: int, warm: bool = True) -> list[Lease | None]:
-    """`n` threads, each with its own store instance, claim `session_id` at once."""
+def _race(open_one: Callable[[], Store], session_ids: list[str], n: int) -> list[list[Lease | None]]:
+    """`n` threads, each with its own store instance, claim each session in turn at once.
+
+    Returns, per session, what each contender got (its Lease, or None when rejected).
+    """
     start = threading.Barrier(n, timeout=_JOIN_S)
-    results: list[Lease | None | BaseException] = [None] * n
+    results: list[list[Lease | None]] = [[None] * n for _ in session_ids]
+    failures: list[BaseException] = []
 
     async def contend(i: int) -> None:
         store = open_one()
         try:
             await store.initialize()
-            if warm:
-                await store.get_session(session_id)
-            start.wait()
-            try:
-                results[i] = await store.claim_session(session_id, f"worker-{i}", 60.0)
-            except ClaimRejectedError:
-                results[i] = None
+            await store.get_session(session_ids[0])  # connected before the race
+            for rnd, sid in enumerate(session_ids):
+                start.wait()
+                try:
+                    results[rnd][i] = await store.claim_session(sid, f"worker-{i}", 60.0)
+                except ClaimRejectedError:
+                    results[rnd][i] = None
         finally:
             await store.aclose()
 
@@ -95,7 +100,8 @@ def _race(open_one: Callable[[], Store], session_id: str, n: int, warm: bool = T
         try:
             anyio.run(contend, i)
         except BaseException as exc:
-            results[i] = exc
+            failures.append(exc)
+            start.abort()
 
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
     for t in threads:
@@ -103,9 +109,8 @@ def _race(open_one: Callable[[], Store], session_id: str, n: int, warm: bool = T
     for t in threads:
         t.join(_JOIN_S)
     assert not any(t.is_alive() for t in threads), f"contenders still running after {_JOIN_S}s"
-    errors = [r for r in results if isinstance(r, BaseException)]
-    assert not errors, f"contenders failed: {errors!r}"
-    return [r for r in results if not isinstance(r, BaseException)]
+    assert not failures, f"contenders failed: {failures!r}"
+    return results
 
 
 class ConcurrencyContract:
@@ -121,33 +126,32 @@ class ConcurrencyContract:
         return open_unconditional(url, after_read)
 
     async def test_claim_is_exclusive_across_threads(self, store: Store, store_url: str) -> None:
-        for rnd in range(3):
-            sid = f"race-{rnd}"
+        sids = [f"race-{rnd}" for rnd in range(ROUNDS)]
+        for sid in sids:
             await make_session(store, sid)
-            results = await anyio.to_thread.run_sync(
-                lambda: _race(lambda: self.open_contender(store_url), sid, CONTENDERS))
+        rounds = await anyio.to_thread.run_sync(
+            lambda: _race(lambda: self.open_contender(store_url), sids, CONTENDERS))
+        for sid, results in zip(sids, rounds):
             winners = [r for r in results if r is not None]
-            assert len(winners) == 1, f"round {rnd}: {len(winners)} winners {winners!r}"
+            assert len(winners) == 1, f"{sid}: {len(winners)} winners {winners!r}"
             s = await store.get_session(sid)
             assert (s.fence, s.lease_owner) == (1, winners[0].owner)
 
     async def test_negative_control_unconditional_claims_let_several_win(self, store: Store, store_url: str) -> None:
         """Proves the exclusivity test can fail: without the claim's condition it does."""
-        most = 0
-        for rnd in range(3):
-            sid = f"unsafe-{rnd}"
+        sids = [f"unsafe-{rnd}" for rnd in range(ROUNDS)]
+        for sid in sids:
             await make_session(store, sid)
-            barrier = threading.Barrier(CONTENDERS, timeout=_JOIN_S)
-            results = await anyio.to_thread.run_sync(
-                lambda: _race(lambda: self.open_contender(store_url, barrier), sid, CONTENDERS))
-            most = max(most, sum(r is not None for r in results))
-        assert most > 1
+        barrier = threading.Barrier(CONTENDERS, timeout=_JOIN_S)
+        rounds = await anyio.to_thread.run_sync(
+            lambda: _race(lambda: self.open_contender(store_url, barrier), sids, CONTENDERS))
+        assert max(sum(r is not None for r in results) for results in rounds) > 1, rounds
 
     @pytest.mark.slow
     async def test_claim_is_exclusive_across_processes(self, store: Store, store_url: str, tmp_path: Path) -> None:
         await make_session(store, "proc-race")
         go = tmp_path / "go"
-        workers = [spawn_worker("claim", store_url, "proc-race", f"proc-{i}", str(go)) for i in range(4)]
+        workers = [spawn_worker("claim", store_url, "proc-race", f"proc-{i}", str(go)) for i in range(3)]
         try:
             go.write_text("go")
             results = [await anyio.to_thread.run_sync(finish_worker, w) for w in workers]
@@ -164,7 +168,9 @@ class ConcurrencyContract:
     async def test_metrics_are_summed_across_processes(self, store: Store, store_url: str, tmp_path: Path) -> None:
         go = tmp_path / "go"
         n, rounds = 3, 5
-        workers = [spawn_worker("metrics", store_url, f"writer-{i}", "2025-06-15", str(rounds), str(go))
+        # Children run on the real clock: a day in the past would be purged as expired.
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        workers = [spawn_worker("metrics", store_url, f"writer-{i}", day, str(rounds), str(go))
                    for i in range(n)]
         try:
             go.write_text("go")
@@ -174,9 +180,9 @@ class ConcurrencyContract:
             for w in workers:
                 if w.poll() is None:
                     w.kill()
-        [m] = await store.read_metrics("2025-06-15", name="task", agent="worker-agent")
-        assert isinstance(m, MetricSummary)
-        assert (m.count, m.errors, m.sum_ms, m.min_ms, m.max_ms) == (n * rounds, n, n * 10.0 * rounds, 10.0, 10.0)
+        [m] = await store.read_metrics(day, name="task", agent="worker-agent")
+        assert (m.count, m.errors, m.sum_ms, m.min_ms, m.max_ms) == (
+            n * rounds, n, n * 10.0 * rounds, 10.0, 10.0), m
         assert m.buckets[4] == n * rounds and sum(m.buckets) == n * rounds
 
     @pytest.mark.slow

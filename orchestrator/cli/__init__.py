@@ -1,0 +1,75 @@
+"""The `orchestrator` command line: thin commands over the public API (typer + rich).
+
+Only this package imports typer and rich. One module per command group: `admin`
+(init, doctor, purge, export-iac, iam-policy), `running` (run, submit, resume, fork,
+worker, resume-failed), `inspect` (status, list, events, graph, metrics) and
+`control` (signal, approve, reject, cancel). `main()` maps SDK errors to exit codes.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from orchestrator.cli import admin, control, inspect, running
+from orchestrator.cli._common import Globals, err_console, exit_code_for, setup_logging
+from orchestrator.errors import OrchestratorError
+
+__all__ = ["app", "main"]
+
+_EPILOG = (
+    "Store: --store URL, else $ORCHESTRATOR_STORE, else SQLite in $XDG_STATE_HOME/orchestrator/state.db. "
+    "URLs: sqlite:///path/state.db, dynamodb://TABLE?region=REGION[&endpoint=URL]. "
+    "Exit codes: 0 ok; 1 a run/resume ended FAILED, a sweep had a failed resume, or doctor found problems; "
+    "2 usage or bad input; 3 not found; 4 conflict (claim rejected, lease held, wrong state); "
+    "5 store unavailable or unusable."
+)
+
+app = typer.Typer(
+    name="orchestrator",
+    help="Durable agent pipelines: run, resume, inspect and operate sessions stored in SQLite or DynamoDB.",
+    epilog=_EPILOG,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    store: Annotated[str | None, typer.Option("--store", metavar="URL", help="Store URL (overrides "
+                                              "$ORCHESTRATOR_STORE).")] = None,
+    log_format: Annotated[str, typer.Option("--log-format", help="text or json (one object per line, on "
+                                            "stderr).")] = "text",
+    log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")] = "WARNING",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say which store each command uses (on "
+                                          "stderr).")] = False,
+) -> None:
+    setup_logging(log_format, log_level)
+    ctx.obj = Globals(store=store, log_format=log_format, log_level=log_level, verbose=verbose)
+
+
+admin.register(app)
+running.register(app)
+inspect.register(app)
+control.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: expected errors print one line on stderr and exit with their code."""
+    try:
+        app(args=argv, prog_name="orchestrator")
+    except OrchestratorError as exc:
+        err_console.print(f"error: {exc}", style="red", highlight=False, markup=False)
+        sys.exit(exit_code_for(exc))
+    except KeyboardInterrupt:
+        err_console.print("interrupted", highlight=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

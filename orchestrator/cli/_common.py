@@ -1,0 +1,223 @@
+"""What every command shares: global options, opening the store, exit codes, output.
+
+Exit codes (documented in `orchestrator --help` and docs/cli.md):
+0 ok; 1 a run/resume ended FAILED (or a resume in a sweep failed, or doctor found
+problems); 2 usage or bad input; 3 not found; 4 conflict (claim rejected, lease held,
+wrong state); 5 store unavailable or unusable.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import enum
+import json
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import typer
+from rich.console import Console
+
+from orchestrator.errors import (
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    OrchestratorError,
+    RedriveLimitError,
+    StoreError,
+    ValidationError,
+)
+from orchestrator.store import Store, StoreConfig, open_store
+
+__all__ = [
+    "EXIT_CONFLICT",
+    "EXIT_FAILED",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_STORE",
+    "EXIT_USAGE",
+    "Globals",
+    "console",
+    "decode_cursor",
+    "emit_json",
+    "encode_cursor",
+    "err_console",
+    "exit_code_for",
+    "fmt_time",
+    "globals_of",
+    "jsonable",
+    "open_cli_store",
+    "parse_json_arg",
+    "run_async",
+    "setup_logging",
+    "store_config",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_CONFLICT = 4
+EXIT_STORE = 5
+
+T = TypeVar("T")
+
+_interactive = sys.stdout.isatty()
+#: Off a terminal, a wide console keeps ids and tables on one line for grep and logs.
+console = Console(width=None if _interactive else 200, soft_wrap=not _interactive)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+@dataclass(frozen=True, slots=True)
+class Globals:
+    """The root options, shared by every command through `ctx.obj`."""
+
+    store: str | None = None
+    log_format: str = "text"
+    log_level: str = "WARNING"
+    verbose: bool = False
+
+
+def globals_of(ctx: typer.Context) -> Globals:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, Globals) else Globals()
+
+
+def setup_logging(log_format: str, log_level: str) -> None:
+    """Log to stderr as text or one JSON object per line (telemetry.JsonFormatter)."""
+    from orchestrator.telemetry import JsonFormatter
+
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        raise ValidationError(f"--log-level {log_level!r} is not a level; use DEBUG, INFO, WARNING or ERROR")
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    elif log_format == "text":
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        raise ValidationError(f"--log-format {log_format!r} is not supported; use text or json")
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def store_config(g: Globals, **dynamodb_overrides: Any) -> StoreConfig:
+    """`--store`, else ORCHESTRATOR_STORE, else SQLite in the XDG state dir; DynamoDB overrides applied."""
+    env = dict(os.environ)
+    config = StoreConfig.from_url(g.store, env=env) if g.store else StoreConfig.from_env(env)
+    overrides = {k: v for k, v in dynamodb_overrides.items() if v is not None}
+    if overrides and config.dynamodb is not None:
+        config = StoreConfig(dynamodb=replace(config.dynamodb, **overrides), env=env)
+    return config
+
+
+@asynccontextmanager
+async def open_cli_store(g: Globals, *, initialize: bool = True, **overrides: Any) -> AsyncIterator[Store]:
+    """The store a command works on, initialized (created if missing) unless told otherwise."""
+    store = open_store(store_config(g, **overrides))
+    if g.verbose:
+        err_console.print(f"store: {store.describe()}", highlight=False)
+    try:
+        if initialize:
+            await store.initialize()
+        yield store
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.aclose()
+
+
+def run_async(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run a command's coroutine on a fresh event loop (asyncio)."""
+    result: T = anyio.run(fn)
+    return result
+
+
+def exit_code_for(exc: BaseException) -> int:
+    if isinstance(exc, (ValidationError, ConfigError)):
+        return EXIT_USAGE
+    if isinstance(exc, NotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, (ConflictError, RedriveLimitError)):
+        return EXIT_CONFLICT
+    if isinstance(exc, (StoreError, ConnectionError)):
+        return EXIT_STORE
+    return EXIT_FAILED
+
+
+def parse_json_arg(value: str | None, *, what: str) -> Any:
+    """A JSON value from the command line, or `@path` to read it from a file (`@-`: stdin)."""
+    if value is None:
+        return None
+    text = value
+    if value.startswith("@"):
+        path = value[1:]
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValidationError(f"{what}: cannot read {path!r}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(
+            f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); pass JSON such as "
+            f"'{{\"key\": 1}}' or @file.json"
+        ) from None
+
+
+def jsonable(value: Any) -> Any:
+    """Records (frozen dataclasses, enums, tuples, mappings) as plain JSON values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        for prop in ("percentage", "duration", "ok", "error_rate", "mean_ms", "success_rate"):
+            attr = getattr(type(value), prop, None)
+            if isinstance(attr, property):
+                out[prop] = jsonable(getattr(value, prop))
+        return out
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {(k if isinstance(k, str) else "/".join(map(str, k)) if isinstance(k, tuple) else str(k)):
+                jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return None
+    return value
+
+
+def emit_json(value: Any) -> None:
+    """Print one JSON document on stdout (no colours, no wrapping)."""
+    sys.stdout.write(json.dumps(jsonable(value), indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fmt_time(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def encode_cursor(data: Mapping[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> dict[str, Any]:
+    try:
+        padded = text + "=" * (-len(text) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()).decode())
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError(f"--cursor {text!r} is not a cursor printed by `orchestrator list`") from None
+    if not isinstance(data, dict):
+        raise ValidationError(f"--cursor {text!r} is not a cursor printed by `orchestrator list`")
+    return data

@@ -1,0 +1,351 @@
+"""Commands that read: status, list, events, graph, metrics."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import anyio
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from orchestrator.apps import load_pipeline
+from orchestrator.cli._common import (
+    console,
+    decode_cursor,
+    emit_json,
+    encode_cursor,
+    fmt_time,
+    globals_of,
+    jsonable,
+    open_cli_store,
+    run_async,
+)
+from orchestrator.durations import format_duration, parse_duration
+from orchestrator.errors import ConfigError, ValidationError
+from orchestrator.graph import RENDER_FORMATS, render
+from orchestrator.metrics import SESSION_METRIC, agent_stats, day_of, project_stats
+from orchestrator.store import Event, MetricSummary, SessionRecord, SessionSnapshot, SessionStatus, Store
+
+__all__ = ["register"]
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+SessionArg = Annotated[str, typer.Argument(help="Session id.")]
+
+
+def _snapshot_json(snap: SessionSnapshot) -> dict[str, Any]:
+    return {
+        "session": jsonable(snap.session),
+        "tasks": {tid: jsonable(t) for tid, t in snap.tasks.items()},
+        "edges": [{"task_id": e.task_id, "depends_on": e.depends_on} for e in snap.edges],
+        "signals": [jsonable(s) for s in snap.signals.values()],
+    }
+
+
+def _status_view(snap: SessionSnapshot) -> Table:
+    s = snap.session
+    done = sum(1 for t in snap.tasks.values() if t.status.value == "COMPLETED")
+    title = (f"{s.session_id}  {s.pipeline} v{s.pipeline_version}  [bold]{s.status.value}[/]  "
+             f"{done}/{len(snap.tasks)} tasks completed")
+    caption = [f"created {fmt_time(s.created_at)}", f"updated {fmt_time(s.updated_at)}", f"fence {s.fence}",
+               f"redrives {s.redrive_count}/{s.max_redrives}"]
+    if s.lease_owner:
+        caption.append(f"owner {s.lease_owner} until {fmt_time(s.lease_expires_at)}")
+    if s.project_id:
+        caption.append(f"project {s.project_id}")
+    if s.needs_human:
+        caption.append(f"[red]needs-human: {s.needs_human_reason}[/]")
+    if s.reason:
+        caption.append(f"reason: {s.reason}")
+    table = Table(title=title, caption="  ".join(caption), title_justify="left", caption_justify="left")
+    for col in ("task", "agent", "status", "attempts", "duration", "progress", "last error"):
+        table.add_column(col, overflow="fold")
+    style = {"COMPLETED": "green", "FAILED": "red", "RUNNING": "cyan", "WAITING": "yellow", "SKIPPED": "dim"}
+    for tid in sorted(snap.tasks, key=lambda t: (snap.tasks[t].started_at or float("inf"), t)):
+        t = snap.tasks[tid]
+        prog = f"{t.progress.current}/{t.progress.total}" if t.progress.total else "-"
+        if t.progress.phase:
+            prog += f" {t.progress.phase}"
+        err = f"{t.last_error.type.rsplit('.', 1)[-1]}: {t.last_error.message}" if t.last_error else ""
+        table.add_row(tid, t.agent, f"[{style.get(t.status.value, '')}]{t.status.value}[/]",
+                      f"{t.attempt}/{t.max_attempts}", format_duration(t.duration), prog, err[:200])
+    return table
+
+
+def status_cmd(
+    ctx: typer.Context,
+    session: SessionArg,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until the session ends or "
+                                        "waits.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """A session and its tasks: status, attempts, durations, progress, last error."""
+    g = globals_of(ctx)
+
+    async def go() -> None:
+        async with open_cli_store(g) as store:
+            snap = await store.load_session(session)
+            if not watch or snap.session.status.is_final:
+                if as_json:
+                    emit_json(_snapshot_json(snap))
+                else:
+                    console.print(_status_view(snap), highlight=False)
+                return
+            await _watch(store, session, snap, as_json)
+
+    run_async(go)
+
+
+async def _watch(store: Store, session: str, snap: SessionSnapshot, as_json: bool) -> None:
+    def done(s: SessionSnapshot) -> bool:
+        return s.session.status.is_final or s.session.status is SessionStatus.WAITING
+
+    if as_json or not sys.stdout.isatty():
+        last: Any = None
+        while True:
+            view = _snapshot_json(snap)
+            if view != last:
+                if as_json:
+                    sys.stdout.write(json.dumps(view, sort_keys=True, default=str) + "\n")
+                    sys.stdout.flush()
+                else:
+                    console.print(_status_view(snap), highlight=False)
+                last = view
+            if done(snap):
+                return
+            await anyio.sleep(1.0)
+            snap = await store.load_session(session)
+    with Live(_status_view(snap), console=console, refresh_per_second=4) as live:
+        while not done(snap):
+            await anyio.sleep(1.0)
+            snap = await store.load_session(session)
+            live.update(_status_view(snap))
+
+
+def list_cmd(
+    ctx: typer.Context,
+    status: Annotated[list[SessionStatus] | None, typer.Option("--status", "-s", case_sensitive=False,
+                                                               help="Only this status (repeatable; default "
+                                                               "all).")] = None,
+    project: Annotated[str | None, typer.Option("--project", help="A project's sessions, newest "
+                                                "first.")] = None,
+    needs_human: Annotated[bool, typer.Option("--needs-human", help="Only FAILED sessions flagged for a "
+                                              "person.")] = False,
+    since: Annotated[str | None, typer.Option("--since", help="Updated within this long, e.g. 24h.")] = None,
+    older_than: Annotated[str | None, typer.Option("--older-than", help="Not updated for this long, e.g. "
+                                                   "1h.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="Page size.")] = 50,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="Next-page cursor printed by the previous "
+                                               "call.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sessions by status (oldest first) or by project (newest first); prints the next cursor."""
+    g = globals_of(ctx)
+    statuses = [SessionStatus.FAILED] if needs_human else list(status or SessionStatus)
+    since_s = parse_duration(since, what="--since") if since else None
+    older_s = parse_duration(older_than, what="--older-than") if older_than else None
+
+    async def go() -> tuple[list[SessionRecord], str | None]:
+        async with open_cli_store(g) as store:
+            now = store.clock.now()
+            state = decode_cursor(cursor) if cursor else {}
+            items: list[SessionRecord] = []
+            next_state: dict[str, Any] | None = None
+            if project is not None:
+                page = await store.list_project_sessions(project, limit=limit, cursor=state.get("c"))
+                items = list(page.items)
+                next_state = {"p": project, "c": page.cursor} if page.cursor else None
+            else:
+                index = int(state.get("i", 0))
+                inner = state.get("c")
+                while index < len(statuses) and len(items) < limit:
+                    page = await store.list_sessions(
+                        statuses[index], updated_before=(now - older_s) if older_s is not None else None,
+                        limit=limit - len(items), cursor=inner)
+                    items.extend(page.items)
+                    if page.cursor:
+                        inner = page.cursor
+                        if len(items) >= limit:
+                            next_state = {"i": index, "c": inner}
+                            break
+                    else:
+                        index, inner = index + 1, None
+                        if len(items) >= limit and index < len(statuses):
+                            next_state = {"i": index, "c": None}
+            keep = [
+                s for s in items
+                if (not needs_human or s.needs_human)
+                and (since_s is None or s.updated_at >= now - since_s)
+                and (project is None or status is None or s.status in statuses)
+                and (project is None or older_s is None or s.updated_at <= now - older_s)
+            ]
+            return keep, encode_cursor(next_state) if next_state else None
+
+    sessions, next_cursor = run_async(go)
+    if as_json:
+        emit_json({"sessions": sessions, "cursor": next_cursor})
+        return
+    table = Table(title_justify="left")
+    for col in ("session", "pipeline", "status", "progress", "updated", "project", "note"):
+        table.add_column(col, overflow="fold")
+    for s in sessions:
+        note = f"needs-human: {s.needs_human_reason}" if s.needs_human else (s.reason or "")
+        table.add_row(s.session_id, s.pipeline, s.status.value, f"{s.progress.current}/{s.progress.total}",
+                      fmt_time(s.updated_at), s.project_id or "-", note[:120])
+    console.print(table, highlight=False)
+    console.print(f"{len(sessions)} session(s)" + (f"; next page: --cursor {next_cursor}" if next_cursor else ""),
+                  highlight=False)
+
+
+def _event_line(e: Event) -> str:
+    task = f" {e.task_id}" if e.task_id else ""
+    return f"{fmt_time(e.at)} {e.level:<7} {e.kind:<8}{task} {e.message}"
+
+
+def events_cmd(
+    ctx: typer.Context,
+    session: SessionArg,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until the "
+                                         "session ends.")] = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Page size of each read.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event (JSON lines).")] = False,
+) -> None:
+    """A session's event history (retries, leases, signals, cancels, agent logs)."""
+    g = globals_of(ctx)
+
+    def show(e: Event) -> None:
+        if as_json:
+            sys.stdout.write(json.dumps(jsonable(e), sort_keys=True, default=str) + "\n")
+        else:
+            console.print(_event_line(e), highlight=False, markup=False)
+        sys.stdout.flush()
+
+    async def go() -> None:
+        async with open_cli_store(g) as store:
+            await store.get_session(session)  # SessionNotFoundError before printing anything
+            after: str | None = None
+            while True:
+                page = await store.read_events(session, after=after, limit=limit)
+                for e in page.items:
+                    show(e)
+                if page.items:
+                    after = page.items[-1].cursor
+                if page.cursor is not None:
+                    continue
+                if not follow or (await store.get_session(session)).status.is_final:
+                    # one last read: events flushed with the final session write
+                    if follow:
+                        for e in (await store.read_events(session, after=after, limit=limit)).items:
+                            show(e)
+                    return
+                await anyio.sleep(1.0)
+
+    run_async(go)
+
+
+def graph_cmd(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="SESSION|APP:PIPELINE", help="A session id (statuses "
+                                          "coloured) or a pipeline to draw.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(RENDER_FORMATS)}.")] = "mermaid",
+) -> None:
+    """Draw a session's DAG (status-coloured) or a pipeline's, as Mermaid, Graphviz dot or text."""
+    g = globals_of(ctx)
+    if fmt not in RENDER_FORMATS:
+        raise ValidationError(f"--format {fmt!r} is not supported; use one of {', '.join(RENDER_FORMATS)}")
+    if ":" in target:
+        try:
+            sys.stdout.write(load_pipeline(target).render(fmt))  # type: ignore[arg-type]
+            return
+        except ConfigError as exc:
+            if "was not found" not in str(exc):
+                raise
+
+    async def go() -> str:
+        async with open_cli_store(g) as store:
+            snap = await store.load_session(target)
+            return render(snap.tasks, snap.edges, format=fmt)  # type: ignore[arg-type]
+
+    sys.stdout.write(run_async(go))
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == float("inf"):
+        return ">4.7h"
+    return format_duration(value / 1000.0)
+
+
+def _metric_row(s: MetricSummary) -> dict[str, Any]:
+    return {"agent": s.agent, "hour": s.hour if s.hour >= 0 else None, "count": s.count, "errors": s.errors,
+            "error_rate": round(s.error_rate, 4), "mean_ms": s.mean_ms, "p50_ms": s.percentile(0.5),
+            "p95_ms": s.percentile(0.95), "min_ms": s.min_ms, "max_ms": s.max_ms}
+
+
+def metrics_cmd(
+    ctx: typer.Context,
+    date: Annotated[str | None, typer.Option("--date", help="UTC day YYYY-MM-DD (default today).")] = None,
+    agent: Annotated[str | None, typer.Option("--agent", help="Only this agent.")] = None,
+    project: Annotated[str | None, typer.Option("--project", help="Only this project's aggregates.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per agent and hour: count, error rate, mean, p50, p95; and project aggregates."""
+    g = globals_of(ctx)
+    if date is not None:
+        import datetime as dt
+
+        try:
+            dt.date.fromisoformat(date)
+        except ValueError:
+            raise ValidationError(f"--date {date!r} is not a date; use YYYY-MM-DD (UTC)") from None
+
+    async def go() -> tuple[str, list[MetricSummary], list[MetricSummary], list[Any]]:
+        async with open_cli_store(g) as store:
+            day = date or day_of(store.clock.now())[0]
+            hourly = await agent_stats(store, day, agent, by_hour=True)
+            daily = await agent_stats(store, day, agent)
+            if project is not None:
+                projects = [project]
+            else:
+                rows = await store.read_metrics(day, name=SESSION_METRIC)
+                projects = sorted({r.agent.removeprefix("project:") for r in rows if r.agent.startswith("project:")})
+            stats = [await project_stats(store, pid, [day]) for pid in projects]
+            return day, hourly, daily, stats
+
+    day, hourly, daily, stats = run_async(go)
+    if as_json:
+        emit_json({"date": day, "agents": [_metric_row(s) for s in daily], "hourly": [_metric_row(s) for s in hourly],
+                   "projects": [{**jsonable(p), "success_rate": round(p.success_rate, 4)} for p in stats]})
+        return
+    table = Table(title=f"agents on {day} (UTC)", title_justify="left")
+    for col in ("agent", "hour", "count", "errors", "error rate", "mean", "p50", "p95"):
+        table.add_column(col, justify="left" if col == "agent" else "right")
+    by_agent: dict[str, list[MetricSummary]] = {}
+    for s in hourly:
+        by_agent.setdefault(s.agent, []).append(s)
+    for total in daily:
+        for s in [*by_agent.get(total.agent, []), total]:
+            r = _metric_row(s)
+            table.add_row(s.agent, "day" if r["hour"] is None else f"{s.hour:02d}", str(s.count), str(s.errors),
+                          f"{100 * s.error_rate:.1f}%", _ms(s.mean_ms), _ms(r["p50_ms"]), _ms(r["p95_ms"]),
+                          end_section=r["hour"] is None)
+    console.print(table, highlight=False)
+    if stats:
+        pt = Table(title=f"projects on {day} (UTC)", title_justify="left")
+        for col in ("project", "sessions", "completed", "failed", "blocked", "success rate", "mean duration"):
+            pt.add_column(col, justify="left" if col == "project" else "right")
+        for p in stats:
+            pt.add_row(p.project_id, str(p.total), str(p.completed), str(p.failed), str(p.blocked),
+                       f"{100 * p.success_rate:.1f}%", _ms(p.mean_duration_ms))
+        console.print(pt, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status_cmd)
+    app.command("list")(list_cmd)
+    app.command("events")(events_cmd)
+    app.command("graph")(graph_cmd)
+    app.command("metrics")(metrics_cmd)

@@ -1,0 +1,89 @@
+"""Pipelines the CLI, fleet and Lambda tests run in child processes (`demo_app:<name>`).
+
+Every agent execution appends one line to `$DEMO_MARK_DIR/<session>.log` (task, attempt,
+pid) when that variable is set, so tests count executions from side effects rather
+than from printed text.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from agents import AgentContext, ApprovalAgent, RetryPolicy, agent
+from orchestrator.graph import Pipeline
+
+_WAIT_LIMIT_S = 60.0
+
+
+def _mark(ctx: AgentContext) -> None:
+    folder = os.environ.get("DEMO_MARK_DIR")
+    if folder:
+        with open(Path(folder) / f"{ctx.session_id}.log", "a", encoding="utf-8") as f:
+            f.write(f"{ctx.task_id} {ctx.attempt} {os.getpid()}\n")
+
+
+@agent
+async def step(ctx: AgentContext) -> dict[str, Any]:
+    """Reports progress and returns its task id with the ids of its dependencies."""
+    _mark(ctx)
+    ctx.progress(1, 1, phase="done")
+    return {"task": ctx.task_id, "deps": sorted(ctx.deps)}
+
+
+@agent(retry=RetryPolicy(max_attempts=1))
+async def fragile(ctx: AgentContext) -> str:
+    """Fails until the file named by the session input's "marker" exists."""
+    _mark(ctx)
+    marker = (ctx.session_input or {}).get("marker", "")
+    if not marker or not Path(marker).exists():
+        raise RuntimeError(f"marker {marker!r} is missing")
+    return "fixed"
+
+
+@agent
+async def gated(ctx: AgentContext) -> str:
+    """Writes "<started>" then waits (bounded) until the "gate" file of the input exists."""
+    _mark(ctx)
+    spec = ctx.session_input or {}
+    Path(spec["started"]).write_text(str(os.getpid()), encoding="utf-8")
+    with anyio.move_on_after(_WAIT_LIMIT_S):
+        while not Path(spec["gate"]).exists():
+            await anyio.sleep(0.05)
+    return "through"
+
+
+small = (
+    Pipeline("small", agents=[step])
+    .task("plan", "step")
+    .task("code", "step", depends_on=["plan"])
+    .task("docs", "step", depends_on=["plan"])
+    .task("ship", "step", depends_on=["code", "docs"])
+)
+
+flaky = (
+    Pipeline("flaky", agents=[step, fragile])
+    .task("prep", "step")
+    .task("fragile", "fragile", depends_on=["prep"])
+    .task("after", "step", depends_on=["fragile"])
+)
+
+approval = (
+    Pipeline("approval", agents=[step, ApprovalAgent("approval")])
+    .task("draft", "step")
+    .task("review", "approval", depends_on=["draft"])
+    .task("publish", "step", depends_on=["review"])
+)
+
+gate = Pipeline("gate", agents=[gated, step]).task("hold", "gated").task("after", "step", depends_on=["hold"])
+
+
+def make_small() -> Pipeline:
+    """A zero-argument factory: APP:PIPELINE may name one."""
+    return small
+
+
+not_a_pipeline = 42

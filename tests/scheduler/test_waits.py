@@ -1,0 +1,74 @@
+"""Durable waits in one process: the signal/wait race, and a wait that times out."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents import AgentContext, SignalTimeoutError, agent
+from orchestrator.errors import ClaimRejectedError
+from orchestrator.graph import Pipeline
+from orchestrator.scheduler import resume, run
+from orchestrator.store import SessionStatus, TaskStatus
+from orchestrator.testing import FakeClock
+
+from .apps import SIGNAL
+from .conftest import Backend
+from .faulty import FaultyStore
+from .helpers import marks
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_signal_sent_just_before_the_owner_waits_is_not_missed(backend: Backend, tmp_path: Path) -> None:
+    sid = "race-1"
+    sent: list[int] = []
+
+    async def signal_first() -> None:
+        # The signal lands after the agent suspended but before the session is put WAITING.
+        if not sent:
+            sent.append(await backend.store.send_signal(sid, "ask", "approve", {"by": "alice"}))
+
+    store = FaultyStore(backend.store, before={"wait_session": signal_first})
+    result = await run(SIGNAL, {"dir": str(tmp_path)}, store=store, session_id=sid)
+
+    assert sent == [1]
+    assert result.status is SessionStatus.COMPLETED, result
+    assert result.outputs["ask"] == {"payload": {"by": "alice"}}
+    assert result.outputs["then"] == {"seen": {"ask": {"payload": {"by": "alice"}}}}
+    assert marks(tmp_path, "done")["ask"] == 1
+    session = await backend.store.get_session(sid)
+    assert session.status is SessionStatus.COMPLETED and session.signal_seq == 1
+
+
+async def test_wait_for_signal_times_out_with_an_error_the_agent_can_catch(backend: Backend) -> None:
+    clock = FakeClock(time.time())
+    store = await backend.open(clock)
+
+    @agent(name="patient")
+    async def patient(ctx: AgentContext) -> dict[str, Any]:
+        try:
+            return {"payload": await ctx.wait_for_signal("approve", timeout=60)}
+        except SignalTimeoutError as exc:
+            return {"timed_out": exc.signal, "task": exc.task_id}
+
+    pipe = Pipeline("wait-timeout", agents=[patient]).task("p", "patient")
+    first = await run(pipe, store=store, session_id="timeout-wait-1")
+    assert first.status is SessionStatus.WAITING
+    waiting = await store.get_session("timeout-wait-1")
+    assert waiting.status is SessionStatus.WAITING and waiting.lease_owner is None
+    assert waiting.wake_at == pytest.approx(clock.now() + 60)
+    assert (await store.get_task("timeout-wait-1", "p")).status is TaskStatus.WAITING
+
+    with pytest.raises(ClaimRejectedError):  # not due yet: no signal, deadline ahead
+        await resume(pipe, "timeout-wait-1", store=store)
+
+    clock.advance(61)
+    second = await resume(pipe, "timeout-wait-1", store=store)
+    assert second.status is SessionStatus.COMPLETED
+    assert second.outputs["p"] == {"timed_out": "approve", "task": "p"}
+    task = await store.get_task("timeout-wait-1", "p")
+    assert task.attempt == 1  # a wake continues the same attempt

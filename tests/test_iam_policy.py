@@ -1,0 +1,115 @@
+"""The exported IAM policy allows exactly the DynamoDB operations the SDK performs.
+
+A representative workload (init, doctor, run with retries and a failure, waits and
+signals, a worker, resume-failed, listings, events, metrics, pipelines, fork, cancel,
+purge) runs on in-process moto while a botocore hook records every request. Each
+request maps to the IAM actions that authorise it (a transaction to its items'
+actions); the policy must allow every one of them, nothing more, and never Scan.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from orchestrator.fork import fork_session
+from orchestrator.metrics import agent_stats, day_of, project_stats
+from orchestrator.recovery import Worker, resume_failed
+from orchestrator.scheduler import resume, run, submit
+from orchestrator.store import SessionStatus, StoreConfig, open_store
+from orchestrator.store.dynamodb_table import iam_policy
+
+APPS = Path(__file__).resolve().parent / "apps"
+_TRANSACT_ITEM_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
+                          "ConditionCheck": "ConditionCheckItem", "Get": "GetItem"}
+
+
+def _actions(op: str, params: dict[str, Any]) -> set[str]:
+    if op in ("TransactWriteItems", "TransactGetItems"):
+        return {f"dynamodb:{_TRANSACT_ITEM_ACTIONS[kind]}" for item in params.get("TransactItems", [])
+                for kind in item}
+    return {f"dynamodb:{op}"}
+
+
+@pytest.fixture
+def moto() -> Iterator[None]:
+    from moto import mock_aws
+
+    with mock_aws():
+        yield
+
+
+async def _workload(url: str, tmp: Path) -> set[str]:
+    if str(APPS) not in sys.path:
+        sys.path.insert(0, str(APPS))
+    demo: Any = importlib.import_module("demo_app")
+    seen: set[str] = set()
+    store = open_store(url)
+    events: Any = getattr(store, "client_events")
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        seen.update(_actions(model.name, params))
+
+    events.register("before-call.dynamodb", record)
+    try:
+        await store.initialize()
+        assert await store.check() == []
+        ok = await run(demo.small, {"n": 1}, store=store, project_id="proj", session_id="iam-ok")
+        assert ok.ok
+        marker = tmp / "fixed"
+        failed = await run(demo.flaky, {"marker": str(marker)}, store=store, session_id="iam-bad")
+        assert failed.status is SessionStatus.FAILED
+        marker.write_text("ok")
+        report = await resume_failed(store, [demo.flaky], older_than=0)
+        assert report.resumed == {"iam-bad": "COMPLETED"}
+        waiting = await run(demo.approval, None, store=store, session_id="iam-wait")
+        assert waiting.status is SessionStatus.WAITING
+        await store.send_signal("iam-wait", "review", "approval", {"approved": True})
+        await submit(demo.small, None, store=store, session_id="iam-sub")
+        worker = Worker(store, [demo.small, demo.approval], poll_interval=0.05)
+        await worker.run(idle_exit=0.2)
+        assert (await store.get_session("iam-wait")).status is SessionStatus.COMPLETED
+        fork = await fork_session(store, "iam-ok", "code", new_session_id="iam-fork")
+        await resume(demo.small, fork, store=store)
+        await submit(demo.small, None, store=store, session_id="iam-cancel")
+        await store.request_cancel("iam-cancel", "test")
+        for status in SessionStatus:
+            await store.list_sessions(status, limit=5)
+        await store.list_project_sessions("proj", limit=5)
+        await store.read_events("iam-bad")
+        day = day_of(store.clock.now())[0]
+        assert await agent_stats(store, day)
+        await project_stats(store, "proj", [day])
+        await store.get_pipeline("small", "1")
+        await store.purge(ended_before=store.clock.now() + 1)
+    finally:
+        await store.aclose()
+    return seen
+
+
+def test_policy_allows_exactly_the_observed_operations_and_never_scan(moto: None, tmp_path: Path) -> None:
+    url = f"dynamodb://iam-{uuid.uuid4().hex[:8]}?region=us-east-1"
+    observed = anyio.run(_workload, url, tmp_path)
+    config = StoreConfig.from_url(url).dynamodb
+    assert config is not None
+    policy = iam_policy(config)
+    allowed = {a for s in policy["Statement"] for a in s["Action"]}
+    assert "dynamodb:Scan" not in observed
+    assert "dynamodb:Scan" not in allowed
+    assert observed - allowed == set(), f"the policy misses {sorted(observed - allowed)}"
+    assert allowed - observed == set(), f"the policy allows unused {sorted(allowed - observed)}"
+
+
+def test_policy_resources_cover_the_table_and_its_indexes() -> None:
+    config = StoreConfig.from_url("dynamodb://orders?region=eu-west-1").dynamodb
+    assert config is not None
+    resources = {r for s in iam_policy(config, account_id="123456789012")["Statement"] for r in s["Resource"]}
+    table = "arn:aws:dynamodb:eu-west-1:123456789012:table/orders"
+    assert resources == {table, f"{table}/index/*"}
