@@ -37,7 +37,7 @@ from orchestrator.errors import (
 from orchestrator.events import EventBuffer
 from orchestrator.graph import DagState, Pipeline
 from orchestrator.lease import LeaseKeeper
-from orchestrator.metrics import MetricsRecorder
+from orchestrator.metrics import MetricsRecorder, session_sample
 from orchestrator.store.protocol import Store, WriteResult
 from orchestrator.store.records import (
     ClaimPolicy,
@@ -498,6 +498,7 @@ class SessionRunner:
             self._queue(write, after_wait)
             return
         if outcome.cancelled:
+            self._mark_final(tid, TaskStatus.CANCELLED)
             self._queue(TaskWrite(TaskWriteKind.CANCEL, tid, outcome.attempt, reason=self._cancel_reason or
                                   "cancelled"), self._after_final(tid, TaskStatus.CANCELLED))
             return
@@ -700,14 +701,15 @@ class SessionRunner:
         else:
             status, reason = SessionStatus.COMPLETED, None
         await self._flush_progress(final=True)
-        record = await self.store.finish_session(self.lease, status, reason)
+        flag = None
+        if status is SessionStatus.FAILED and self.session.redrive_count >= self.session.max_redrives:
+            # No cron retries it again: a person decides (resume --force clears the flag).
+            flag = f"failed again after {self.session.redrive_count} redrive(s): {reason}"
+        record = await self.store.finish_session(self.lease, status, reason, needs_human_reason=flag)
         self.session = record
-        self.metrics.observe(MetricSample(
-            "session", f"project:{record.project_id}" if record.project_id else "project:-",
-            self.clock.now(),
-            duration_ms=max(0.0, (record.completed_at or record.updated_at) - record.created_at) * 1000,
-            error=status is SessionStatus.FAILED,
-        ))
+        sample = session_sample(record, self.clock.now())
+        if sample is not None:
+            self.metrics.observe(sample)
         self.telemetry.session_finished(status.value, self.pipeline.name)
         return self._result(status, reason)
 

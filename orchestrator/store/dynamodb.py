@@ -186,6 +186,7 @@ class DynamoDBStore(TaskOps):
             if stored is None or stored.get("tok", {}).get("S") != tok:
                 raise self._exists(sid) from None
             # our own creation landed and its response was lost
+        self.remember(sid, ids)
         return self.items.session(meta, sid)  # exactly what was written; no read needed
 
     def _exists(self, sid: str) -> SessionStateError:
@@ -388,12 +389,14 @@ class DynamoDBStore(TaskOps):
         text = self.codec.encode(payload, where=f"signal {name} payload")
         if not name or "#" in name:
             raise ValidationError(f"signal name {name!r} is not valid (non-empty, no '#')", session_id=sid)
+        current = await self.read_session(sid)
         if await self.get_raw(session_pk(sid), task_sk(task_id), session=sid, task=task_id) is None:
             raise TaskNotFoundError(f"session {sid} has no task {task_id!r} to signal", session_id=sid,
                                     task_id=task_id)
         s = self.models.session
-        for _ in range(self.config.max_attempts):
-            current = await self.read_session(sid)
+        for attempt in range(self.config.max_attempts):
+            if attempt:
+                current = await self.read_session(sid)
             if current.status.is_final:
                 raise SessionStateError(f"session {sid} is {current.status.value}; a finished session takes no "
                                         f"signals", session_id=sid, task_id=task_id)

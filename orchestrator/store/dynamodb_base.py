@@ -9,7 +9,8 @@ tasks added at run time, chunked outputs named by their completion, TTL filterin
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -40,6 +41,7 @@ __all__ = ["DynamoDBBase", "gather", "put"]
 
 T = TypeVar("T")
 _BATCH = 25  # BatchWriteItem's limit
+_KNOWN_SESSIONS = 1024
 
 
 def put(attr: Any, value: Any) -> Action:
@@ -87,6 +89,20 @@ class DynamoDBBase:
         # without a lock, and hooks registered on `client_events` must see every request.
         self._client = self.models.connection.connection.client
         self._closed = False
+        # Task ids seen per session (LRU): write_tasks checks unseen ids with a read before
+        # its first write, so an unknown task fails the batch without writing any of it.
+        self._known: OrderedDict[str, set[str]] = OrderedDict()
+
+    def remember(self, sid: str, task_ids: Iterable[str]) -> None:
+        known = self._known.setdefault(sid, set())
+        known.update(task_ids)
+        self._known.move_to_end(sid)
+        while len(self._known) > _KNOWN_SESSIONS:
+            self._known.popitem(last=False)
+
+    def unknown(self, sid: str, task_ids: Iterable[str]) -> list[str]:
+        known = self._known.get(sid, set())
+        return sorted({t for t in task_ids if t not in known})
 
     @property
     def client_events(self) -> Any:
@@ -265,6 +281,7 @@ class DynamoDBBase:
             sig = self.items.signal(raw, sid)
             if sig.seq <= session.signal_seq and not self.expired(raw, now):
                 sigs[(sig.task_id, sig.name)] = sig
+        self.remember(sid, records)
         return SessionSnapshot(session=session, tasks=records, edges=tuple(sorted(edge_list, key=_edge_key)),
                                signals=sigs)
 
@@ -333,6 +350,7 @@ class DynamoDBBase:
         if task_raw is not None and not self.expired(task_raw, now):
             if await self._visible(sid, tid, task_raw, meta_raw.get("tok", {}).get("S")):
                 chunks = {r["SK"]["S"]: r for r in items if "#CHUNK#" in r["SK"]["S"]}
+                self.remember(sid, [tid])
                 return self.task_record(sid, tid, task_raw, chunks)
         raise TaskNotFoundError(
             f"session {sid} has no task {tid!r} (or it was added by an agent whose completion is not "

@@ -29,14 +29,12 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from botocore import xform_name
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionClosedError,
-    EndpointConnectionError,
     HTTPClientError,
     NoCredentialsError,
-    ReadTimeoutError,
 )
 from pynamodb.connection import Connection
 
@@ -158,7 +156,7 @@ class Caller:
                     f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY {self.context(op, session, task)}",
                     session_id=session, task_id=task, table=self._config.table_name, op=op,
                 ) from exc
-            except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, HTTPClientError) as exc:
+            except (BotoConnectionError, HTTPClientError) as exc:  # refused, connect/read timeout, reset
                 last = exc
                 continue
             except BotoCoreError as exc:

@@ -143,6 +143,9 @@ class TaskOps(DynamoDBBase):
         if not writes:
             return []
         sid = lease.session_id
+        unseen = self.unknown(sid, [w.task_id for w in writes])
+        if unseen:  # TaskNotFoundError before anything is written
+            await gather([lambda t=t: self.read_task(sid, t) for t in unseen])  # type: ignore[misc]
         now = self.clock.now()
         chunk_ttl = int(now + 2 * self.config.ttl_days * 86400)  # unadopted chunks expire; named ones are kept
         params: list[dict[str, Any]] = []
@@ -259,6 +262,7 @@ class TaskOps(DynamoDBBase):
         _check_acyclic(sid, tasks)
         if items:
             await self.batch_put(items, session=sid)
+        self.remember(sid, ids)
 
     def _encode_input(self, sid: str, t: NewTask) -> str | None:
         text = self.codec.encode(t.input, where=f"input of task {t.task_id}")
