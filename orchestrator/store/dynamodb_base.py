@@ -27,7 +27,6 @@ from orchestrator.store.dynamodb_items import ItemCodec, Staged
 from orchestrator.store.dynamodb_models import bind_models, session_pk, task_range, task_sk
 from orchestrator.store.dynamodb_table import meta_table
 from orchestrator.store.records import (
-    ChunkRef,
     Edge,
     SessionRecord,
     SessionSnapshot,
@@ -370,10 +369,6 @@ class DynamoDBBase:
             st = self.items.staged(parent)
             raw = parent
         return bool(raw.get("tok", {}).get("S") == tok)
-
-    @staticmethod
-    def chunk_ref(record: TaskRecord) -> ChunkRef | None:
-        return record.output_ref
 
 
 def _edge_key(e: Edge) -> tuple[str, str]:

@@ -119,7 +119,9 @@ async def _hold(url: str, sid: str, owner: str, ready: str) -> dict[str, Any]:
         await store.write_tasks(lease, [TaskWrite(TaskWriteKind.START, "t1", 1)])
         await store.write_tasks(lease, [TaskWrite(TaskWriteKind.COMPLETE, "t1", 1, output={"by": owner})])
         await store.write_tasks(lease, [TaskWrite(TaskWriteKind.START, "t2", 1)])
-        Path(ready).write_text(json.dumps({"fence": lease.fence}))
+        # Write then rename, so the parent never reads a half-written file.
+        Path(f"{ready}.tmp").write_text(json.dumps({"fence": lease.fence}))
+        os.replace(f"{ready}.tmp", ready)
         while True:  # the parent kills us here, mid-session
             await anyio.sleep(3600)
     finally:
