@@ -72,11 +72,11 @@ def py(code: str) -> list[str]:
 # A child that starts a grandchild ignoring SIGTERM, prints its pid, then hangs.
 SPAWNS_GRANDCHILD = py(
     """
-    import subprocess, sys, time
+    import signal, subprocess, sys
     child = subprocess.Popen([sys.executable, "-c",
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"])
+        "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); signal.pause()"])
     print(f"grandchild {child.pid}", flush=True)
-    time.sleep(120)
+    signal.pause()
     """
 )
 
@@ -239,7 +239,7 @@ async def test_processes_left_behind_after_exit_are_stopped() -> None:
         "leaves-daemon",
         py("""
         import subprocess, sys
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        child = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
         print(f"grandchild {child.pid}", flush=True)
         """),
         kill_grace=0.2,

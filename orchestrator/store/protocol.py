@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from orchestrator.clock import Clock
@@ -88,6 +89,16 @@ class Store(Protocol):
 
     async def aclose(self) -> None:
         """Release connections and threads; the store is unusable afterwards."""
+        ...
+
+    async def __aenter__(self) -> Store:
+        """`initialize()`, then the store itself."""
+        ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """`aclose()`."""
         ...
 
     # -- sessions ---------------------------------------------------------------------
