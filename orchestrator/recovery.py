@@ -155,7 +155,7 @@ async def resume_failed(
                 snapshot = await store.load_session(sid)
                 runner = SessionRunner(
                     store, by_name[session.pipeline], lease, snapshot, options=options, clock=store.clock,
-                    telemetry=telemetry, redrive=redrive,
+                    telemetry=telemetry, redrive=redrive, abandoned=session.status is SessionStatus.RUNNING,
                 )
                 result = await runner.run()
                 report.resumed[sid] = result.status.value
@@ -243,7 +243,7 @@ class Worker:
         except (ClaimRejectedError, SessionNotFoundError):
             return None
 
-    async def _run_one(self, lease: Lease) -> None:
+    async def _run_one(self, lease: Lease, claimed_from: SessionStatus) -> None:
         sid = lease.session_id
         scope = anyio.CancelScope()
         try:
@@ -252,7 +252,7 @@ class Worker:
                 runner = SessionRunner(
                     self.store, self.pipelines[snapshot.session.pipeline], lease, snapshot,
                     options=self.options, clock=self.store.clock, telemetry=self.telemetry,
-                    limits=self.limits, metrics=self.metrics,
+                    limits=self.limits, metrics=self.metrics, abandoned=claimed_from is SessionStatus.RUNNING,
                 )
                 self._running[sid] = (runner, scope)
                 result: RunResult = await runner.run()
@@ -305,7 +305,7 @@ class Worker:
                         continue
                     claimed += 1
                     found_any = True
-                    tg.start_soon(self._run_one, lease)
+                    tg.start_soon(self._run_one, lease, session.status)
                 if found_any or self._running:
                     idle_since = None
                 elif idle_exit is not None:

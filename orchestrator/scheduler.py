@@ -161,6 +161,7 @@ class SessionRunner:
         telemetry: Telemetry,
         limits: WorkerLimits | None = None,
         redrive: bool = False,
+        abandoned: bool = False,
         metrics: MetricsRecorder | None = None,
     ) -> None:
         self.store = store
@@ -174,6 +175,9 @@ class SessionRunner:
         self.session_id = snapshot.session.session_id
         self.session_input = snapshot.session.input
         self._redrive = redrive
+        # Taken over from an owner that stopped without a session write: its FAILED,
+        # SKIPPED and CANCELLED task states decided nothing, so they run again.
+        self._abandoned = abandoned
         self._tasks: dict[str, TaskRecord] = dict(snapshot.tasks)
         self._signals: dict[tuple[str, str], SignalRecord] = dict(snapshot.signals)
         self.dag = DagState.from_records(snapshot.tasks, snapshot.edges)
@@ -307,10 +311,12 @@ class SessionRunner:
         resets: list[TaskWrite] = []
         for tid, task in self._tasks.items():
             if task.status in (TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED):
-                if self._redrive:
+                if self._redrive or (self._abandoned and task.fence < self.lease.fence):
                     resets.append(TaskWrite(TaskWriteKind.RESET, tid, task.attempt))
-                else:
-                    self._failed.setdefault(tid, task.last_error.message if task.last_error else task.status.value)
+                elif task.status is TaskStatus.FAILED:
+                    # Decided by an earlier owner of this fence line; our finish records it.
+                    message = task.last_error.message if task.last_error else "no error stored"
+                    self._failed.setdefault(tid, f"task {tid} failed: {message}")
             elif task.status is TaskStatus.WAITING:
                 self._waiting[tid] = task.not_before
                 self._wait_seen[tid] = self.session.wait_seq
@@ -834,6 +840,7 @@ async def execute(
     telemetry: Telemetry | None = None,
     limits: WorkerLimits | None = None,
     redrive: bool = False,
+    abandoned: bool = False,
     force: bool = False,
     snapshot: SessionSnapshot | None = None,
     metrics: MetricsRecorder | None = None,
@@ -844,7 +851,7 @@ async def execute(
     runner = SessionRunner(
         store, pipeline, lease, snapshot,
         options=options or RunOptions(), clock=store.clock, telemetry=telemetry or Telemetry(),
-        limits=limits, redrive=redrive, metrics=metrics,
+        limits=limits, redrive=redrive, abandoned=abandoned, metrics=metrics,
     )
     return await runner.run()
 
@@ -968,7 +975,7 @@ async def resume(
         try:
             return await execute(
                 store, pipeline, lease, options=options, telemetry=telemetry, limits=limits, redrive=redrive,
-                force=force,
+                abandoned=session.status is SessionStatus.RUNNING, force=force,
             )
         except (VersionMismatchError, PipelineDefinitionError):
             await store.release_lease(lease)
