@@ -172,7 +172,8 @@ async def main(n: int, skip_dynamodb: bool) -> None:
         os.environ.setdefault(key, value)  # moto accepts any credentials
     with moto_server() as endpoint:
         for tx in ("1", "0"):
-            url = f"dynamodb://bench-{uuid.uuid4().hex[:6]}?endpoint={endpoint}&region=us-east-1&transactions={tx}"
+            url = (f"dynamodb://bench-{uuid.uuid4().hex[:6]}?endpoint={endpoint}&region=us-east-1&transactions={tx}"
+                   "&timeout=60")  # moto serves a 33-item transaction in about a second
             label = f"dynamodb moto tx={'on' if tx == '1' else 'off'}"
             await bench_store(label, lambda url=url: open_store(url), n, True)  # type: ignore[misc]
 

@@ -45,15 +45,16 @@ async def _t_developer(store: Store) -> dict[str, str]:
     print(f"   {art['project_name']} [{', '.join(art['tech_stack'])}], template {art['template']} "
           f"({art['match_rate']:.0%} match): {len(art['files'])} files in {art['project_dir']}")
     print(f"   zip: {art['zip_path']} ({art['size_bytes']} bytes, sha256 {art['sha256'][:12]}...)")
-    again = await t_developer.record_download(store, user_id=out.user_id, project_id=out.project_id, artifact=art)
-    print(f"   user history (state API): {again.project_name} by {again.user_id}, "
-          f"downloaded {again.download_count}x, {again.size_mb} MB")
+    again = await t_developer.record_download(store, user_id=out.user_id, project_id=out.project_id, artifact=art,
+                                              download_id=f"{out.result.session_id}-again")
+    print(f"   user history (store, via the state API): {again.project_name} by {again.user_id} "
+          f"[{', '.join(again.tech_stack)}], downloaded {again.download_count}x, {again.size_mb} MB")
     day = utc_day(time.time())
     rows = {r.agent: r for r in await agent_stats(store, day)}
     line = ", ".join(f"{a} {rows[a].mean_ms or 0:.1f}ms" for a in t_developer.AGENTS if a in rows)
     print(f"   per-agent metrics (mean duration today): {line}")
     stats = await project_stats(store, out.project_id, [day])
-    print(f"   project {out.project_id}: {stats.completed} of {stats.total} sessions completed (the generation and 2 downloads)")
+    print(f"   project {out.project_id}: {stats.completed} of {stats.total} sessions completed (downloads are not sessions)")
     return {"t-developer": out.result.session_id}
 
 
@@ -131,6 +132,7 @@ async def main() -> None:
     print(f"  orchestrator approve {ids['miyabi-waiting']} approval --by you")
     print(f"  orchestrator resume {ids['miyabi-waiting']} --app examples.miyabi_issue.pipeline:pipeline")
     print("  orchestrator metrics --project todo-app.user-1")
+    print("  orchestrator projects user-1")
     print("  orchestrator list --status completed")
 
 

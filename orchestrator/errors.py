@@ -10,7 +10,8 @@
     ├── NotFoundError (LookupError)
     │   ├── SessionNotFoundError
     │   ├── TaskNotFoundError
-    │   └── PipelineNotFoundError
+    │   ├── PipelineNotFoundError
+    │   └── UserProjectNotFoundError       no such project in the user's project history
     ├── StoreError                         the store failed, after its own retries
     │   ├── StoreUnavailableError (ConnectionError)   unreachable, throttled too long
     │   └── SchemaError                    wrong table schema, foreign or newer item
@@ -67,6 +68,7 @@ __all__ = [
     "StoreUnavailableError",
     "TaskCompletedError",
     "TaskNotFoundError",
+    "UserProjectNotFoundError",
     "ValidationError",
     "VersionMismatchError",
 ]
@@ -147,6 +149,10 @@ class TaskNotFoundError(NotFoundError):
 
 class PipelineNotFoundError(NotFoundError):
     """No stored definition for this pipeline name and version."""
+
+
+class UserProjectNotFoundError(NotFoundError):
+    """No project with this id in the user's project history; `user_id`, `project_id` name it."""
 
 
 class StoreError(OrchestratorError):

@@ -13,13 +13,14 @@ The scheduler knows the Store protocol only, never a backend.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import random
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ from orchestrator.store.records import (
     Lease,
     MetricSample,
     NewSession,
+    PipelineDefinition,
     Progress,
     SessionRecord,
     SessionSnapshot,
@@ -874,14 +876,26 @@ def _new_session(
     )
 
 
-async def _with_store(store: Store | None) -> tuple[Store, bool]:
+@contextlib.asynccontextmanager
+async def _store_scope(store: Store | None) -> AsyncIterator[Store]:
+    """The given store, or one opened from the environment for this call only."""
     if store is not None:
-        return store, False
+        yield store
+        return
     from orchestrator.store import open_store
 
-    opened = open_store()
-    await opened.initialize()
-    return opened, True
+    async with open_store() as opened:
+        yield opened
+
+
+async def _create(
+    store: Store, pipeline: Pipeline, new: NewSession, *, owner: str | None, lease_seconds: float | None
+) -> SessionRecord:
+    """Validate everything (DAG, ids, JSON input), then store the definition and the session."""
+    tasks = pipeline.new_tasks()
+    store.codec.to_jsonable(new.input, where=f"input of session {new.session_id}")
+    await store.put_pipeline(PipelineDefinition(pipeline.name, pipeline.version, tuple(tasks)))
+    return await store.create_session(new, tasks, owner=owner, lease_seconds=lease_seconds)
 
 
 async def run(
@@ -903,19 +917,12 @@ async def run(
     `store`, the store comes from `ORCHESTRATOR_STORE` (SQLite in the user's state dir).
     """
     options = options or RunOptions()
-    pipeline.validate()
     new = _new_session(pipeline, input, session_id, project_id, user_id, pipeline_type, metadata, options)
-    tasks = pipeline.new_tasks()
-    store, owned = await _with_store(store)
-    try:
-        await store.put_pipeline(pipeline.definition())
-        worker = options.worker_id or default_worker_id()
-        record = await store.create_session(new, tasks, owner=worker, lease_seconds=options.lease_seconds)
+    worker = options.worker_id or default_worker_id()
+    async with _store_scope(store) as scoped:
+        record = await _create(scoped, pipeline, new, owner=worker, lease_seconds=options.lease_seconds)
         lease = Lease(record.session_id, worker, record.fence, record.lease_expires_at, record.signal_seq)
-        return await execute(store, pipeline, lease, options=options, telemetry=telemetry)
-    finally:
-        if owned:
-            await store.aclose()
+        return await execute(scoped, pipeline, lease, options=options, telemetry=telemetry)
 
 
 async def submit(
@@ -932,17 +939,10 @@ async def submit(
 ) -> str:
     """Store a PENDING session for a worker to claim; returns its id."""
     options = options or RunOptions()
-    pipeline.validate()
     new = _new_session(pipeline, input, session_id, project_id, user_id, pipeline_type, metadata, options)
-    tasks = pipeline.new_tasks()
-    store, owned = await _with_store(store)
-    try:
-        await store.put_pipeline(pipeline.definition())
-        record = await store.create_session(new, tasks)
+    async with _store_scope(store) as scoped:
+        record = await _create(scoped, pipeline, new, owner=None, lease_seconds=None)
         return record.session_id
-    finally:
-        if owned:
-            await store.aclose()
 
 
 async def resume(
@@ -963,26 +963,28 @@ async def resume(
     pipeline version mismatch. Raises ClaimRejectedError if another worker holds it.
     """
     options = options or RunOptions()
-    store, owned = await _with_store(store)
+    async with _store_scope(store) as scoped:
+        return await _resume(pipeline, session_id, scoped, force, options, telemetry, limits, failed_updated_before)
+
+
+async def _resume(
+    pipeline: Pipeline, session_id: str, store: Store, force: bool, options: RunOptions,
+    telemetry: Telemetry | None, limits: WorkerLimits | None, failed_updated_before: float | None,
+) -> RunResult:
+    session = await store.get_session(session_id)
+    _check_pipeline(pipeline, session, {}, force)  # refuse a version mismatch before claiming
+    redrive = session.status is SessionStatus.FAILED
+    policy = ClaimPolicy(redrive_failed=True, failed_updated_before=failed_updated_before, force=force)
+    worker = options.worker_id or default_worker_id()
+    lease = await store.claim_session(session_id, worker, options.lease_seconds, policy)
     try:
-        session = await store.get_session(session_id)
-        if session.pipeline_version != pipeline.version and not force:
-            _check_pipeline(pipeline, session, {}, force)
-        redrive = session.status is SessionStatus.FAILED
-        policy = ClaimPolicy(redrive_failed=True, failed_updated_before=failed_updated_before, force=force)
-        worker = options.worker_id or default_worker_id()
-        lease = await store.claim_session(session_id, worker, options.lease_seconds, policy)
-        try:
-            return await execute(
-                store, pipeline, lease, options=options, telemetry=telemetry, limits=limits, redrive=redrive,
-                abandoned=session.status is SessionStatus.RUNNING, force=force,
-            )
-        except (VersionMismatchError, PipelineDefinitionError):
-            await store.release_lease(lease)
-            raise
-    finally:
-        if owned:
-            await store.aclose()
+        return await execute(
+            store, pipeline, lease, options=options, telemetry=telemetry, limits=limits, redrive=redrive,
+            abandoned=session.status is SessionStatus.RUNNING, force=force,
+        )
+    except (VersionMismatchError, PipelineDefinitionError):
+        await store.release_lease(lease)  # a mismatch found in the loaded tasks: give it back
+        raise
 
 
 def run_sync(pipeline: Pipeline, input: Any = None, **kwargs: Any) -> RunResult:

@@ -56,7 +56,7 @@ def test_help_lists_every_command_and_the_exit_codes(tmp_path: Path) -> None:
     assert result.code == 0
     for command in ("init", "doctor", "run", "submit", "worker", "status", "list", "events", "graph", "signal",
                     "approve", "reject", "resume", "cancel", "fork", "resume-failed", "purge", "metrics",
-                    "export-iac", "iam-policy"):
+                    "export-iac", "iam-policy", "projects"):
         assert command in result.out
     assert "Exit codes" in result.out
 
@@ -292,3 +292,31 @@ def test_default_store_is_sqlite_in_the_xdg_state_dir(tmp_path: Path) -> None:
     result = cli("doctor", "--json", store=None, tmp=tmp_path)
     assert result.json()["location"] == str(tmp_path / "xdg" / "orchestrator" / "state.db")
     assert APPS.exists()
+
+
+def test_projects_lists_a_users_history_with_download_counts(sqlite_url: str, tmp_path: Path) -> None:
+    from orchestrator.store import UserProjectRecord
+
+    async def seed() -> None:
+        store = open_store(sqlite_url)
+        try:
+            await store.initialize()
+            for pid in ("todo-app", "notes-app", "blog"):
+                await store.put_user_project(UserProjectRecord("u-1", pid, pid.title(), tech_stack=("React",),
+                                                               size_mb=1.5))
+            await store.put_user_project(UserProjectRecord("u-2", "other", "Other"))
+            await store.record_download("u-1", "todo-app", "d-1")
+            await store.record_download("u-1", "todo-app", "d-2")
+        finally:
+            await store.aclose()
+
+    anyio.run(seed)
+    first = cli("projects", "u-1", "--limit", "2", "--json", store=sqlite_url, tmp=tmp_path).json()
+    assert [p["project_id"] for p in first["projects"]] == ["blog", "notes-app"]
+    rest = cli("projects", "u-1", "--cursor", first["cursor"], "--json", store=sqlite_url, tmp=tmp_path).json()
+    assert rest["cursor"] is None
+    [todo] = rest["projects"]
+    assert (todo["project_id"], todo["download_count"], todo["tech_stack"], todo["size_mb"]) == (
+        "todo-app", 2, ["React"], 1.5)
+    table = cli("projects", "u-1", store=sqlite_url, tmp=tmp_path)
+    assert table.code == 0 and "3 project(s) of user u-1" in table.out and "Todo-App" in table.out

@@ -17,6 +17,7 @@ from orchestrator.store import Store
 from orchestrator.testing.contract import StoreContract
 from orchestrator.testing.contract_concurrency import ConcurrencyContract
 from orchestrator.testing.contract_dynamodb import DynamoDBContract
+from orchestrator.testing.contract_projects import UserProjectContract, UserProjectDynamoDBContract
 
 
 class TestStoreContract(StoreContract):
@@ -38,3 +39,12 @@ class TestConcurrencyContract(ConcurrencyContract):
 @pytest.mark.backends("moto", "moto-server", "moto-notx", "moto-server-notx")
 class TestDynamoDBContract(DynamoDBContract):
     """Lost responses retried without double effect; Query not Scan; requests per task."""
+
+
+class TestUserProjectContract(UserProjectContract):
+    """The users' project history: upserts, listing, downloads counted once per id."""
+
+
+@pytest.mark.backends("moto", "moto-server", "moto-notx", "moto-server-notx")
+class TestUserProjectDynamoDBContract(UserProjectDynamoDBContract):
+    """A lost download response counted once; listing a user's projects is one Query."""

@@ -76,16 +76,18 @@ async def _check_t_developer(store: Store, workdir: Path) -> None:
     assert (project_dir / "src" / "components" / "TodoForm.jsx").read_text().count("<input") == 2
     with zipfile.ZipFile(artifact["zip_path"]) as archive:
         assert sorted(n.split("/", 1)[1] for n in archive.namelist()) == artifact["files"]
-    history = await store.list_project_sessions("todo-app.user-1")
-    recorded = [s for s in history.items if s.pipeline == t_developer.app.HISTORY_PIPELINE]
-    assert len(recorded) == 1 and recorded[0].owner_kind is OwnerKind.EXTERNAL
-    assert recorded[0].metadata["user_project"]["download_count"] == 1
-    assert recorded[0].metadata["user_project"]["size_mb"] == artifact["size_mb"]
+    project = await store.get_user_project("user-1", "todo-app.user-1")
+    assert (project.download_count, project.tech_stack, project.size_mb, project.file_path) == (
+        1, ("React", "Node.js"), artifact["size_mb"], artifact["zip_path"])
+    assert project.project_name == artifact["project_name"] and project.last_accessed is not None
+    assert out.user_project == project
+    sessions = (await store.list_project_sessions("todo-app.user-1")).items
+    assert [s.session_id for s in sessions] == [out.result.session_id]  # a download is not a session
     day = utc_day(time.time())
     per_agent = {row.agent: row for row in await agent_stats(store, day)}
     assert all(per_agent[a].count == 1 and per_agent[a].errors == 0 for a in t_developer.AGENTS)
     stats = await project_stats(store, "todo-app.user-1", [day])
-    assert (stats.total, stats.completed, stats.failed) == (2, 2, 0)
+    assert (stats.total, stats.completed, stats.failed) == (1, 1, 0)
 
 
 async def test_t_developer_generates_a_project_and_records_history_on_sqlite(
@@ -105,6 +107,10 @@ async def test_t_developer_is_deterministic_and_counts_downloads(sqlite_store: S
     assert second.user_project.download_count == 2
     api_view = await StateAPI(sqlite_store).get_user_project("user-1", "todo-app.user-1")
     assert api_view is not None and api_view.download_count == 2
+    again = await t_developer.record_download(sqlite_store, user_id="user-1", project_id="todo-app.user-1",
+                                              artifact=second.artifact, download_id=second.result.session_id)
+    assert again.download_count == 2  # the same download id, retried: not counted twice
+    assert [p.project_id for p in await StateAPI(sqlite_store).list_user_projects("user-1")] == ["todo-app.user-1"]
 
 
 async def _check_miyabi(store: Store, workdir: Path) -> None:

@@ -2,7 +2,7 @@
 
 A representative workload (init, doctor, run with retries and a failure, waits and
 signals, a worker, resume-failed, listings, events, metrics, pipelines, fork, cancel,
-purge) runs on in-process moto while a botocore hook records every request. Each
+the users' project history, purge) runs on in-process moto while a botocore hook records every request. Each
 request maps to the IAM actions that authorise it (a transaction to its items'
 actions); the policy must allow every one of them, nothing more, and never Scan.
 """
@@ -23,7 +23,7 @@ from orchestrator.fork import fork_session
 from orchestrator.metrics import agent_stats, day_of, project_stats
 from orchestrator.recovery import Worker, resume_failed
 from orchestrator.scheduler import resume, run, submit
-from orchestrator.store import SessionStatus, StoreConfig, open_store
+from orchestrator.store import SessionStatus, StoreConfig, UserProjectRecord, open_store
 from orchestrator.store.dynamodb_table import iam_policy
 
 APPS = Path(__file__).resolve().parent / "apps"
@@ -88,6 +88,11 @@ async def _workload(url: str, tmp: Path) -> set[str]:
         assert await agent_stats(store, day)
         await project_stats(store, "proj", [day])
         await store.get_pipeline("small", "1")
+        await store.put_user_project(UserProjectRecord("u-1", "proj", "Proj", tech_stack=("React",)))
+        await store.record_download("u-1", "proj", "d-1")
+        await store.record_download("u-1", "proj", "d-1")  # a retry: its failed condition is read back
+        assert (await store.get_user_project("u-1", "proj")).download_count == 1
+        assert len((await store.list_user_projects("u-1")).items) == 1
         await store.purge(ended_before=store.clock.now() + 1)
     finally:
         await store.aclose()

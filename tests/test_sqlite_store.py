@@ -41,6 +41,7 @@ from orchestrator.store import (
     TaskStatus,
     TaskWrite,
     TaskWriteKind,
+    UserProjectRecord,
     WriteOutcome,
     open_store,
 )
@@ -489,3 +490,16 @@ async def test_a_store_opens_itself_on_first_use_and_refuses_use_after_close(db_
     with pytest.raises(StoreError) as err:
         await s.get_session("s1")
     assert "closed" in str(err.value)
+
+
+@pytest.mark.anyio
+async def test_a_file_without_the_user_projects_table_gains_it_on_open(db_path: Path) -> None:
+    async with make_store(db_path) as first:
+        await first.create_session(NewSession("s1", "p"), chain(1))
+    with sqlite3.connect(db_path) as conn:  # a file written before the project history existed
+        conn.execute("DROP TABLE user_projects")
+    async with make_store(db_path) as reopened:
+        assert await reopened.check() == []
+        stored = await reopened.put_user_project(UserProjectRecord("u-1", "p-1", "Todo"))
+        assert stored.download_count == 0
+        assert (await reopened.get_session("s1")).session_id == "s1"

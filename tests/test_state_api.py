@@ -17,6 +17,7 @@ from orchestrator.errors import (
     SessionStateError,
     TaskCompletedError,
     TaskNotFoundError,
+    UserProjectNotFoundError,
     ValidationError,
 )
 from orchestrator.metrics import agent_stats, day_of, project_stats
@@ -293,17 +294,74 @@ async def test_a_second_state_api_must_attach_with_the_token(store: Store) -> No
     assert (await store.get_task("p-1", "nl_input")).status is TaskStatus.COMPLETED
 
 
-async def test_seed_user_project_is_kept_on_the_project_session(store: Store) -> None:
+@pytest.mark.backends("sqlite", "moto")
+async def test_seed_user_project_is_stored_without_any_session(store: Store) -> None:
     api = StateAPI(store, agents=SEED_AGENTS)
-    await api.save_pipeline_session({"session_id": "proj-7", "user_id": "u-1", "status": "ACTIVE"})
     saved = await api.save_user_project({
         "user_id": "u-1", "project_id": "proj-7", "project_name": "My Todo App",
-        "tech_stack": ["React", "Node.js", "MongoDB"], "size_mb": 2.5,
+        "tech_stack": json.dumps(["React", "Node.js", "MongoDB"]), "size_mb": 2.5, "session_id": "gen-1",
     })
-    await api.save_pipeline_session({"session_id": "proj-7", "status": "COMPLETED"})
     found = await api.get_user_project("u-1", "proj-7")
-    assert found is not None
-    assert (found.project_name, found.tech_stack, found.size_mb, found.session_id) == (
-        "My Todo App", ("React", "Node.js", "MongoDB"), 2.5, "proj-7")
-    assert found.user_id == saved.user_id
+    assert found == saved == await store.get_user_project("u-1", "proj-7")
+    assert (found.project_name, found.tech_stack, found.size_mb, found.download_count) == (
+        "My Todo App", ("React", "Node.js", "MongoDB"), 2.5, 0)
+    assert found.metadata["session_id"] == "gen-1"
     assert await api.get_user_project("u-2", "proj-7") is None
+    assert (await store.list_project_sessions("proj-7")).items == ()
+
+
+async def test_saving_a_user_project_again_keeps_fields_not_given(store: Store) -> None:
+    api = StateAPI(store)
+    await api.save_user_project({"user_id": "u-1", "project_id": "p-1", "project_name": "Todo",
+                                 "tech_stack": ["React"], "file_path": "/d/p-1.zip", "size_mb": 1.0})
+    again = await api.save_user_project({"user_id": "u-1", "project_id": "p-1", "size_mb": 2.0})
+    assert (again.project_name, again.tech_stack, again.file_path, again.size_mb) == (
+        "Todo", ("React",), "/d/p-1.zip", 2.0)
+
+
+async def test_record_download_counts_once_per_download_id(store: Store, fake_clock: FakeClock) -> None:
+    api = StateAPI(store)
+    await api.save_user_project({"user_id": "u-1", "project_id": "p-1", "project_name": "Todo"})
+    fake_clock.advance(3)
+    first = await api.record_download("u-1", "p-1", "req-1")
+    retried = await api.record_download("u-1", "p-1", "req-1")
+    second = await api.record_download("u-1", "p-1", "req-2")
+    assert (first.download_count, retried.download_count, second.download_count) == (1, 1, 2)
+    assert first.last_accessed == fake_clock.now()
+    with pytest.raises(UserProjectNotFoundError):
+        await api.record_download("u-1", "no-such", "req-3")
+
+
+async def test_download_count_is_not_set_through_save_user_project(store: Store) -> None:
+    api = StateAPI(store)
+    imported = await api.save_user_project({"user_id": "u-1", "project_id": "p-1", "project_name": "Todo",
+                                            "download_count": 4})
+    assert imported.download_count == 4
+    with pytest.raises(ValidationError, match="record_download"):
+        await api.save_user_project({"user_id": "u-1", "project_id": "p-1", "download_count": 5})
+    same = await api.save_user_project({"user_id": "u-1", "project_id": "p-1", "download_count": 4,
+                                        "description": "kept"})
+    assert (same.download_count, same.description) == (4, "kept")
+
+
+async def test_list_user_projects_returns_every_page(store: Store) -> None:
+    api = StateAPI(store)
+    for i in range(105):
+        await api.save_user_project({"user_id": "u-1", "project_id": f"p-{i:03d}", "project_name": f"P{i}"})
+    listed = await api.list_user_projects("u-1")
+    assert [p.project_id for p in listed] == [f"p-{i:03d}" for i in range(105)]
+
+
+async def test_bad_user_project_dicts_are_refused_before_writing(store: Store) -> None:
+    api = StateAPI(store)
+    bad: list[dict[str, object]] = [
+        {"user_id": "u-1", "project_id": "p-1", "tech_stack": "not json"},
+        {"user_id": "u-1", "project_id": "p-1", "tech_stack": [1, 2]},
+        {"user_id": "u-1", "project_id": "p-1", "size_mb": "big"},
+        {"user_id": "u-1", "project_id": "p/1"},
+        {"user_id": "u-1", "project_id": "p-1", "colour": "red"},
+    ]
+    for data in bad:
+        with pytest.raises(ValidationError):
+            await api.save_user_project(data)
+    assert await api.list_user_projects("u-1") == []

@@ -1,9 +1,10 @@
 """Run the t-developer pipeline and keep the user's project history (seeds/004).
 
 The pipeline runs under the scheduler (`orchestrator.scheduler.run`). The seeds'
-user-project record (name, tech stack, size, download count) is written with the
-state API (`StateAPI.save_user_project`): each download is a small external session
-of the project, whose metadata holds the record; `get_user_project` reads the newest.
+user-project record (name, tech stack, size, download count) goes to the store's
+user-project history through the state API: `StateAPI.save_user_project` writes the
+description, `StateAPI.record_download` counts each download (once per download id).
+No session is created for a download, so `project_stats` counts only generations.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from examples.t_developer import rules
 from examples.t_developer.pipeline import PIPELINE_TYPES, pipeline
 from orchestrator.errors import ValidationError
 from orchestrator.scheduler import RunOptions, RunResult, run
-from orchestrator.state import StateAPI, UserProject
-from orchestrator.store import Store
+from orchestrator.state import StateAPI
+from orchestrator.store import Store, UserProjectRecord
 
-__all__ = ["HISTORY_PIPELINE", "TDeveloperRun", "generate_project", "project_id_for", "record_download", "run_example"]
+__all__ = ["TDeveloperRun", "generate_project", "project_id_for", "record_download", "run_example"]
 
-HISTORY_PIPELINE = "t-developer-downloads"
 DEFAULT_REQUEST = "a todo app with React and a Node API"
 
 
@@ -33,7 +33,7 @@ class TDeveloperRun:
     project_id: str
     user_id: str
     artifact: dict[str, Any]  # the download agent's output
-    user_project: UserProject
+    user_project: UserProjectRecord
 
 
 def project_id_for(request: str, user_id: str, project_name: str | None = None) -> str:
@@ -68,20 +68,15 @@ async def generate_project(
     )
 
 
-async def record_download(store: Store, *, user_id: str, project_id: str, artifact: dict[str, Any]) -> UserProject:
-    """Count a download in the user's project history through the seeds' state API calls."""
-    api = StateAPI(store, pipeline=HISTORY_PIPELINE, agents=["history"])
-    previous = await api.get_user_project(user_id, project_id)
-    count = (previous.download_count if previous is not None else 0) + 1
-    sid = f"{project_id}.download-{count}"
-    await api.save_pipeline_session({
-        "session_id": sid, "project_id": project_id, "user_id": user_id,
-        "project_name": artifact["project_name"], "pipeline_type": artifact["pipeline_type"],
-        "current_agent": "history", "progress": 0,
-    })
-    await api.update_agent_execution({"execution_id": f"{sid}-history", "status": "RUNNING"})
-    project = await api.save_user_project({
-        "session_id": sid,
+async def record_download(
+    store: Store, *, user_id: str, project_id: str, artifact: dict[str, Any], download_id: str
+) -> UserProjectRecord:
+    """Describe the project in the user's history and count one download of it.
+
+    `download_id` names this download: a call retried with the same id counts once.
+    """
+    api = StateAPI(store)
+    await api.save_user_project({
         "user_id": user_id,
         "project_id": project_id,
         "project_name": artifact["project_name"],
@@ -89,14 +84,9 @@ async def record_download(store: Store, *, user_id: str, project_id: str, artifa
         "tech_stack": artifact["tech_stack"],
         "file_path": artifact["zip_path"],
         "size_mb": artifact["size_mb"],
-        "download_count": count,
     })
-    await api.update_agent_execution({
-        "execution_id": f"{sid}-history", "status": "COMPLETED",
-        "output_data": {"zip_path": artifact["zip_path"], "sha256": artifact["sha256"]},
-    })
+    project = await api.record_download(user_id, project_id, download_id)
     await api.record_metric({"metric_name": "download_bytes", "agent_name": "history", "value": artifact["size_bytes"]})
-    await api.save_pipeline_session({"session_id": sid, "status": "COMPLETED", "progress": 1})
     await api.aclose()
     return project
 
@@ -115,6 +105,7 @@ async def run_example(
     if not result.ok:
         raise RuntimeError(f"t-developer session {result.session_id} ended {result.status.value}: {result.reason}")
     artifact = dict(result.outputs["download"])
-    project = await record_download(store, user_id=user_id, project_id=project_id, artifact=artifact)
+    project = await record_download(store, user_id=user_id, project_id=project_id, artifact=artifact,
+                                    download_id=result.session_id)
     return TDeveloperRun(result=result, project_id=project_id, user_id=user_id, artifact=artifact,
                          user_project=project)

@@ -1,4 +1,4 @@
-"""Commands that read: status, list, events, graph, metrics."""
+"""Commands that read: status, list, events, graph, metrics, projects."""
 
 from __future__ import annotations
 
@@ -27,7 +27,15 @@ from orchestrator.durations import format_duration, parse_duration
 from orchestrator.errors import ConfigError, ValidationError
 from orchestrator.graph import RENDER_FORMATS, render
 from orchestrator.metrics import SESSION_METRIC, agent_stats, day_of, project_stats
-from orchestrator.store import Event, MetricSummary, SessionRecord, SessionSnapshot, SessionStatus, Store
+from orchestrator.store import (
+    Event,
+    MetricSummary,
+    SessionRecord,
+    SessionSnapshot,
+    SessionStatus,
+    Store,
+    UserProjectRecord,
+)
 
 __all__ = ["register"]
 
@@ -343,9 +351,42 @@ def metrics_cmd(
         console.print(pt, highlight=False)
 
 
+def projects_cmd(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Argument(help="User id.")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="Page size.")] = 50,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="Next-page cursor printed by the previous "
+                                               "call.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A user's project history (name, tech stack, size, downloads), by project id."""
+    g = globals_of(ctx)
+
+    async def go() -> tuple[list[UserProjectRecord], str | None]:
+        async with open_cli_store(g) as store:
+            page = await store.list_user_projects(user, limit=limit, cursor=cursor)
+            return list(page.items), page.cursor
+
+    found, next_cursor = run_async(go)
+    if as_json:
+        emit_json({"projects": found, "cursor": next_cursor})
+        return
+    table = Table(title_justify="left")
+    for col in ("project", "name", "tech stack", "size", "downloads", "last accessed", "file"):
+        table.add_column(col, overflow="fold")
+    for p in found:
+        table.add_row(p.project_id, p.project_name, ", ".join(p.tech_stack) or "-", f"{p.size_mb:g} MB",
+                      str(p.download_count), fmt_time(p.last_accessed),
+                      p.file_path or "-")
+    console.print(table, highlight=False)
+    console.print(f"{len(found)} project(s) of user {user}"
+                  + (f"; next page: --cursor {next_cursor}" if next_cursor else ""), highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command("status")(status_cmd)
     app.command("list")(list_cmd)
     app.command("events")(events_cmd)
     app.command("graph")(graph_cmd)
     app.command("metrics")(metrics_cmd)
+    app.command("projects")(projects_cmd)

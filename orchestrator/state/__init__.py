@@ -19,8 +19,9 @@ with its tasks atomically and only adopts later tasks through a task's completio
 agents that decompose work), which an external loop has no use for.
 
 `StateAPI` offers the seeds' dict-shaped calls (`save_pipeline_session`,
-`update_agent_execution`, `record_metric`, `save_user_project`) on top of recorders
-it keeps in-process, so the tokens never leave the caller's memory.
+`update_agent_execution`, `record_metric`) on top of recorders it keeps in-process, so
+the tokens never leave the caller's memory; `save_user_project` and `record_download`
+write the store's user-project history directly (no session involved).
 """
 
 from __future__ import annotations

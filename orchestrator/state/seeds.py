@@ -1,6 +1,7 @@
 """`StateAPI`: the seeds' dict-shaped calls (`save_pipeline_session`,
-`update_agent_execution`, `record_metric`, `save_user_project`) on top of
-`SessionRecorder`s it keeps in memory, so session tokens never leave the process.
+`update_agent_execution`, `record_metric`) on top of `SessionRecorder`s it keeps in
+memory, so session tokens never leave the process; and `save_user_project` /
+`record_download` on the store's user-project history, which needs no session.
 """
 
 from __future__ import annotations
@@ -8,16 +9,28 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from orchestrator.clock import Clock
-from orchestrator.errors import SessionNotFoundError, SessionStateError, ValidationError
+from orchestrator.errors import (
+    SessionNotFoundError,
+    SessionStateError,
+    UserProjectNotFoundError,
+    ValidationError,
+)
 from orchestrator.metrics import MetricsRecorder
 from orchestrator.state.recorder import SessionRecorder
 from orchestrator.store.protocol import Store
-from orchestrator.store.records import MetricSample, Progress, SessionStatus, TaskStatus
+from orchestrator.store.records import (
+    MetricSample,
+    Progress,
+    SessionStatus,
+    TaskStatus,
+    UserProjectRecord,
+    check_id,
+)
 
 __all__ = ["StateAPI", "UserProject"]
 
@@ -40,24 +53,11 @@ _EXECUTION_KEYS = frozenset({
 _METRIC_KEYS = frozenset({"metric_name", "agent_name", "value", "timestamp", "unit", "error"})
 _USER_PROJECT_KEYS = frozenset({
     "user_id", "project_id", "project_name", "description", "tech_stack", "download_count",
-    "last_accessed", "file_path", "size_mb", "session_id",
+    "last_accessed", "file_path", "size_mb", "session_id", "metadata",
 })
 
-
-@dataclass(frozen=True, slots=True)
-class UserProject:
-    """The seeds' "user project" record, kept in the metadata of the project's session."""
-
-    user_id: str
-    project_id: str
-    project_name: str | None = None
-    description: str | None = None
-    tech_stack: tuple[str, ...] = ()
-    file_path: str | None = None
-    size_mb: float | None = None
-    download_count: int = 0
-    last_accessed: float | None = None
-    session_id: str | None = None
+#: The seeds' name for a stored user project (`UserProjectRecord`).
+UserProject = UserProjectRecord
 
 
 class StateAPI:
@@ -274,57 +274,93 @@ class StateAPI:
             )
         )
 
-    async def save_user_project(self, data: Mapping[str, Any]) -> UserProject:
-        """Keep the seeds' user-project record in the metadata of the project's open session.
+    async def save_user_project(self, data: Mapping[str, Any]) -> UserProjectRecord:
+        """Create or update a project in the user's history from the seeds' dict; no session needed.
 
-        The session is `session_id` (default: the project id, as in the seeds) and must
-        be open in this StateAPI: a finished session's item is no longer writable.
+        Fields not given keep their stored values (`project_name` defaults to the project
+        id for a new project). `download_count` and `last_accessed` are taken only when the
+        project is created (to import a history); afterwards `record_download` moves them,
+        and a `download_count` other than the stored one is refused. `session_id` (the
+        session that generated the project) is kept in the record's metadata.
         """
         _check_keys(data, _USER_PROJECT_KEYS, "save_user_project")
         user_id = _required_str(data, "user_id", "save_user_project")
         project_id = _required_str(data, "project_id", "save_user_project")
-        sid = str(data.get("session_id") or project_id)
-        tech = _json_field(data, "tech_stack", sid, "save_user_project") or []
-        if not isinstance(tech, list) or not all(isinstance(t, str) for t in tech):
-            raise ValidationError(
-                f"save_user_project: tech_stack of project {project_id} must be a list of strings",
-                session_id=sid, field="tech_stack",
-            )
+        check_id("user", user_id, where="save_user_project")
+        check_id("project", project_id, where="save_user_project")
+        what = f"save_user_project: project {project_id} of user {user_id}"
+        ids = {"user_id": user_id, "project_id": project_id}
+        fields: dict[str, Any] = {}
+        for key in ("project_name", "description", "file_path"):
+            if data.get(key) is not None:
+                if not isinstance(data[key], str):
+                    raise ValidationError(f"{what}: {key} must be a string, got {data[key]!r}", field=key, **ids)
+                fields[key] = data[key]
+        tech = _json_field(data, "tech_stack", project_id, "save_user_project")
+        if tech is not None:
+            if not isinstance(tech, list) or not all(isinstance(t, str) for t in tech):
+                raise ValidationError(f"{what}: tech_stack must be a list of strings", field="tech_stack", **ids)
+            fields["tech_stack"] = tuple(tech)
         size = data.get("size_mb")
-        if size is not None and (isinstance(size, bool) or not isinstance(size, (int, float))):
-            raise ValidationError(f"save_user_project: size_mb of project {project_id} must be a number",
-                                  session_id=sid, field="size_mb")
-        rec = self.recorder(sid)
-        if rec.project_id != project_id:
-            raise ValidationError(
-                f"save_user_project: session {sid} belongs to project {rec.project_id!r}, not {project_id!r}",
-                session_id=sid, field="project_id",
-            )
-        record = {
-            "user_id": user_id,
-            "project_id": project_id,
-            "project_name": data.get("project_name"),
-            "description": data.get("description"),
-            "tech_stack": tech,
-            "file_path": data.get("file_path"),
-            "size_mb": size,
-            "download_count": int(data.get("download_count") or 0),
-        }
-        await rec.update(metadata={"user_project": record})
-        return _user_project(record, rec.session_id, self.clock.now())
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, (int, float)):
+                raise ValidationError(f"{what}: size_mb must be a number, got {size!r}", field="size_mb", **ids)
+            fields["size_mb"] = float(size)
+        metadata = _json_field(data, "metadata", project_id, "save_user_project")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValidationError(f"{what}: metadata must be a JSON object", field="metadata", **ids)
+        count = data.get("download_count")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+            raise ValidationError(f"{what}: download_count must be an integer >= 0, got {count!r}",
+                                  field="download_count", **ids)
 
-    async def get_user_project(self, user_id: str, project_id: str) -> UserProject | None:
-        """The newest user-project record of a project's sessions (None if none has one)."""
+        stored = await self.get_user_project(user_id, project_id)
+        if stored is None:
+            meta: dict[str, Any] = dict(metadata or {})
+            if data.get("session_id") is not None:
+                meta["session_id"] = str(data["session_id"])
+            record = UserProjectRecord(
+                user_id, project_id, fields.pop("project_name", project_id), download_count=count or 0,
+                last_accessed=_epoch(data.get("last_accessed"), what), metadata=meta, **fields,
+            )
+        else:
+            if count is not None and count != stored.download_count:
+                raise ValidationError(
+                    f"{what}: download_count {count} differs from the stored {stored.download_count}; downloads "
+                    f"are counted by `record_download` (drop download_count from the dict)",
+                    field="download_count", **ids,
+                )
+            meta = {**stored.metadata, **(metadata or {})}
+            if data.get("session_id") is not None:
+                meta["session_id"] = str(data["session_id"])
+            record = replace(stored, metadata=meta, **fields)
+        return await self.store.put_user_project(record)
+
+    async def get_user_project(self, user_id: str, project_id: str) -> UserProjectRecord | None:
+        """A project of the user's history, or None if it was never saved."""
+        try:
+            return await self.store.get_user_project(user_id, project_id)
+        except UserProjectNotFoundError:
+            return None
+
+    async def list_user_projects(self, user_id: str) -> list[UserProjectRecord]:
+        """Every project of the user, by project id (all pages of the store's listing)."""
+        found: list[UserProjectRecord] = []
         cursor: str | None = None
         while True:
-            page = await self.store.list_project_sessions(project_id, limit=50, cursor=cursor)
-            for session in page.items:
-                raw = session.metadata.get("user_project")
-                if isinstance(raw, Mapping) and raw.get("user_id") == user_id:
-                    return _user_project(raw, session.session_id, session.updated_at)
+            page = await self.store.list_user_projects(user_id, limit=100, cursor=cursor)
+            found.extend(page.items)
             if page.cursor is None:
-                return None
+                return found
             cursor = page.cursor
+
+    async def record_download(self, user_id: str, project_id: str, download_id: str) -> UserProjectRecord:
+        """Count one download of a saved project (count + 1, last accessed now).
+
+        Pass an id unique to the download (e.g. the request id): a call retried with the
+        same id is not counted twice. UserProjectNotFoundError if the project was never saved.
+        """
+        return await self.store.record_download(user_id, project_id, download_id)
 
     def _resolve_execution(self, data: Mapping[str, Any]) -> tuple[SessionRecorder, str]:
         execution_id = data.get("execution_id")
@@ -366,19 +402,16 @@ class StateAPI:
         return rec, str(agent)
 
 
-def _user_project(raw: Mapping[str, Any], session_id: str, at: float) -> UserProject:
-    return UserProject(
-        user_id=str(raw["user_id"]),
-        project_id=str(raw["project_id"]),
-        project_name=raw.get("project_name"),
-        description=raw.get("description"),
-        tech_stack=tuple(raw.get("tech_stack") or ()),
-        file_path=raw.get("file_path"),
-        size_mb=raw.get("size_mb"),
-        download_count=int(raw.get("download_count") or 0),
-        last_accessed=at,
-        session_id=session_id,
-    )
+def _epoch(value: Any, what: str) -> float | None:
+    """A datetime (naive = local time) or epoch seconds, as epoch seconds; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ValidationError(f"{what}: last_accessed must be a datetime or epoch seconds, got {value!r}",
+                          field="last_accessed")
 
 
 def _check_keys(data: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:

@@ -4,7 +4,8 @@ Every decision comes from `orchestrator.store.rules`; every write is one conditi
 request whose condition states what the decision was based on, so a concurrent writer
 makes it fail instead of being overwritten. Every request goes through the choke point
 in `dynamodb_calls` (retries, error mapping, context). PynamoDB is blocking: requests
-run in worker threads under a capacity limiter sized to the connection pool.
+run in worker threads under a capacity limiter sized to the connection pool. Task
+writes live in `dynamodb_tasks`, the users' project history in `dynamodb_projects`.
 
 Negative-control seam: `_cas_claims = False` in a subclass writes claims without their
 condition expression. It exists only so a test can show that two workers then both
@@ -47,6 +48,7 @@ from orchestrator.store.dynamodb_models import (
     task_sk,
 )
 from orchestrator.store.dynamodb_table import check_table, ensure_table
+from orchestrator.store.dynamodb_projects import ProjectOps
 from orchestrator.store.dynamodb_tasks import TaskOps
 from orchestrator.store.records import (
     ClaimPolicy,
@@ -69,7 +71,7 @@ __all__ = ["DynamoDBStore"]
 _TX_MAX = 100
 
 
-class DynamoDBStore(TaskOps):
+class DynamoDBStore(TaskOps, ProjectOps):
     """Durable state in one DynamoDB table; see the module docstring and `Store`."""
 
     #: Negative-control seam (tests only): False writes claims without a condition.

@@ -46,6 +46,7 @@ from orchestrator.store.records import (
     SignalRecord,
     TaskRecord,
     TaskStatus,
+    UserProjectRecord,
 )
 from orchestrator.store.rules import status_time
 
@@ -130,7 +131,7 @@ class ItemCodec:
         if version is None or found is None:
             raise SchemaError(
                 f"{where} has no schema version or kind: it was not written by this SDK. Remove it, or keep "
-                f"other data out of the SDK's key prefixes (SESSION#, PIPELINE#, METRIC#) "
+                f"other data out of the SDK's key prefixes (SESSION#, PIPELINE#, METRIC#, USER#) "
                 f"[table={self.table}, session={session or '-'}, task={task or '-'}]", **ctx)
         if version > SCHEMA_VERSION:
             raise SchemaError(
@@ -361,3 +362,16 @@ class ItemCodec:
         return MetricSummary(day=m.day, hour=int(m.hour), name=m.name, agent=m.agent, count=int(m.total),
                              errors=int(m.errors), blocked=int(m.blocked), sum_ms=float(m.sum_ms), min_ms=m.min_ms,
                              max_ms=m.max_ms, buckets=tuple(json.loads(m.buckets)))
+
+    # -- user projects ----------------------------------------------------------------------
+
+    def user_project(self, raw: dict[str, Any]) -> UserProjectRecord:
+        """A project of a user's history, checked like every other item before it is read."""
+        self.check(raw, "user_project")
+        m = self.models.user_project.from_raw_data(raw)
+        return UserProjectRecord(
+            user_id=m.user_id, project_id=m.project_id, project_name=m.project_name, description=m.description or "",
+            tech_stack=tuple(json.loads(m.tech_stack)), file_path=m.file_path, size_mb=float(m.size_mb),
+            download_count=int(m.download_count), created_at=float(m.created_at), updated_at=float(m.updated_at),
+            last_accessed=m.last_accessed, metadata=self.codec.decode(m.metadata) or {}, schema_version=int(m.v),
+        )

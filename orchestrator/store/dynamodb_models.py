@@ -15,6 +15,7 @@ Key layout (one partition per session, so resume is one Query with `SK >= "META"
     SESSION#<sid> / EVENT#<ts>#<writer>#<seq>     event (sorts before META)
     PIPELINE#<name> / VERSION#<v>                 pipeline definition
     METRIC#<day>#<shard> / <name>#<agent>#<hour>#<writer>   per-writer counters
+    USER#<uid> / PROJECT#<pid>                    a project in the user's history (seeds/004)
 """
 
 from __future__ import annotations
@@ -49,11 +50,13 @@ __all__ = [
     "metric_pk",
     "metric_sk",
     "pipeline_key",
+    "project_sk",
     "session_pk",
     "signal_sk",
     "status_shard",
     "task_range",
     "task_sk",
+    "user_pk",
 ]
 
 GSI1 = "GSI1"
@@ -100,6 +103,14 @@ def event_sk(cursor: str) -> str:
 
 def pipeline_key(name: str, version: str) -> tuple[str, str]:
     return f"PIPELINE#{name}", f"VERSION#{version}"
+
+
+def user_pk(user_id: str) -> str:
+    return f"USER#{user_id}"
+
+
+def project_sk(project_id: str) -> str:
+    return f"PROJECT#{project_id}"
 
 
 def status_shard(sid: str, shards: int) -> int:
@@ -256,6 +267,22 @@ class MetricItem(_Item):
     buckets = UnicodeAttribute()  # JSON list of counts
 
 
+class UserProjectItem(_Item):
+    user_id = UnicodeAttribute()
+    project_id = UnicodeAttribute()
+    project_name = UnicodeAttribute()
+    description = UnicodeAttribute(null=True)  # absent for ""
+    tech_stack = UnicodeAttribute()  # JSON list
+    file_path = UnicodeAttribute(null=True)
+    size_mb = NumberAttribute()
+    download_count = NumberAttribute()
+    last_download = UnicodeAttribute(null=True)  # id of the download counted last (retries skip it)
+    created_at = NumberAttribute()
+    updated_at = NumberAttribute()
+    last_accessed = NumberAttribute(null=True)
+    metadata = UnicodeAttribute()  # codec JSON
+
+
 #: `kind` attribute value -> unbound model class.
 KINDS: dict[str, type[_Item]] = {
     "session": SessionItem,
@@ -266,6 +293,7 @@ KINDS: dict[str, type[_Item]] = {
     "event": EventItem,
     "pipeline": PipelineItem,
     "metric": MetricItem,
+    "user_project": UserProjectItem,
 }
 
 
@@ -282,11 +310,13 @@ class Models:
     event: type[EventItem]
     pipeline: type[PipelineItem]
     metric: type[MetricItem]
+    user_project: type[UserProjectItem]
 
     def by_kind(self, kind: str) -> type[_Item] | None:
         return {
             "session": self.session, "task": self.task, "edge": self.edge, "chunk": self.chunk,
             "signal": self.signal, "event": self.event, "pipeline": self.pipeline, "metric": self.metric,
+            "user_project": self.user_project,
         }.get(kind)
 
 
@@ -350,4 +380,5 @@ def bind_models(config: DynamoDBConfig, meta_table: dict[str, Any]) -> Models:
         event=bind(EventItem),
         pipeline=bind(PipelineItem),
         metric=bind(MetricItem),
+        user_project=bind(UserProjectItem),
     )

@@ -108,7 +108,7 @@ def schema_problems(config: DynamoDBConfig, table: dict[str, Any]) -> list[str]:
     """Differences between a DescribeTable answer and the definition, each with its fix."""
     where = _where(config)
     fix = (f"point the store at another table (dynamodb://OTHER_TABLE) and run `orchestrator init`, "
-           f"or recreate {config.table_name} from `orchestrator export-table`")
+           f"or recreate {config.table_name} from `orchestrator export-iac`")
     problems = []
     keys = {k["AttributeName"]: k["KeyType"] for k in table.get("KeySchema", [])}
     types = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])}

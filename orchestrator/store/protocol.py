@@ -20,7 +20,7 @@ proves them on each):
   attempt's COMPLETE is applied; large outputs likewise become visible only through
   the completion that names them.
 - **Idempotent retries.** Every write may be sent twice (a lost response); the second
-  has no further effect.
+  has no further effect (`record_download` keys this on its `download_id`).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from orchestrator.store.records import (
     StoreDescription,
     TaskRecord,
     TaskWrite,
+    UserProjectRecord,
     WriteOutcome,
 )
 
@@ -70,7 +71,7 @@ class WriteResult:
 
 @runtime_checkable
 class Store(Protocol):
-    """Durable state of sessions, tasks, edges, signals, events, metrics, pipelines."""
+    """Durable state of sessions, tasks, edges, signals, events, metrics, pipelines, projects."""
 
     codec: Codec
     clock: Clock
@@ -274,6 +275,38 @@ class Store(Protocol):
         self, day: str, *, name: str | None = None, agent: str | None = None
     ) -> list[MetricSummary]:
         """Counters for one day (`YYYY-MM-DD`, UTC) per hour/name/agent, summed over writers."""
+        ...
+
+    # -- user project history -------------------------------------------------------------
+
+    async def put_user_project(self, record: UserProjectRecord) -> UserProjectRecord:
+        """Create or update a user's project (the descriptive fields); returns it as stored.
+
+        An update keeps `created_at`, `download_count` and `last_accessed` as stored (they
+        move only through `record_download`); a creation stores the record's count and
+        last access as given (to import an existing history). `created_at`/`updated_at`
+        are stamped by the store. A stored item of a newer schema is refused (SchemaError).
+        Not tied to any session, and never purged with sessions.
+        """
+        ...
+
+    async def get_user_project(self, user_id: str, project_id: str) -> UserProjectRecord:
+        """One project of a user (strongly consistent). UserProjectNotFoundError if absent."""
+        ...
+
+    async def list_user_projects(
+        self, user_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[UserProjectRecord]:
+        """A user's projects ordered by project id; one Query on DynamoDB, never a Scan."""
+        ...
+
+    async def record_download(self, user_id: str, project_id: str, download_id: str) -> UserProjectRecord:
+        """Count one download: `download_count` + 1 and `last_accessed` = now, in one write.
+
+        Idempotent per `download_id`: a retry of the latest download with the same id
+        (its response was lost) returns the stored record without counting again.
+        UserProjectNotFoundError if the project was never put; ids are validated first.
+        """
         ...
 
     # -- pipelines and retention ----------------------------------------------------------

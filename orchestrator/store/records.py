@@ -1,4 +1,5 @@
-"""The values the Store protocol speaks in: sessions, tasks, edges, leases, events, metrics.
+"""The values the Store protocol speaks in: sessions, tasks, edges, leases, events, metrics,
+and the users' project history.
 
 Frozen dataclasses, checked in `__post_init__`, with decoded JSON values (never the
 encoded text and never a backend key). Times are UTC epoch seconds.
@@ -46,6 +47,7 @@ __all__ = [
     "TaskStatus",
     "TaskWrite",
     "TaskWriteKind",
+    "UserProjectRecord",
     "WriteOutcome",
     "bucket_index",
     "check_id",
@@ -531,6 +533,59 @@ class ProjectStats:
     def success_rate(self) -> float:
         done = self.completed + self.failed
         return self.completed / done if done else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class UserProjectRecord:
+    """One project in a user's history (seeds/004 table 3): what was generated, and its downloads.
+
+    `put_user_project` writes the descriptive fields; `download_count` and
+    `last_accessed` move only through `record_download`. The store stamps the times.
+    """
+
+    user_id: str
+    project_id: str
+    project_name: str
+    description: str = ""
+    tech_stack: tuple[str, ...] = ()
+    file_path: str | None = None
+    size_mb: float = 0.0
+    download_count: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    last_accessed: float | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        check_id("user", self.user_id)
+        check_id("project", self.project_id)
+        what = f"project {self.project_id} of user {self.user_id}"
+        ids = {"user_id": self.user_id, "project_id": self.project_id}
+        if not isinstance(self.project_name, str) or not self.project_name:
+            raise ValidationError(f"{what} has no project_name; pass a non-empty string", field="project_name", **ids)
+        if not isinstance(self.description, str):
+            raise ValidationError(f"{what}: description must be a string, got {self.description!r}",
+                                  field="description", **ids)
+        if isinstance(self.tech_stack, str) or not all(isinstance(t, str) and t for t in self.tech_stack):
+            raise ValidationError(f"{what}: tech_stack must be a list of non-empty strings, got {self.tech_stack!r}",
+                                  field="tech_stack", **ids)
+        object.__setattr__(self, "tech_stack", tuple(self.tech_stack))
+        if self.file_path is not None and not isinstance(self.file_path, str):
+            raise ValidationError(f"{what}: file_path must be a string or None, got {self.file_path!r}",
+                                  field="file_path", **ids)
+        for name in ("size_mb", "created_at", "updated_at", "last_accessed"):
+            value = getattr(self, name)
+            if value is None and name == "last_accessed":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValidationError(f"{what}: {name}={value!r} must be a finite number >= 0", field=name, **ids)
+        if isinstance(self.download_count, bool) or not isinstance(self.download_count, int) or self.download_count < 0:
+            raise ValidationError(f"{what}: download_count={self.download_count!r} must be an integer >= 0",
+                                  field="download_count", **ids)
+        if not isinstance(self.metadata, Mapping):
+            raise ValidationError(f"{what}: metadata must be a mapping, got {type(self.metadata).__name__}",
+                                  field="metadata", **ids)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ Each operation reads its rows inside one transaction, decides with
 because `BEGIN IMMEDIATE` holds the write lock from the read to the commit. Values are
 encoded (and validated) before `BEGIN`, so nothing is half-written. How the file is
 opened and locked lives in `sqlite_db` / `sqlite_schema`; task rows in `sqlite_tasks`;
-events, metrics, pipelines and retention in `sqlite_history`.
+events, metrics, pipelines and retention in `sqlite_history`; the users' project
+history in `sqlite_projects`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from orchestrator.errors import (
 )
 from orchestrator.store import rules
 from orchestrator.store import sqlite_history as history
+from orchestrator.store import sqlite_projects as projects
 from orchestrator.store.config import SQLiteConfig
 from orchestrator.store.protocol import WriteResult
 from orchestrator.store.records import (
@@ -56,6 +58,7 @@ from orchestrator.store.records import (
     TaskRecord,
     TaskWrite,
     TaskWriteKind,
+    UserProjectRecord,
     check_id,
 )
 from orchestrator.store.sqlite_db import SQLiteDatabase
@@ -648,6 +651,45 @@ class SQLiteStore:
         history.hour_start(day, 0)
         return await self._run(
             "read_metrics", lambda c, now: history.read_metrics(c, day, name, agent, now, self._where), write=False
+        )
+
+    # -- user project history ---------------------------------------------------------------
+
+    async def put_user_project(self, record: UserProjectRecord) -> UserProjectRecord:
+        what = f"metadata of project {record.project_id} of user {record.user_id}"
+        metadata_text = self.codec.encode(dict(record.metadata), where=what)
+        return await self._run(
+            "put_user_project",
+            lambda c, now: projects.put_project(c, record, metadata_text, now, self.codec, self._where),
+        )
+
+    async def get_user_project(self, user_id: str, project_id: str) -> UserProjectRecord:
+        check_id("user", user_id)
+        check_id("project", project_id)
+        return await self._run(
+            "get_user_project",
+            lambda c, _: projects.get_project(c, user_id, project_id, self.codec, self._where), write=False,
+        )
+
+    async def list_user_projects(
+        self, user_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[UserProjectRecord]:
+        _check_limit(limit)
+        check_id("user", user_id)
+        after = "" if cursor is None else check_id("project", cursor, where="the cursor of list_user_projects")
+        return await self._run(
+            "list_user_projects",
+            lambda c, _: projects.list_projects(c, user_id, after, limit, self.codec, self._where), write=False,
+        )
+
+    async def record_download(self, user_id: str, project_id: str, download_id: str) -> UserProjectRecord:
+        check_id("user", user_id)
+        check_id("project", project_id)
+        check_id("download", download_id)
+        return await self._run(
+            "record_download",
+            lambda c, now: projects.record_download(c, user_id, project_id, download_id, now, self.codec,
+                                                    self._where),
         )
 
     # -- pipelines and retention ------------------------------------------------------------

@@ -22,7 +22,15 @@ import anyio
 from orchestrator.clock import Clock
 from orchestrator.errors import SchemaError, StoreError, StoreUnavailableError
 from orchestrator.store.config import SQLiteConfig
-from orchestrator.store.sqlite_schema import connect, create_file, inspect, is_busy, verify_or_create
+from orchestrator.store.sqlite_schema import (
+    add_missing_tables,
+    connect,
+    create_file,
+    inspect,
+    is_busy,
+    missing_added_tables,
+    verify_or_create,
+)
 
 __all__ = ["SQLiteDatabase"]
 
@@ -78,6 +86,10 @@ class SQLiteDatabase:
                 await self._retrying(
                     "initialize",
                     lambda: _transaction(conn, "BEGIN IMMEDIATE", lambda: verify_or_create(conn, self.path)),
+                )
+            elif await self._retrying("initialize", lambda: missing_added_tables(conn)):
+                await self._retrying(
+                    "initialize", lambda: _transaction(conn, "BEGIN IMMEDIATE", lambda: add_missing_tables(conn))
                 )
         except BaseException:
             conn.close()

@@ -16,8 +16,11 @@ from orchestrator.store.records import SCHEMA_VERSION
 
 __all__ = [
     "APPLICATION",
+    "ADDED_TABLES",
     "TABLES",
+    "add_missing_tables",
     "connect",
+    "missing_added_tables",
     "create_file",
     "file_problems",
     "inspect",
@@ -102,6 +105,21 @@ CREATE TABLE pipelines (
     PRIMARY KEY (name, version)
 );
 """
+
+#: Tables added after schema 1 shipped, without a version bump: created (IF NOT EXISTS)
+#: when a store opens a file that lacks them. The users' project history lives here.
+_ADDED_DDL = {
+    "user_projects": """
+CREATE TABLE IF NOT EXISTS user_projects (
+    user_id TEXT NOT NULL, project_id TEXT NOT NULL, v INTEGER NOT NULL,
+    project_name TEXT NOT NULL, description TEXT NOT NULL, tech_stack TEXT NOT NULL,
+    file_path TEXT, size_mb REAL NOT NULL, download_count INTEGER NOT NULL, last_download TEXT,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, last_accessed REAL, metadata TEXT NOT NULL,
+    PRIMARY KEY (user_id, project_id)
+) WITHOUT ROWID
+""",
+}
+ADDED_TABLES = frozenset(_ADDED_DDL)
 
 #: Every table the SDK needs; a file with our marker but without one of these is damaged.
 TABLES = frozenset(
@@ -224,12 +242,25 @@ def verify_or_create(conn: sqlite3.Connection, path: Path) -> None:
     for statement in _DDL.split(";"):
         if statement.strip():
             conn.execute(statement)
+    add_missing_tables(conn)
     conn.executemany(
         "INSERT INTO meta (key, value) VALUES (?, ?)",
         [("application", APPLICATION), ("schema_version", str(SCHEMA_VERSION))],
     )
     conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def missing_added_tables(conn: sqlite3.Connection) -> list[str]:
+    """Tables of `ADDED_TABLES` the file lacks (a read only)."""
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return sorted(ADDED_TABLES - names)
+
+
+def add_missing_tables(conn: sqlite3.Connection) -> None:
+    """Inside the caller's write transaction: create the added tables a file lacks."""
+    for name in missing_added_tables(conn):
+        conn.execute(_ADDED_DDL[name])
 
 
 def file_problems(path: Path) -> list[str]:

@@ -5,7 +5,8 @@
 - `StoreContract` (in `orchestrator.testing.contract`, which imports pytest): the
   contract suite every Store backend must pass; subclass it in your tests with a
   `store` fixture. `ConcurrencyContract` (`.contract_concurrency`) and
-  `DynamoDBContract` (`.contract_dynamodb`) cover contention and lost responses.
+  `DynamoDBContract` (`.contract_dynamodb`) cover contention and lost responses;
+  `UserProjectContract` (`.contract_projects`) the users' project history.
 - `moto_server()` (in `orchestrator.testing.moto_server`): a local DynamoDB double
   that serves one request at a time.
 

@@ -34,6 +34,7 @@ from orchestrator.store import (
     StoreDescription,
     TaskRecord,
     TaskWrite,
+    UserProjectRecord,
     WriteResult,
 )
 
@@ -203,3 +204,21 @@ class FaultyStore:
     async def purge(self, *, ended_before: float) -> PurgeReport:
         await self._enter("purge")
         return await self.inner.purge(ended_before=ended_before)
+
+    async def put_user_project(self, record: UserProjectRecord) -> UserProjectRecord:
+        await self._enter("put_user_project")
+        return await self.inner.put_user_project(record)
+
+    async def get_user_project(self, user_id: str, project_id: str) -> UserProjectRecord:
+        await self._enter("get_user_project")
+        return await self.inner.get_user_project(user_id, project_id)
+
+    async def list_user_projects(
+        self, user_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[UserProjectRecord]:
+        await self._enter("list_user_projects")
+        return await self.inner.list_user_projects(user_id, limit=limit, cursor=cursor)
+
+    async def record_download(self, user_id: str, project_id: str, download_id: str) -> UserProjectRecord:
+        await self._enter("record_download")
+        return await self.inner.record_download(user_id, project_id, download_id)

@@ -1,0 +1,121 @@
+"""The users' project history in the SQLite store (the `user_projects` table).
+
+Functions that run inside a transaction the caller opened (`BEGIN IMMEDIATE` for
+writes), so a read, its decision and the write are one atomic step. Values are
+encoded by the caller before the transaction. Rows are not sessions' data: `purge`
+leaves them alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from orchestrator.codec import Codec
+from orchestrator.errors import SchemaError, UserProjectNotFoundError
+from orchestrator.store.records import SCHEMA_VERSION, Page, UserProjectRecord
+from orchestrator.store.sqlite_rows import dump
+
+__all__ = ["get_project", "list_projects", "not_found", "put_project", "record_download"]
+
+_COLS = (
+    "user_id, project_id, v, project_name, description, tech_stack, file_path, size_mb, download_count, "
+    "created_at, updated_at, last_accessed, metadata, last_download"
+)
+_SELECT = f"SELECT {_COLS} FROM user_projects WHERE user_id = ? AND project_id = ?"
+
+
+def not_found(user_id: str, project_id: str, where: str) -> UserProjectNotFoundError:
+    return UserProjectNotFoundError(
+        f"user {user_id} has no project {project_id!r} in {where}; store it first with put_user_project "
+        f"(or StateAPI.save_user_project), or list the user's projects with `orchestrator projects {user_id}`",
+        user_id=user_id,
+        project_id=project_id,
+    )
+
+
+def _record(row: Any, codec: Codec, where: str) -> UserProjectRecord:
+    uid, pid, v = row[0], row[1], int(row[2])
+    if v > SCHEMA_VERSION:
+        raise SchemaError(
+            f"project {pid} of user {uid} in {where} was written by a newer orchestrator (schema {v}; this "
+            f"code knows {SCHEMA_VERSION}); upgrade durable-orchestrator to read or change it",
+            user_id=uid, project_id=pid, schema_version=v,
+        )
+    try:
+        return UserProjectRecord(
+            user_id=uid, project_id=pid, project_name=row[3], description=row[4],
+            tech_stack=tuple(json.loads(row[5])), file_path=row[6], size_mb=float(row[7]),
+            download_count=int(row[8]), created_at=float(row[9]), updated_at=float(row[10]),
+            last_accessed=row[11], metadata=codec.decode(row[12]) or {}, schema_version=v,
+        )
+    except (ValueError, TypeError) as exc:
+        raise SchemaError(
+            f"project {pid} of user {uid} in {where} cannot be decoded ({exc}); store it again with "
+            f"put_user_project", user_id=uid, project_id=pid,
+        ) from exc
+
+
+def _read(conn: sqlite3.Connection, user_id: str, project_id: str) -> Any:
+    return conn.execute(_SELECT, (user_id, project_id)).fetchone()
+
+
+def get_project(conn: sqlite3.Connection, user_id: str, project_id: str, codec: Codec, where: str) -> UserProjectRecord:
+    row = _read(conn, user_id, project_id)
+    if row is None:
+        raise not_found(user_id, project_id, where)
+    return _record(row, codec, where)
+
+
+def put_project(
+    conn: sqlite3.Connection, record: UserProjectRecord, metadata_text: str, now: float, codec: Codec, where: str
+) -> UserProjectRecord:
+    """Insert, or update the descriptive fields keeping created_at, the count and the last access."""
+    row = _read(conn, record.user_id, record.project_id)
+    described = (record.project_name, record.description, dump(list(record.tech_stack)), record.file_path,
+                 float(record.size_mb), metadata_text)
+    if row is None:
+        conn.execute(
+            f"INSERT INTO user_projects ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+            (record.user_id, record.project_id, SCHEMA_VERSION, *described[:5], record.download_count, now, now,
+             record.last_accessed, metadata_text),
+        )
+    else:
+        _record(row, codec, where)  # a row of a newer schema is refused before it is changed
+        conn.execute(
+            "UPDATE user_projects SET v = ?, project_name = ?, description = ?, tech_stack = ?, file_path = ?, "
+            "size_mb = ?, metadata = ?, updated_at = ? WHERE user_id = ? AND project_id = ?",
+            (SCHEMA_VERSION, *described, now, record.user_id, record.project_id),
+        )
+    return get_project(conn, record.user_id, record.project_id, codec, where)
+
+
+def record_download(
+    conn: sqlite3.Connection, user_id: str, project_id: str, download_id: str, now: float, codec: Codec, where: str
+) -> UserProjectRecord:
+    """Count a download unless it is the one last counted (a retry); the stored record after."""
+    row = _read(conn, user_id, project_id)
+    if row is None:
+        raise not_found(user_id, project_id, where)
+    current = _record(row, codec, where)
+    if row[13] == download_id:
+        return current
+    conn.execute(
+        "UPDATE user_projects SET download_count = download_count + 1, last_download = ?, last_accessed = ?, "
+        "updated_at = ? WHERE user_id = ? AND project_id = ?",
+        (download_id, now, now, user_id, project_id),
+    )
+    return get_project(conn, user_id, project_id, codec, where)
+
+
+def list_projects(
+    conn: sqlite3.Connection, user_id: str, after: str, limit: int, codec: Codec, where: str
+) -> Page[UserProjectRecord]:
+    """A user's projects by project id after `after` ("" for the first page)."""
+    rows = conn.execute(
+        f"SELECT {_COLS} FROM user_projects WHERE user_id = ? AND project_id > ? ORDER BY project_id LIMIT ?",
+        (user_id, after, limit + 1),
+    ).fetchall()
+    items = tuple(_record(row, codec, where) for row in rows[:limit])
+    return Page(items, items[-1].project_id if len(rows) > limit else None)
