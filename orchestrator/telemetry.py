@@ -254,7 +254,7 @@ def _json_default(value: object) -> object:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, shaped like the seeds' log records.
+    """One JSON object per line, shaped like common progress-tracking log records.
 
     `{"timestamp": "2025-11-15T20:00:00.000Z", "level": "INFO", "session_id": ...,
     "task_id": ..., "message": ..., "phase": ..., "progress": {"current": 5, "total":

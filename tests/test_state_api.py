@@ -1,5 +1,5 @@
 """The state API: external sessions recorded by code running its own loop, and the
-seeds' dict-shaped calls on top of it."""
+dict-shaped calls on top of it."""
 
 from __future__ import annotations
 
@@ -194,11 +194,11 @@ async def test_secrets_never_reach_the_store(store: Store, tmp_path: Path) -> No
         assert secret.encode() not in path.read_bytes(), path
 
 
-# -- the seeds' calls ------------------------------------------------------------------
+# -- the dict-shaped calls ------------------------------------------------------------------
 
 
 @pytest.mark.backends("sqlite", "moto")
-async def test_seed_pipeline_session_and_agent_executions(store: Store) -> None:
+async def test_dict_api_pipeline_session_and_agent_executions(store: Store) -> None:
     api = StateAPI(store, pipeline="t-developer", agents=SEED_AGENTS)
     project_id = "proj-42"
     await api.save_pipeline_session({
@@ -231,14 +231,14 @@ async def test_seed_pipeline_session_and_agent_executions(store: Store) -> None:
     assert (ended.status, ended.reason) == (SessionStatus.FAILED, "ui_selection failed")
 
 
-async def test_seed_abandoned_session_is_cancelled(store: Store) -> None:
+async def test_dict_api_abandoned_session_is_cancelled(store: Store) -> None:
     api = StateAPI(store, agents=SEED_AGENTS)
     await api.save_pipeline_session({"session_id": "p-1", "status": "ACTIVE", "progress": 0})
     await api.save_pipeline_session({"session_id": "p-1", "status": "ABANDONED"})
     assert (await store.get_session("p-1")).status is SessionStatus.CANCELLED
 
 
-async def test_seed_record_metric_reaches_the_store(store: Store) -> None:
+async def test_dict_api_record_metric_reaches_the_store(store: Store) -> None:
     api = StateAPI(store)
     at = datetime(2025, 11, 15, 20, 0, tzinfo=timezone.utc)
     await api.record_metric({"metric_name": "agent_execution_time", "agent_name": "generation",
@@ -265,7 +265,7 @@ async def test_seed_record_metric_reaches_the_store(store: Store) -> None:
         ("record_metric", {"value": 1}, ValidationError, "metric_name is missing"),
     ],
 )
-async def test_seed_calls_validate_their_input(
+async def test_dict_api_calls_validate_their_input(
     store: Store, call: str, data: dict[str, object], error: type[Exception], match: str
 ) -> None:
     api = StateAPI(store, agents=SEED_AGENTS)
@@ -275,7 +275,7 @@ async def test_seed_calls_validate_their_input(
     assert api.metrics.pending == 0
 
 
-async def test_seed_unknown_execution_status_is_refused(store: Store) -> None:
+async def test_dict_api_unknown_execution_status_is_refused(store: Store) -> None:
     api = StateAPI(store, agents=SEED_AGENTS)
     await api.save_pipeline_session({"session_id": "p-1", "status": "ACTIVE"})
     with pytest.raises(ValidationError, match="status 'DONE'"):
@@ -295,7 +295,7 @@ async def test_a_second_state_api_must_attach_with_the_token(store: Store) -> No
 
 
 @pytest.mark.backends("sqlite", "moto")
-async def test_seed_user_project_is_stored_without_any_session(store: Store) -> None:
+async def test_dict_api_user_project_is_stored_without_any_session(store: Store) -> None:
     api = StateAPI(store, agents=SEED_AGENTS)
     saved = await api.save_user_project({
         "user_id": "u-1", "project_id": "proj-7", "project_name": "My Todo App",

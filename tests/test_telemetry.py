@@ -179,7 +179,7 @@ def _format(record_fn: Any) -> dict[str, Any]:
     return result
 
 
-def test_json_formatter_matches_the_seed_log_shape() -> None:
+def test_json_formatter_matches_the_progress_log_shape() -> None:
     def emit(logger: logging.Logger) -> None:
         log = get_logger(logger.name, session_id="s-1", task_id="task-cdk-deploy-001")
         log.logger = logger

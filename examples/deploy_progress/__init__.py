@@ -1,4 +1,4 @@
-"""deploy progress (seeds/000): 29 shell steps reporting `[n/29] phase: step`.
+"""deploy progress: 29 shell steps reporting `[n/29] phase: step`.
 
 `python -m examples.deploy_progress`
 """

@@ -1,4 +1,4 @@
-"""The 29 steps of a CDK-style deploy (seeds/000: "[5/29] CloudFormation Stack Creation").
+"""The 29 steps of a CDK-style deploy ("[5/29] CloudFormation Stack Creation").
 
 Each step is a real shell command that prints `[n/29] <phase>: <step>` and touches
 `<out>/step-NN.done`, standing in for `cdk deploy` output.

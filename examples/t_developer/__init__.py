@@ -1,4 +1,4 @@
-"""t-developer (seeds/004): a natural-language request -> a generated project and its zip.
+"""t-developer: a natural-language request -> a generated project and its zip.
 
 `python -m examples.t_developer "a notes app with Vue and a Python API" --production`
 """

@@ -1,6 +1,6 @@
-"""Run the t-developer pipeline and keep the user's project history (seeds/004).
+"""Run the t-developer pipeline and keep the user's project history.
 
-The pipeline runs under the scheduler (`orchestrator.scheduler.run`). The seeds'
+The pipeline runs under the scheduler (`orchestrator.scheduler.run`). The
 user-project record (name, tech stack, size, download count) goes to the store's
 user-project history through the state API: `StateAPI.save_user_project` writes the
 description, `StateAPI.record_download` counts each download (once per download id).

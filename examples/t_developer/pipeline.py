@@ -4,8 +4,8 @@
              -> search -> generation -> assembly -> download
 
 Each agent reads the spec its predecessor produced (`ctx.deps`), adds its part, and
-reports progress i/9 (the seeds' 0-9 progress). The session is created with the
-seeds' `pipeline_type` (SIMPLE or PRODUCTION), `project_id` and `user_id`; the
+reports progress i/9. The session is created with its
+`pipeline_type` (SIMPLE or PRODUCTION), `project_id` and `user_id`; the
 scheduler records every task's status, attempts, output and duration metrics.
 """
 

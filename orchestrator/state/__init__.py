@@ -18,7 +18,7 @@ All tasks are declared when the session starts: the Store protocol creates a ses
 with its tasks atomically and only adopts later tasks through a task's completion (for
 agents that decompose work), which an external loop has no use for.
 
-`StateAPI` offers the seeds' dict-shaped calls (`save_pipeline_session`,
+`StateAPI` offers dict-shaped calls (`save_pipeline_session`,
 `update_agent_execution`, `record_metric`) on top of recorders it keeps in-process, so
 the tokens never leave the caller's memory; `save_user_project` and `record_download`
 write the store's user-project history directly (no session involved).
@@ -27,6 +27,6 @@ write the store's user-project history directly (no session involved).
 from __future__ import annotations
 
 from orchestrator.state.recorder import SessionRecorder, external_owner
-from orchestrator.state.seeds import StateAPI, UserProject
+from orchestrator.state.dict_api import StateAPI, UserProject
 
 __all__ = ["SessionRecorder", "StateAPI", "UserProject", "external_owner"]

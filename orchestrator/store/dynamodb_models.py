@@ -15,7 +15,7 @@ Key layout (one partition per session, so resume is one Query with `SK >= "META"
     SESSION#<sid> / EVENT#<ts>#<writer>#<seq>     event (sorts before META)
     PIPELINE#<name> / VERSION#<v>                 pipeline definition
     METRIC#<day>#<shard> / <name>#<agent>#<hour>#<writer>   per-writer counters
-    USER#<uid> / PROJECT#<pid>                    a project in the user's history (seeds/004)
+    USER#<uid> / PROJECT#<pid>                    a project in the user's history
 """
 
 from __future__ import annotations

@@ -213,7 +213,7 @@ class Edge:
 
 @dataclass(frozen=True, slots=True)
 class TaskRecord:
-    """A task as stored: the seeds' "agent execution", with its own status history."""
+    """A task as stored: the "agent execution" of task-tracking tables, with its own status history."""
 
     task_id: str
     agent: str
@@ -537,7 +537,7 @@ class ProjectStats:
 
 @dataclass(frozen=True, slots=True)
 class UserProjectRecord:
-    """One project in a user's history (seeds/004 table 3): what was generated, and its downloads.
+    """One project in a user's history: what was generated, and its downloads.
 
     `put_user_project` writes the descriptive fields; `download_count` and
     `last_accessed` move only through `record_download`. The store stamps the times.

@@ -1,4 +1,4 @@
-"""The users' project history (seeds/004 table 3) on every Store backend.
+"""The users' project history on every Store backend.
 
 `UserProjectContract` needs the same `store` fixture as `StoreContract` (an initialized
 store opened with a `FakeClock`). Planting an item of a newer schema version goes
@@ -24,7 +24,7 @@ __all__ = ["UserProjectContract", "UserProjectDynamoDBContract", "todo_app"]
 
 
 def todo_app(project_id: str = "todo-app", user_id: str = "u-1", **fields: Any) -> UserProjectRecord:
-    """The seeds' example project ("My Todo App", React / Node.js / MongoDB)."""
+    """An example project ("My Todo App", React / Node.js / MongoDB)."""
     values: dict[str, Any] = {
         "project_name": "My Todo App", "description": "a todo app", "tech_stack": ("React", "Node.js", "MongoDB"),
         "file_path": f"/downloads/{project_id}.zip", "size_mb": 2.5, "metadata": {"template": "react-node"},

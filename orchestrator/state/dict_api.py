@@ -1,4 +1,4 @@
-"""`StateAPI`: the seeds' dict-shaped calls (`save_pipeline_session`,
+"""`StateAPI`: dict-shaped calls (`save_pipeline_session`,
 `update_agent_execution`, `record_metric`) on top of `SessionRecorder`s it keeps in
 memory, so session tokens never leave the process; and `save_user_project` /
 `record_download` on the store's user-project history, which needs no session.
@@ -56,16 +56,16 @@ _USER_PROJECT_KEYS = frozenset({
     "last_accessed", "file_path", "size_mb", "session_id", "metadata",
 })
 
-#: The seeds' name for a stored user project (`UserProjectRecord`).
+#: The dict API's name for a stored user project (`UserProjectRecord`).
 UserProject = UserProjectRecord
 
 
 class StateAPI:
-    """The seeds' calls, backed by `SessionRecorder`s kept in this object.
+    """Dict-shaped calls, backed by `SessionRecorder`s kept in this object.
 
     Tokens of sessions started here stay in memory; a session started elsewhere is
     continued with `attach(session_id, token)`. `agents` is the default task list of
-    sessions `save_pipeline_session` creates (the seeds' 0..9 progress counts them).
+    sessions `save_pipeline_session` creates (the 0..9 progress counts them).
     """
 
     def __init__(
@@ -116,10 +116,10 @@ class StateAPI:
         await self.flush()
 
     async def save_pipeline_session(self, data: Mapping[str, Any]) -> SessionRecorder:
-        """Create or update a session from the seeds' dict (status ACTIVE/COMPLETED/FAILED/ABANDONED).
+        """Create or update a session from a dict (status ACTIVE/COMPLETED/FAILED/ABANDONED).
 
         The first call for a session id creates it (with `agents` as its tasks, and
-        `project_id` defaulting to the session id as in the seeds); later calls update
+        `project_id` defaulting to the session id by convention); later calls update
         progress (0..number of agents), current agent and metadata, and a final status
         ends it. `created_at`/`last_updated` are accepted and ignored: the store stamps
         its own times.
@@ -201,7 +201,7 @@ class StateAPI:
         return rec
 
     async def update_agent_execution(self, data: Mapping[str, Any]) -> None:
-        """Record an agent execution from the seeds' dict (`execution_id` = "<session>-<agent>").
+        """Record an agent execution from a dict (`execution_id` = "<session>-<agent>").
 
         PENDING checks the task exists; RUNNING starts it (recording `input_data`);
         COMPLETED stores `output_data` (JSON text or a value); FAILED stores
@@ -236,7 +236,7 @@ class StateAPI:
             await rec.task_failed(agent, str(data.get("error_message") or "failed (no error_message given)"))
 
     async def record_metric(self, data: Mapping[str, Any]) -> None:
-        """Add a metric sample from the seeds' dict (buffered; written by `flush()`).
+        """Add a metric sample from a dict (buffered; written by `flush()`).
 
         `value` is summed; with `unit` "s" or "ms" it is a duration (so p50/p95 can be
         read). `timestamp` is a datetime (naive = local time) or epoch seconds.
@@ -275,7 +275,7 @@ class StateAPI:
         )
 
     async def save_user_project(self, data: Mapping[str, Any]) -> UserProjectRecord:
-        """Create or update a project in the user's history from the seeds' dict; no session needed.
+        """Create or update a project in the user's history from a dict; no session needed.
 
         Fields not given keep their stored values (`project_name` defaults to the project
         id for a new project). `download_count` and `last_accessed` are taken only when the
@@ -433,7 +433,7 @@ def _required_str(data: Mapping[str, Any], key: str, where: str) -> str:
 
 
 def _json_field(data: Mapping[str, Any], key: str, sid: str, where: str) -> Any:
-    """A field the seeds pass as JSON text; decoded values are taken as they are."""
+    """A field callers may pass as JSON text; decoded values are taken as they are."""
     value = data.get(key)
     if not isinstance(value, str):
         return value
