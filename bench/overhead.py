@@ -1,6 +1,6 @@
 """Per-task overhead of `run()` against bare anyio running the same DAG, in one process run.
 
-    python bench/overhead.py [--n 1000] [--skip-dynamodb]
+    python bench/overhead.py [--n 1000] [--dynamodb-n 200] [--skip-dynamodb]
 
 Shapes: a chain of N no-op tasks, and a fan-out 1 -> N -> 1 at concurrency 32.
 Backends: SQLite (a real file; synchronous=NORMAL and FULL) and DynamoDB on a moto server
