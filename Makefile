@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test typecheck lint bench clean
+.PHONY: demo test bench bench-peer clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python bench/store_requests.py
 	$(BIN)/python bench/overhead.py
+
+bench-peer: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -r bench/requirements-peer.txt
+	$(BIN)/python bench/peer_langgraph.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache

@@ -53,7 +53,9 @@ from orchestrator.store import Store, open_store  # noqa: E402
 Shape = Literal["chain", "fan-out"]
 Sync = Literal["NORMAL", "FULL"]
 SYNC_LEVELS: tuple[Sync, ...] = ("NORMAL", "FULL")
-SHAPES: tuple[tuple[Shape, Callable[[int], Pipeline], int], ...] = (("chain", chain, 1), ("fan-out", fanout, CONCURRENCY))
+SHAPES: tuple[tuple[Shape, Callable[[int], Pipeline], int], ...] = (
+    ("chain", chain, 1), ("fan-out", fanout, CONCURRENCY),
+)
 PEER_PACKAGES = ("langgraph", "langgraph-checkpoint", "langgraph-checkpoint-sqlite", "aiosqlite")
 
 
@@ -296,7 +298,8 @@ async def main(sizes: list[int], runs: int, budget: float) -> None:
     print()
     print_table(rows)
     print()
-    print(f"defaults (ours synchronous=NORMAL; LangGraph's from_conn_string connection is {langgraph_default_sync(tmp)}, "
+    lg_default = langgraph_default_sync(tmp)
+    print(f"defaults (ours synchronous=NORMAL; LangGraph's from_conn_string connection is {lg_default}, "
           "compared at FULL; the better LangGraph API):")
     print_defaults(rows)
     for note in notes:
