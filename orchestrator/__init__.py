@@ -5,7 +5,9 @@ Layout (imports point down only):
     cli          orchestrator/cli/           command line: parses, calls the API, prints
     recovery     orchestrator/recovery.py    resume-failed sweep, worker loop
                  orchestrator/fork.py        a new session from part of an old one
-    scheduler    orchestrator/scheduler.py   anyio DAG runner over the Store protocol
+    scheduler    orchestrator/scheduler.py   run, submit, resume, execute (the entry points)
+                 orchestrator/session_runner.py  the dispatcher of one claimed session
+                 orchestrator/run_options.py RunOptions, RunResult, WorkerLimits
                  orchestrator/lease.py       lease renewal and the local deadline
                  orchestrator/task_runner.py one attempt of one task on its executor
                  orchestrator/context.py     the engine's AgentContext

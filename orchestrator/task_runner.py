@@ -22,7 +22,7 @@ from orchestrator.errors import SerializationError
 from orchestrator.store.records import NewTask
 
 if TYPE_CHECKING:
-    from orchestrator.scheduler import SessionRunner
+    from orchestrator.session_runner import SessionRunner
 
 __all__ = ["AgentOutcome", "run_attempt"]
 

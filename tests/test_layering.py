@@ -67,6 +67,8 @@ _ABOVE = {
                             "orchestrator.cli", "orchestrator.state", "orchestrator.fork"],
     "orchestrator/graph.py": ["orchestrator.scheduler", "orchestrator.recovery", "orchestrator.cli"],
     "orchestrator/scheduler.py": ["orchestrator.recovery", "orchestrator.cli", "orchestrator.fork"],
+    "orchestrator/session_runner.py": ["orchestrator.scheduler", "orchestrator.recovery", "orchestrator.cli"],
+    "orchestrator/run_options.py": ["orchestrator.scheduler", "orchestrator.session_runner", "orchestrator.recovery"],
     "orchestrator/recovery.py": ["orchestrator.cli"],
     "orchestrator/state/": ["orchestrator.scheduler", "orchestrator.recovery", "orchestrator.cli"],
 }

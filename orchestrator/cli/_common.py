@@ -30,7 +30,6 @@ from orchestrator.errors import (
     ConfigError,
     ConflictError,
     NotFoundError,
-    OrchestratorError,
     RedriveLimitError,
     StoreError,
     ValidationError,

@@ -7,7 +7,6 @@ Children run `scheduler.apps` (see its docstring); agents leave side-effect file
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
