@@ -8,10 +8,7 @@ injected through the public botocore seam `DynamoDBStore.client_events`.
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -35,6 +32,7 @@ from orchestrator.errors import (
 from orchestrator.store import DynamoDBConfig, open_store
 from orchestrator.store.dynamodb import DynamoDBStore
 from orchestrator.store.dynamodb_table import DATA_ACTIONS, cloudformation, iam_policy, table_definition, terraform
+from orchestrator.testing.moto_server import moto_server
 from orchestrator.store.records import (
     NewSession,
     NewTask,
@@ -371,24 +369,9 @@ def test_exports_name_the_same_table_and_no_scan() -> None:
 
 @pytest.fixture
 def moto_http() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"moto server on {endpoint} did not start") from None
-                time.sleep(0.05)  # bounded wait for the child to listen, not a test delay
+    """A moto server subprocess of our own on a free 127.0.0.1 port, stopped afterwards."""
+    with moto_server() as endpoint:
         yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.mark.anyio
