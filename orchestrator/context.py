@@ -190,31 +190,31 @@ class TaskContext:
 
 
 def _reject_cycles(added: Mapping[str, NewTask], session_id: str) -> None:
-    # Existing tasks cannot gain dependencies, so a cycle can only form among added ones.
-    state: dict[str, int] = {}
+    """Kahn's algorithm over the added tasks, O(tasks + edges).
 
-    def visit(node: str, path: list[str]) -> None:
-        state[node] = 1
-        for dep in added[node].depends_on:
-            if dep not in added:
-                continue
-            if state.get(dep) == 1:
-                cycle = path[path.index(dep):] + [dep] if dep in path else [node, dep]
-                from orchestrator.errors import CycleError
+    Existing tasks cannot gain dependencies, so a cycle can only form among added ones.
+    """
+    unmet = {tid: len({d for d in t.depends_on if d in added}) for tid, t in added.items()}
+    dependents: dict[str, list[str]] = {tid: [] for tid in added}
+    for tid, t in added.items():
+        for dep in {d for d in t.depends_on if d in added}:
+            dependents[dep].append(tid)
+    ready = [tid for tid, n in unmet.items() if n == 0]
+    while ready:
+        for child in dependents[ready.pop()]:
+            unmet[child] -= 1
+            if unmet[child] == 0:
+                ready.append(child)
+    stuck = sorted(tid for tid, n in unmet.items() if n > 0)
+    if stuck:
+        from orchestrator.errors import CycleError
 
-                raise CycleError(
-                    f"tasks added to session {session_id} form a cycle: {' -> '.join(cycle)}; "
-                    f"remove one of these dependencies",
-                    session_id=session_id,
-                    cycle=cycle,
-                )
-            if state.get(dep) is None:
-                visit(dep, [*path, dep])
-        state[node] = 2
-
-    for task_id in added:
-        if task_id not in state:
-            visit(task_id, [task_id])
+        raise CycleError(
+            f"tasks added to session {session_id} form a cycle among {', '.join(stuck)}; remove one of "
+            f"their dependencies",
+            session_id=session_id,
+            cycle=stuck,
+        )
 
 
 class SyncTaskContext:

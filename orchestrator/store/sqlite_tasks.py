@@ -101,6 +101,9 @@ def check_graph(tasks: Sequence[NewTask], known: Callable[[str], bool], where: s
                 )
     # Iterative DFS (white/grey/black) so a 10,000-task chain does not hit the recursion limit.
     state: dict[str, int] = {}
+    # In-batch dependencies, computed once per task: re-filtering them on every visit is
+    # quadratic for a task with many dependencies (the join of a wide fan-out).
+    adj = {tid: [d for d in t.depends_on if d in ids] for tid, t in ids.items()}
     for root in ids:
         if state.get(root):
             continue
@@ -111,7 +114,7 @@ def check_graph(tasks: Sequence[NewTask], known: Callable[[str], bool], where: s
             if i == 0:
                 state[node] = 1
                 path.append(node)
-            deps = [d for d in ids[node].depends_on if d in ids]
+            deps = adj[node]
             if i < len(deps):
                 stack.append((node, i + 1))
                 nxt = deps[i]

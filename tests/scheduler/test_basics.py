@@ -254,3 +254,31 @@ async def test_redrive_gives_failed_tasks_fresh_attempts_up_to_the_limit_then_fo
     assert final.session.redrive_count == 2
 
 
+
+
+
+async def test_added_tasks_cannot_form_a_cycle_and_a_refused_add_writes_nothing(backend: Backend) -> None:
+    from agents import TaskSpec
+    from orchestrator.errors import PipelineDefinitionError
+
+    @agent(name="planner")
+    async def planner(ctx: AgentContext) -> dict[str, Any]:
+        refused: list[list[str]] = []
+        # A cycle needs a dependency on a task not added yet: refused, whatever the order.
+        for spec in (TaskSpec("sub-a", "echo", depends_on=["sub-b"]), TaskSpec("sub-b", "echo", depends_on=["sub-a"])):
+            try:
+                await ctx.add_task(spec)
+            except PipelineDefinitionError as exc:
+                refused.append([spec.task_id, type(exc).__name__])
+        await ctx.add_task(TaskSpec("sub-ok", "echo", depends_on=["plan"]))
+        return {"refused": refused}
+
+    pipe = Pipeline("cyclic-plan", agents=[planner, echo]).task("plan", "planner")
+    result = await run(pipe, store=backend.store)
+
+    assert result.status is SessionStatus.COMPLETED
+    assert result.outputs["plan"] == {"refused": [["sub-a", "PipelineDefinitionError"],
+                                                  ["sub-b", "PipelineDefinitionError"]]}
+    snapshot = await backend.store.load_session(result.session_id)
+    assert sorted(snapshot.tasks) == ["plan", "sub-ok"]
+    assert snapshot.tasks["sub-ok"].status is TaskStatus.COMPLETED
