@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
-from cli_helpers import APPS, cli, console_script, executions
+from cli_helpers import APPS, cli, console_script, executions, spawn
 
 from orchestrator.store import SessionSnapshot, SessionStatus, TaskStatus, open_store
 
@@ -320,3 +320,36 @@ def test_projects_lists_a_users_history_with_download_counts(sqlite_url: str, tm
         "todo-app", 2, ["React"], 1.5)
     table = cli("projects", "u-1", store=sqlite_url, tmp=tmp_path)
     assert table.code == 0 and "3 project(s) of user u-1" in table.out and "Todo-App" in table.out
+
+
+def test_status_watch_follows_a_session_until_a_worker_completes_it(sqlite_url: str, tmp_path: Path) -> None:
+    submitted = cli("submit", "demo_app:small", "--input", "{}", "--session-id", "watched", store=sqlite_url,
+                    tmp=tmp_path)
+    assert submitted.code == 0, submitted.err
+    watcher = spawn("status", "watched", "--watch", "--json", store=sqlite_url, tmp=tmp_path)
+    try:
+        assert watcher.stdout is not None
+        first = watcher.stdout.readline()  # the watcher has seen the session before the worker starts
+        worker = cli("worker", "--app", "demo_app:small", "--idle-exit", "0.5s", "--poll-interval", "0.1s",
+                     store=sqlite_url, tmp=tmp_path)
+        assert worker.code == 0, worker.err
+        out, err = watcher.communicate(timeout=60)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(timeout=10)
+    assert watcher.returncode == 0, err
+    views = [json.loads(line) for line in [first, *out.splitlines()] if line.strip()]
+    assert views[0]["session"]["status"] == "PENDING"
+    assert views[-1]["session"]["status"] == "COMPLETED" == load(sqlite_url, "watched").session.status.value
+
+
+def test_events_follow_prints_the_whole_history_and_stops_when_the_session_has_ended(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    assert cli("run", "demo_app:small", "--session-id", "ev-f", store=sqlite_url, tmp=tmp_path).code == 0
+    followed = cli("events", "ev-f", "--follow", "--json", store=sqlite_url, tmp=tmp_path, timeout=60)
+    assert followed.code == 0, followed.err
+    printed = [json.loads(line) for line in followed.out.splitlines() if line.strip()]
+    plain = cli("events", "ev-f", "--json", store=sqlite_url, tmp=tmp_path)
+    assert printed == [json.loads(line) for line in plain.out.splitlines() if line.strip()]
