@@ -282,3 +282,19 @@ async def test_added_tasks_cannot_form_a_cycle_and_a_refused_add_writes_nothing(
     snapshot = await backend.store.load_session(result.session_id)
     assert sorted(snapshot.tasks) == ["plan", "sub-ok"]
     assert snapshot.tasks["sub-ok"].status is TaskStatus.COMPLETED
+
+
+async def test_higher_priority_tasks_start_first_when_slots_are_scarce(backend: Backend) -> None:
+    order: list[str] = []
+
+    @agent(name="record")
+    async def record(ctx: AgentContext) -> None:
+        order.append(ctx.task_id)
+
+    pipe = Pipeline("priorities", agents=[record, echo]).task("root", "echo")
+    for tid, priority in (("low", 3), ("urgent", 0), ("normal", 2), ("high", 1)):
+        pipe.task(tid, "record", depends_on="root", priority=priority)
+    result = await run(pipe, store=backend.store, options=RunOptions(concurrency=1))
+
+    assert result.status is SessionStatus.COMPLETED
+    assert order == ["urgent", "high", "normal", "low"]
