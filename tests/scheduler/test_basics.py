@@ -298,3 +298,36 @@ async def test_higher_priority_tasks_start_first_when_slots_are_scarce(backend: 
 
     assert result.status is SessionStatus.COMPLETED
     assert order == ["urgent", "high", "normal", "low"]
+
+
+async def test_worker_limits_cap_agents_across_all_the_sessions_a_worker_runs(backend: Backend) -> None:
+    from orchestrator.recovery import Worker
+    from orchestrator.scheduler import WorkerLimits
+
+    running = 0
+    peak = 0
+    give_up = time.monotonic() + 20.0
+
+    @agent(name="busy")
+    async def busy(ctx: AgentContext) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            while peak < 2 and time.monotonic() < give_up:  # hold until the cap was reached once
+                await anyio.sleep(0.005)
+            await anyio.sleep(0.01)
+        finally:
+            running -= 1
+
+    pipe = Pipeline("capped", agents=[busy])
+    for i in range(3):
+        pipe.task(f"b{i}", "busy")
+    for _ in range(3):
+        await submit(pipe, store=backend.store)
+    worker = Worker(backend.store, pipe, concurrency=3, poll_interval=0.05, grace=5.0,
+                    limits=WorkerLimits(concurrency=2))
+    report = await worker.run(max_sessions=3, idle_exit=0.5)
+
+    assert sorted(report.results.values()) == ["COMPLETED"] * 3
+    assert peak == 2
