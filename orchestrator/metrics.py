@@ -23,7 +23,7 @@ import os
 import secrets
 import socket
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import anyio
@@ -269,31 +269,10 @@ class MetricsRecorder:
 
 def merge_summaries(items: Sequence[MetricSummary], *, day: str, hour: int, name: str, agent: str) -> MetricSummary:
     """The sum of several summaries (over writers, hours or days) under one key."""
-    buckets = [0] * _N_BUCKETS
-    count = errors = blocked = 0
-    sum_ms = 0.0
-    mins = [s.min_ms for s in items if s.min_ms is not None]
-    maxs = [s.max_ms for s in items if s.max_ms is not None]
+    total = MetricSummary(day=day, hour=hour, name=name, agent=agent, buckets=(0,) * _N_BUCKETS)
     for s in items:
-        count += s.count
-        errors += s.errors
-        blocked += s.blocked
-        sum_ms += s.sum_ms
-        for i, n in enumerate(s.buckets[:_N_BUCKETS]):
-            buckets[i] += n
-    return MetricSummary(
-        day=day,
-        hour=hour,
-        name=name,
-        agent=agent,
-        count=count,
-        errors=errors,
-        blocked=blocked,
-        sum_ms=sum_ms,
-        min_ms=min(mins) if mins else None,
-        max_ms=max(maxs) if maxs else None,
-        buckets=tuple(buckets),
-    )
+        total = total.plus(replace(s, buckets=s.buckets[:_N_BUCKETS]))
+    return total
 
 
 async def project_stats(store: Store, project_id: str, days: Sequence[str]) -> ProjectStats:

@@ -530,7 +530,7 @@ class DynamoDBStore(TaskOps, ProjectOps):
                     continue
                 key = (s.hour, s.name, s.agent)
                 prev = sums.get(key)
-                sums[key] = s if prev is None else _add(prev, s)
+                sums[key] = s if prev is None else prev.plus(s)
         return [sums[k] for k in sorted(sums)]
 
     # -- pipelines and retention ----------------------------------------------------------------
@@ -615,15 +615,3 @@ def _day_start(day: str) -> float:
         return datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp()
     except ValueError:
         raise ValidationError(f"metric day {day!r} is not YYYY-MM-DD") from None
-
-
-def _add(a: MetricSummary, b: MetricSummary) -> MetricSummary:
-    size = max(len(a.buckets), len(b.buckets))
-    buckets = tuple((a.buckets[i] if i < len(a.buckets) else 0) + (b.buckets[i] if i < len(b.buckets) else 0)
-                    for i in range(size))
-    mins = [x for x in (a.min_ms, b.min_ms) if x is not None]
-    maxs = [x for x in (a.max_ms, b.max_ms) if x is not None]
-    return MetricSummary(day=a.day, hour=a.hour, name=a.name, agent=a.agent, count=a.count + b.count,
-                         errors=a.errors + b.errors, blocked=a.blocked + b.blocked, sum_ms=a.sum_ms + b.sum_ms,
-                         min_ms=min(mins) if mins else None, max_ms=max(maxs) if maxs else None, buckets=buckets)
-

@@ -519,6 +519,24 @@ class MetricSummary:
     def percentile(self, q: float) -> float | None:
         return percentile_from_buckets(self.buckets, q)
 
+    def plus(self, other: MetricSummary) -> MetricSummary:
+        """Both counters summed under this summary's key: sums, min of mins, max of maxes."""
+        width = max(len(self.buckets), len(other.buckets))
+        mine = (*self.buckets, *([0] * (width - len(self.buckets))))
+        theirs = (*other.buckets, *([0] * (width - len(other.buckets))))
+        mins = [m for m in (self.min_ms, other.min_ms) if m is not None]
+        maxes = [m for m in (self.max_ms, other.max_ms) if m is not None]
+        return replace(
+            self,
+            count=self.count + other.count,
+            errors=self.errors + other.errors,
+            blocked=self.blocked + other.blocked,
+            sum_ms=self.sum_ms + other.sum_ms,
+            min_ms=min(mins) if mins else None,
+            max_ms=max(maxes) if maxes else None,
+            buckets=tuple(a + b for a, b in zip(mine, theirs)),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ProjectStats:

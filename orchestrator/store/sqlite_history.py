@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,7 +31,6 @@ __all__ = [
     "get_pipeline",
     "hour_start",
     "insert_events",
-    "merge_metrics",
     "metric_rows",
     "pipeline_text",
     "purge",
@@ -132,24 +130,8 @@ def read_metrics(
     for row in rows:
         m = metric_from_row(row, where)
         key = (m.hour, m.name, m.agent)
-        merged[key] = merge_metrics(merged[key], m) if key in merged else m
+        merged[key] = merged[key].plus(m) if key in merged else m
     return list(merged.values())
-
-
-def merge_metrics(a: MetricSummary, b: MetricSummary) -> MetricSummary:
-    """Two writers' counters for one (hour, name, agent): sums, min of mins, max of maxes."""
-    width = max(len(a.buckets), len(b.buckets))
-    buckets = tuple(
-        (a.buckets[i] if i < len(a.buckets) else 0) + (b.buckets[i] if i < len(b.buckets) else 0)
-        for i in range(width)
-    )
-    mins = [m for m in (a.min_ms, b.min_ms) if m is not None]
-    maxes = [m for m in (a.max_ms, b.max_ms) if m is not None]
-    return replace(
-        a, count=a.count + b.count, errors=a.errors + b.errors, blocked=a.blocked + b.blocked,
-        sum_ms=a.sum_ms + b.sum_ms, min_ms=min(mins) if mins else None, max_ms=max(maxes) if maxes else None,
-        buckets=buckets,
-    )
 
 
 # -- pipelines -------------------------------------------------------------------------------
