@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -16,10 +14,10 @@ from agents import (
     NonRetryableError,
     RetryPolicy,
     SignalTimeoutError,
-    TaskSpec,
     agent,
     spec_of,
 )
+from orchestrator.testing import FakeAgentContext
 
 # -- @agent ---------------------------------------------------------------------------------
 
@@ -195,57 +193,23 @@ def test_invalid_policy_is_rejected(kwargs: dict[str, Any], message: str) -> Non
 # -- ApprovalAgent --------------------------------------------------------------------------
 
 
-@dataclass
-class SignalContext:
-    """An `AgentContext` whose `wait_for_signal` returns a preset payload (or times out)."""
-
-    payload: Any = None
-    times_out: bool = False
-    session_id: str = "s-9"
-    task_id: str = "gate"
-    agent: str = "approval"
-    attempt: int = 1
-    fence: int = 1
-    input: Any = None
-    session_input: Any = None
-    deps: Mapping[str, Any] = field(default_factory=dict)
-    state: Any = None
-    cancelled: bool = False
-    waited: list[tuple[str, float | None]] = field(default_factory=list)
-
-    def progress(self, current: int, total: int, phase: str | None = None, step: str | None = None) -> None:
-        return None
-
-    def log(self, message: str, *, level: str = "INFO", **data: Any) -> None:
-        return None
-
-    def heartbeat(self) -> None:
-        return None
-
-    async def checkpoint(self, state: Any) -> None:
-        self.state = state
-
-    async def add_task(self, task: TaskSpec) -> str:
-        return task.task_id
-
-    async def wait_for_signal(self, name: str, timeout: float | None = None) -> Any:
-        self.waited.append((name, timeout))
-        if self.times_out:
-            raise SignalTimeoutError(name, timeout or 0.0, session_id=self.session_id, task_id=self.task_id)
-        return self.payload
+def signal_context(payload: Any = None, times_out: bool = False) -> FakeAgentContext:
+    """A context whose approval signal carries `payload` (or never arrives)."""
+    return FakeAgentContext(session_id="s-9", task_id="gate", agent="approval",
+                            signals={} if times_out else {"approval": payload, "release": payload})
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("payload", [{"approved": True, "by": "ana"}, "approve", "Approved", True])
 async def test_approval_returns_an_approving_payload(payload: Any) -> None:
-    ctx = SignalContext(payload=payload)
+    ctx = signal_context(payload=payload)
     assert await ApprovalAgent(timeout=60).run(ctx) == payload
     assert ctx.waited == [("approval", 60)]
 
 
 @pytest.mark.anyio
 async def test_rejection_raises_non_retryable_with_reason() -> None:
-    ctx = SignalContext(payload={"approved": False, "reason": "tests are red", "by": "bo"})
+    ctx = signal_context(payload={"approved": False, "reason": "tests are red", "by": "bo"})
     with pytest.raises(NonRetryableError, match="task gate of session s-9 was rejected: tests are red \\(by bo\\)"):
         await ApprovalAgent().run(ctx)
 
@@ -253,18 +217,18 @@ async def test_rejection_raises_non_retryable_with_reason() -> None:
 @pytest.mark.anyio
 async def test_rejection_string_raises_non_retryable() -> None:
     with pytest.raises(NonRetryableError, match="was rejected"):
-        await ApprovalAgent().run(SignalContext(payload="reject"))
+        await ApprovalAgent().run(signal_context(payload="reject"))
 
 
 @pytest.mark.anyio
 async def test_unrecognised_payload_says_what_to_send() -> None:
     with pytest.raises(NonRetryableError, match="neither approves nor rejects"):
-        await ApprovalAgent().run(SignalContext(payload={"ok": 1}))
+        await ApprovalAgent().run(signal_context(payload={"ok": 1}))
 
 
 @pytest.mark.anyio
 async def test_custom_signal_name_and_timeout_propagates() -> None:
-    ctx = SignalContext(times_out=True)
+    ctx = signal_context(times_out=True)
     with pytest.raises(SignalTimeoutError):
         await ApprovalAgent("release-gate", signal="release", timeout=5).run(ctx)
     assert ctx.waited == [("release", 5)]

@@ -5,10 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -19,50 +16,11 @@ from agents import (
     CommandAgent,
     CommandFailedError,
     NonRetryableError,
-    TaskSpec,
     spec_of,
 )
+from orchestrator.testing import FakeAgentContext
 
 pytestmark = pytest.mark.anyio
-
-
-@dataclass
-class FakeContext:
-    """An `AgentContext` that records what the agent reported."""
-
-    session_id: str = "s-1"
-    task_id: str = "t-1"
-    agent: str = "cmd"
-    attempt: int = 1
-    fence: int = 1
-    input: Any = None
-    session_input: Any = None
-    deps: Mapping[str, Any] = field(default_factory=dict)
-    state: Any = None
-    cancelled: bool = False
-    logs: list[tuple[str, str]] = field(default_factory=list)
-    progress_calls: list[tuple[int, int, str | None, str | None]] = field(default_factory=list)
-
-    def progress(self, current: int, total: int, phase: str | None = None, step: str | None = None) -> None:
-        self.progress_calls.append((current, total, phase, step))
-
-    def log(self, message: str, *, level: str = "INFO", **data: Any) -> None:
-        self.logs.append((str(data.get("stream")), message))
-
-    def heartbeat(self) -> None:
-        return None
-
-    async def checkpoint(self, state: Any) -> None:
-        self.state = state
-
-    async def add_task(self, task: TaskSpec) -> str:
-        return task.task_id
-
-    async def wait_for_signal(self, name: str, timeout: float | None = None) -> Any:
-        raise AssertionError("CommandAgent does not wait for signals")
-
-    def lines(self, stream: str) -> list[str]:
-        return [line for s, line in self.logs if s == stream]
 
 
 def py(code: str) -> list[str]:
@@ -102,7 +60,7 @@ async def _wait_until_gone(pid: int) -> bool:
     return False
 
 
-async def _grandchild_pid(ctx: FakeContext) -> int:
+async def _grandchild_pid(ctx: FakeAgentContext) -> int:
     for _ in range(1000):
         for line in ctx.lines("stdout"):
             if line.startswith("grandchild "):
@@ -112,7 +70,7 @@ async def _grandchild_pid(ctx: FakeContext) -> int:
 
 
 def test_fake_context_satisfies_the_protocol() -> None:
-    assert isinstance(FakeContext(), AgentContext)
+    assert isinstance(FakeAgentContext(), AgentContext)
 
 
 def test_spec_is_async_without_engine_timeout() -> None:
@@ -126,7 +84,7 @@ def test_static_argv_must_be_a_list_of_strings() -> None:
 
 
 async def test_streams_lines_and_returns_stdout_tail() -> None:
-    ctx = FakeContext()
+    ctx = FakeAgentContext()
     cmd = CommandAgent(
         "echo",
         py("""
@@ -144,7 +102,7 @@ async def test_streams_lines_and_returns_stdout_tail() -> None:
 
 
 async def test_parses_progress_lines() -> None:
-    ctx = FakeContext()
+    ctx = FakeAgentContext()
     cmd = CommandAgent(
         "deploy",
         py("""
@@ -158,7 +116,7 @@ async def test_parses_progress_lines() -> None:
 
 
 async def test_custom_progress_pattern_with_named_groups() -> None:
-    ctx = FakeContext()
+    ctx = FakeAgentContext()
     cmd = CommandAgent(
         "tests",
         py('print("ran 3 of 10 in unit")'),
@@ -169,7 +127,7 @@ async def test_custom_progress_pattern_with_named_groups() -> None:
 
 
 async def test_argv_from_context_and_env_and_cwd(tmp_path: Path) -> None:
-    ctx = FakeContext(input={"name": "world"})
+    ctx = FakeAgentContext(input={"name": "world"})
     cmd = CommandAgent(
         "hello",
         lambda c: [sys.executable, "-c", f"import os; print('hi {c.input['name']}', os.environ['X'], os.getcwd())"],
@@ -192,7 +150,7 @@ async def test_non_zero_exit_raises_with_stderr_tail() -> None:
         tail_lines=2,
     )
     with pytest.raises(CommandFailedError) as info:
-        await cmd.run(FakeContext())
+        await cmd.run(FakeAgentContext())
     assert info.value.returncode == 3
     assert info.value.stderr_tail == "err 28\nerr 29"
     assert "exited with status 3" in str(info.value)
@@ -201,11 +159,11 @@ async def test_non_zero_exit_raises_with_stderr_tail() -> None:
 async def test_missing_program_is_not_retryable(tmp_path: Path) -> None:
     cmd = CommandAgent("ghost", [str(tmp_path / "no-such-program")])
     with pytest.raises(NonRetryableError, match="could not be started"):
-        await cmd.run(FakeContext())
+        await cmd.run(FakeAgentContext())
 
 
 async def test_timeout_kills_the_whole_process_group() -> None:
-    ctx = FakeContext()
+    ctx = FakeAgentContext()
     cmd = CommandAgent("hangs", SPAWNS_GRANDCHILD, timeout=1.5, kill_grace=0.2)
     with pytest.raises(AgentTimeoutError, match="'hangs' ran past its timeout of 1.5s"):
         await cmd.run(ctx)
@@ -213,7 +171,7 @@ async def test_timeout_kills_the_whole_process_group() -> None:
 
 
 async def test_cancellation_kills_the_whole_process_group() -> None:
-    ctx = FakeContext()
+    ctx = FakeAgentContext()
     cmd = CommandAgent("hangs", SPAWNS_GRANDCHILD, kill_grace=0.2)
     outcome: list[str] = []
 
@@ -234,7 +192,7 @@ async def test_cancellation_kills_the_whole_process_group() -> None:
 
 
 async def test_processes_left_behind_after_exit_are_stopped() -> None:
-    ctx = FakeContext()
+    ctx = FakeAgentContext()
     cmd = CommandAgent(
         "leaves-daemon",
         py("""

@@ -1,6 +1,8 @@
 """Test your own pipelines (and your own Store backends) the way the SDK tests itself.
 
 - `FakeClock`: time you move by hand, for leases, heartbeats and backoff.
+- `FakeAgentContext`: run one agent in a unit test; it records progress, logs,
+  checkpoints and added tasks, and answers `wait_for_signal` from a dict.
 - `temporary_store()`: a throwaway SQLite store in a temp directory.
 - `StoreContract` (in `orchestrator.testing.contract`, which imports pytest): the
   contract suite every Store backend must pass; subclass it in your tests with a
@@ -23,9 +25,10 @@ from pathlib import Path
 from orchestrator.clock import Clock
 from orchestrator.codec import Codec
 from orchestrator.store import SQLiteConfig, Store, StoreConfig, open_store
+from orchestrator.testing.agent_context import FakeAgentContext
 from orchestrator.testing.clock import FakeClock
 
-__all__ = ["FakeClock", "temporary_store"]
+__all__ = ["FakeAgentContext", "FakeClock", "temporary_store"]
 
 
 @contextlib.asynccontextmanager
