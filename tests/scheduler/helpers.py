@@ -90,6 +90,15 @@ async def wait_until(cond: Callable[[], bool | Awaitable[bool]], *, timeout: flo
         await anyio.sleep(0.01)
 
 
+async def crash_when(args: list[str], workdir: Path, cond: Callable[[], bool], what: str) -> None:
+    """Run a child (`scheduler.apps.main ARGS`), wait for `cond`, then SIGKILL it (even on failure)."""
+    child = Child(args, workdir)
+    try:
+        await wait_until(cond, child=child, what=what)
+    finally:
+        child.kill()
+
+
 def marks(directory: Path, what: str) -> Counter[str]:
     """How many `<task>.<attempt>.<pid>.<what>` files each task left."""
     found: Counter[str] = Counter()

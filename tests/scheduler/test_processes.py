@@ -20,7 +20,7 @@ from orchestrator.store import SessionStatus, TaskStatus
 
 from .apps import CHAIN, CHAIN_TASKS, CHECKPOINT, CHECKPOINT_BLOCK_AT, CHECKPOINT_STEPS, DYNAMIC, SIGNAL, SUB_TASKS
 from .conftest import Backend
-from .helpers import Child, marks, open_gate, wait_lease_expired, wait_until
+from .helpers import Child, crash_when, marks, open_gate, wait_lease_expired, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -40,15 +40,12 @@ async def test_sigkilled_run_resumes_without_rerunning_completed_tasks(
     sid = f"crash-{done_before_kill}"
     work = tmp_path / "work"
     work.mkdir()
-    child = Child(["run", backend.url, sid, CHAIN.name, str(work), SHORT], tmp_path)
-    try:
-        open_gate(work, *CHAIN_TASKS[:done_before_kill])
-        running = CHAIN_TASKS[done_before_kill]
-        # The next task starts only after its dependency's completion is durable.
-        await wait_until(lambda: marks(work, "start")[running] == 1, child=child,
-                         what=f"{done_before_kill} task(s) done and {running} running")
-    finally:
-        child.kill()
+    open_gate(work, *CHAIN_TASKS[:done_before_kill])
+    running = CHAIN_TASKS[done_before_kill]
+    # The next task starts only after its dependency's completion is durable.
+    await crash_when(["run", backend.url, sid, CHAIN.name, str(work), SHORT], tmp_path,
+                     lambda: marks(work, "start")[running] == 1,
+                     what=f"{done_before_kill} task(s) done and {running} running")
 
     at_kill = await backend.store.load_session(sid)
     completed = {tid for tid, t in at_kill.tasks.items() if t.status is TaskStatus.COMPLETED}
@@ -76,12 +73,8 @@ async def test_tasks_added_before_a_crash_are_added_once_and_each_runs_once(
     sid = "crash-dynamic-1"
     work = tmp_path / "work"
     work.mkdir()
-    child = Child(["run", backend.url, sid, DYNAMIC.name, str(work), SHORT], tmp_path)
-    try:
-        await wait_until(lambda: marks(work, "added")["coord"] == 1, child=child,
-                         what="the coordinator to add its sub-tasks")
-    finally:
-        child.kill()
+    await crash_when(["run", backend.url, sid, DYNAMIC.name, str(work), SHORT], tmp_path,
+                     lambda: marks(work, "added")["coord"] == 1, what="the coordinator to add its sub-tasks")
 
     at_kill = await backend.store.load_session(sid)
     assert set(at_kill.tasks) == {"coord"}  # added tasks stay invisible until the coordinator completes
@@ -108,12 +101,9 @@ async def test_agent_checkpoint_survives_a_crash_and_the_next_attempt_continues_
     sid = "crash-checkpoint-1"
     work = tmp_path / "work"
     work.mkdir()
-    child = Child(["run", backend.url, sid, CHECKPOINT.name, str(work), SHORT], tmp_path)
-    try:
-        await wait_until(lambda: marks(work, "blocked")["steps"] == 1, child=child,
-                         what=f"step {CHECKPOINT_BLOCK_AT} to be checkpointed")
-    finally:
-        child.kill()
+    await crash_when(["run", backend.url, sid, CHECKPOINT.name, str(work), SHORT], tmp_path,
+                     lambda: marks(work, "blocked")["steps"] == 1,
+                     what=f"step {CHECKPOINT_BLOCK_AT} to be checkpointed")
 
     assert (await backend.store.get_task(sid, "steps")).checkpoint == {"next": CHECKPOINT_BLOCK_AT + 1}
     open_gate(work, "steps")
