@@ -250,7 +250,7 @@ class SessionRunner:
             for dep in sorted(self.dag.dependents_closure(tid)):
                 if not self.dag.status(dep).is_final:
                     self._queue(TaskWrite(TaskWriteKind.SKIP, dep, self._attempts[dep], reason=f"{tid} failed"),
-                                self._after_final(dep, TaskStatus.SKIPPED))
+                                self._after_final(dep))
                     self._mark_final(dep, TaskStatus.SKIPPED)
         if resets:
             results = await self.store.write_tasks(self.lease, resets)
@@ -313,9 +313,9 @@ class SessionRunner:
                 await self._adopt(tid, result)
                 continue
             self._attempts[tid] = write.attempt
-            self._waiting.pop(tid, None)
+            wait_deadline = self._waiting.pop(tid, None)  # a woken wait keeps its deadline
             self._wait_seen.pop(tid, None)
-            self._launch(tid, write.attempt, tg)
+            self._launch(tid, write.attempt, wait_deadline, tg)
 
     def _queue(self, write: TaskWrite, after: Any) -> None:
         self._pending_outcomes.append((write, after))
@@ -359,7 +359,7 @@ class SessionRunner:
                 self.dag.mark(tid, TaskStatus.COMPLETED)
         self._session_dirty = True
 
-    def _launch(self, tid: str, attempt: int, tg: TaskGroup) -> None:
+    def _launch(self, tid: str, attempt: int, wait_deadline: float | None, tg: TaskGroup) -> None:
         task = self._tasks[tid]
         scope = anyio.CancelScope()
         self._running[tid] = _Running(tid, task.agent, attempt, scope)
@@ -369,13 +369,8 @@ class SessionRunner:
         deps = self.dag.outputs_of_deps(tid, self.outputs)
         task_input = task.input if task.input is not None else self.session_input
         tg.start_soon(
-            run_attempt, self, spec, tid, attempt, task_input, deps, task.checkpoint,
-            self._waiting_deadline(tid), scope,
+            run_attempt, self, spec, tid, attempt, task_input, deps, task.checkpoint, wait_deadline, scope,
         )
-
-    def _waiting_deadline(self, tid: str) -> float | None:
-        task = self._tasks[tid]
-        return task.not_before if task.status is TaskStatus.WAITING else None
 
     # -- handling agent outcomes ----------------------------------------------------------
 
@@ -415,8 +410,6 @@ class SessionRunner:
                             data={"signal": outcome.suspended.name, "deadline": outcome.suspended.deadline})
 
             async def after_wait(result: WriteResult) -> None:
-                self._tasks[tid] = _with(self._tasks[tid], status=TaskStatus.WAITING,
-                                         not_before=outcome.suspended.deadline if outcome.suspended else None)
                 if outcome.suspended and outcome.suspended.deadline is not None:
                     self._tick_at(outcome.suspended.deadline)
 
@@ -425,7 +418,7 @@ class SessionRunner:
         if outcome.cancelled:
             self._mark_final(tid, TaskStatus.CANCELLED)
             self._queue(TaskWrite(TaskWriteKind.CANCEL, tid, outcome.attempt, reason=self._cancel_reason or
-                                  "cancelled"), self._after_final(tid, TaskStatus.CANCELLED))
+                                  "cancelled"), self._after_final(tid))
             return
         if outcome.error is None:
             if outcome.added:
@@ -439,7 +432,6 @@ class SessionRunner:
                     await self._adopt(tid, result)
                     return
                 self.outputs[tid] = outcome.output
-                self._tasks[tid] = _with(self._tasks[tid], status=TaskStatus.COMPLETED, output=outcome.output)
                 if outcome.added:
                     fresh = {}
                     for new in outcome.added.values():
@@ -489,23 +481,22 @@ class SessionRunner:
         self._failed[tid] = reason
         self.events.add("failed", reason, task_id=tid, level="ERROR", data={"attempt": outcome.attempt})
         self._queue(TaskWrite(TaskWriteKind.FAIL, tid, outcome.attempt, error=error),
-                    self._after_final(tid, TaskStatus.FAILED))
+                    self._after_final(tid))
         self._mark_final(tid, TaskStatus.FAILED)
         for dep in sorted(self.dag.dependents_closure(tid)):
             if self.dag.status(dep).is_final or dep in self._running:
                 continue
             self._queue(TaskWrite(TaskWriteKind.SKIP, dep, self._attempts[dep], reason=f"{tid} failed"),
-                        self._after_final(dep, TaskStatus.SKIPPED))
+                        self._after_final(dep))
             self._mark_final(dep, TaskStatus.SKIPPED)
         if self.options.fail_fast:
             await self._cancel_all(f"fail-fast: {reason}")
 
-    def _after_final(self, tid: str, status: TaskStatus) -> Any:
+    def _after_final(self, tid: str) -> Any:
+        """After a FAIL/SKIP/CANCEL write: if someone completed the task meanwhile, adopt it."""
         async def after(result: WriteResult) -> None:
             if result.outcome is WriteOutcome.COMPLETED_ELSEWHERE:
                 await self._adopt(tid, result)
-                return
-            self._tasks[tid] = _with(self._tasks[tid], status=status)
 
         return after
 
@@ -564,7 +555,7 @@ class SessionRunner:
             if tid in self._running:
                 continue
             self._queue(TaskWrite(TaskWriteKind.CANCEL, tid, self._attempts[tid], reason=reason),
-                        self._after_final(tid, TaskStatus.CANCELLED))
+                        self._after_final(tid))
             self._mark_final(tid, TaskStatus.CANCELLED)
 
     # -- ending -------------------------------------------------------------------------
@@ -600,7 +591,7 @@ class SessionRunner:
         # Blocked for good (a dependency can never complete): skip what is left.
         for tid in sorted(unfinished):
             self._queue(TaskWrite(TaskWriteKind.SKIP, tid, self._attempts[tid], reason="blocked by an unfinished dependency"),
-                        self._after_final(tid, TaskStatus.SKIPPED))
+                        self._after_final(tid))
             self._mark_final(tid, TaskStatus.SKIPPED)
         return None
 
