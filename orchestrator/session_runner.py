@@ -147,6 +147,9 @@ class SessionRunner:
         """A fenced write outside the dispatcher (checkpoints); raises if it did not land."""
         self._keeper.check()
         [result] = await self.store.write_tasks(self.lease, [write])
+        if result.ok and write.kind is TaskWriteKind.CHECKPOINT:
+            # The next attempt in this run starts from it, as one after a crash would.
+            self._tasks[write.task_id] = _with(self._tasks[write.task_id], checkpoint=write.checkpoint)
         if not result.ok:
             raise LeaseLostError(
                 f"task {write.task_id} of session {self.session_id}: {write.kind.value} was rejected "

@@ -331,3 +331,20 @@ async def test_worker_limits_cap_agents_across_all_the_sessions_a_worker_runs(ba
 
     assert sorted(report.results.values()) == ["COMPLETED"] * 3
     assert peak == 2
+
+
+async def test_a_retry_in_the_same_run_sees_the_checkpoint_of_the_failed_attempt(backend: Backend) -> None:
+    seen: list[Any] = []
+
+    @agent(name="resumable", retry=FAST)
+    async def resumable(ctx: AgentContext) -> Any:
+        seen.append(ctx.state)
+        if ctx.attempt == 1:
+            await ctx.checkpoint({"step": 3})
+            raise RuntimeError("lost the connection at step 3")
+        return ctx.state
+
+    result = await run(Pipeline("ckpt-retry", agents=[resumable]).task("t", "resumable"), store=backend.store)
+
+    assert result.status is SessionStatus.COMPLETED
+    assert seen == [None, {"step": 3}]
