@@ -13,12 +13,14 @@ Layout (imports point down only):
                  orchestrator/context.py     the engine's AgentContext
     state        orchestrator/state/         recording external sessions without a scheduler
     graph        orchestrator/graph.py       Pipeline, validation, ready sets (networkx)
-    store        orchestrator/store/         Store protocol, records, rules; sqlite, dynamodb
+    store        orchestrator/store/         Store protocol, records, rules, config at the root;
+                 orchestrator/store/sqlite/  the embedded backend (same module names as dynamodb/)
+                 orchestrator/store/dynamodb/ the DynamoDB backend (pynamodb only here)
     telemetry    orchestrator/telemetry.py   OpenTelemetry spans/metrics, logging
     errors       orchestrator/errors.py      every exception (stdlib + agents.errors only)
     agents       agents/                     what agent authors import
 
-Only `orchestrator/store/dynamodb*` imports pynamodb; only the cli imports typer and
+Only `orchestrator/store/dynamodb/` imports pynamodb; only the cli imports typer and
 rich; only telemetry imports opentelemetry; `agents` imports nothing from here.
 """
 

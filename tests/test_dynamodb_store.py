@@ -31,7 +31,7 @@ from orchestrator.errors import (
 )
 from orchestrator.store import DynamoDBConfig, open_store
 from orchestrator.store.dynamodb import DynamoDBStore
-from orchestrator.store.dynamodb_table import DATA_ACTIONS, cloudformation, iam_policy, table_definition, terraform
+from orchestrator.store.dynamodb import DATA_ACTIONS, cloudformation, iam_policy, table_definition, terraform
 from orchestrator.testing.moto_server import moto_server
 from orchestrator.store.records import (
     NewSession,

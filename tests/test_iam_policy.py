@@ -24,7 +24,7 @@ from orchestrator.metrics import agent_stats, day_of, project_stats
 from orchestrator.recovery import Worker, resume_failed
 from orchestrator.scheduler import resume, run, submit
 from orchestrator.store import SessionStatus, StoreConfig, UserProjectRecord, open_store
-from orchestrator.store.dynamodb_table import iam_policy
+from orchestrator.store.dynamodb import iam_policy
 
 APPS = Path(__file__).resolve().parent / "apps"
 _TRANSACT_ITEM_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",

@@ -147,7 +147,7 @@ def export_iac_cmd(
     table_prefix: PrefixOpt = None,
 ) -> None:
     """Print the DynamoDB table definition as CloudFormation or Terraform (no AWS access needed)."""
-    from orchestrator.store.dynamodb_table import cloudformation, terraform
+    from orchestrator.store.dynamodb import cloudformation, terraform
 
     config = _table_config(globals_of(ctx), table, region,
                            _overrides(billing_mode, pitr, deletion_protection, table_prefix))
@@ -167,7 +167,7 @@ def iam_policy_cmd(
     table_prefix: PrefixOpt = None,
 ) -> None:
     """Print the least-privilege IAM policy for exactly the DynamoDB calls the SDK makes."""
-    from orchestrator.store.dynamodb_table import iam_policy
+    from orchestrator.store.dynamodb import iam_policy
 
     config = _table_config(globals_of(ctx), table, region, _overrides(None, None, None, table_prefix))
     sys.stdout.write(json.dumps(iam_policy(config, account_id=account_id), indent=2) + "\n")

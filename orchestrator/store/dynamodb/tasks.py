@@ -20,9 +20,9 @@ from pynamodb.expressions.operand import Path
 from pynamodb.expressions.update import Action
 
 from orchestrator.errors import CycleError, PipelineDefinitionError, ValidationError
-from orchestrator.store.dynamodb_base import DynamoDBBase, gather, put
-from orchestrator.store.dynamodb_calls import DynamoCallError
-from orchestrator.store.dynamodb_items import (
+from orchestrator.store.dynamodb.base import DynamoDBBase, gather, put
+from orchestrator.store.dynamodb.connection import DynamoCallError
+from orchestrator.store.dynamodb.encoding import (
     INLINE_OUTPUT_BYTES,
     MAX_CHECKPOINT_BYTES,
     MAX_INPUT_BYTES,
@@ -32,7 +32,7 @@ from orchestrator.store.dynamodb_items import (
     history_entry_json,
     progress_json,
 )
-from orchestrator.store.dynamodb_models import session_pk, task_sk
+from orchestrator.store.dynamodb.models import session_pk, task_sk
 from orchestrator.store.protocol import WriteResult
 from orchestrator.store.records import (
     ATTEMPT_HISTORY_LIMIT,

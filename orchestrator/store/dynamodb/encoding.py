@@ -14,7 +14,7 @@ from typing import Any
 
 from orchestrator.codec import Codec
 from orchestrator.errors import SchemaError
-from orchestrator.store.dynamodb_models import (
+from orchestrator.store.dynamodb.models import (
     Models,
     chunk_sk,
     dep_sk,

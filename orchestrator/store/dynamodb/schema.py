@@ -14,8 +14,8 @@ import anyio
 
 from orchestrator.errors import SchemaError, StoreError
 from orchestrator.store.config import DynamoDBConfig
-from orchestrator.store.dynamodb_calls import Caller, DynamoCallError
-from orchestrator.store.dynamodb_models import GSI1, GSI2
+from orchestrator.store.dynamodb.connection import Caller, DynamoCallError
+from orchestrator.store.dynamodb.models import GSI1, GSI2
 
 __all__ = [
     "DATA_ACTIONS",

@@ -32,8 +32,8 @@ from orchestrator.errors import (
     ValidationError,
 )
 from orchestrator.store import rules
-from orchestrator.store import sqlite_history as history
-from orchestrator.store import sqlite_projects as projects
+from orchestrator.store.sqlite import history
+from orchestrator.store.sqlite import projects
 from orchestrator.store.config import SQLiteConfig
 from orchestrator.store.protocol import WriteResult
 from orchestrator.store.records import (
@@ -61,8 +61,8 @@ from orchestrator.store.records import (
     UserProjectRecord,
     check_id,
 )
-from orchestrator.store.sqlite_db import SQLiteDatabase
-from orchestrator.store.sqlite_rows import (
+from orchestrator.store.sqlite.connection import SQLiteDatabase
+from orchestrator.store.sqlite.encoding import (
     SESSION_COLS,
     SESSION_INSERT,
     SESSION_UPDATE,
@@ -75,8 +75,8 @@ from orchestrator.store.sqlite_rows import (
     signal_from_row,
     task_from_row,
 )
-from orchestrator.store.sqlite_schema import file_problems
-from orchestrator.store.sqlite_tasks import (
+from orchestrator.store.sqlite.schema import file_problems
+from orchestrator.store.sqlite.tasks import (
     EncodedWrite,
     TaskRow,
     apply_writes,

@@ -17,9 +17,9 @@ from pynamodb.expressions.operand import Path
 from pynamodb.expressions.update import Action
 
 from orchestrator.errors import UserProjectNotFoundError, ValidationError
-from orchestrator.store.dynamodb_base import DynamoDBBase, put
-from orchestrator.store.dynamodb_calls import DynamoCallError
-from orchestrator.store.dynamodb_models import project_sk, user_pk
+from orchestrator.store.dynamodb.base import DynamoDBBase, put
+from orchestrator.store.dynamodb.connection import DynamoCallError
+from orchestrator.store.dynamodb.models import project_sk, user_pk
 from orchestrator.store.records import SCHEMA_VERSION, Page, UserProjectRecord, check_id
 
 __all__ = ["ProjectOps"]

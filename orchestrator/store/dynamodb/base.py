@@ -22,10 +22,10 @@ from orchestrator.clock import Clock
 from orchestrator.codec import Codec
 from orchestrator.errors import SessionNotFoundError, TaskNotFoundError
 from orchestrator.store.config import DynamoDBConfig
-from orchestrator.store.dynamodb_calls import Caller
-from orchestrator.store.dynamodb_items import ItemCodec, Staged
-from orchestrator.store.dynamodb_models import bind_models, session_pk, task_range, task_sk
-from orchestrator.store.dynamodb_table import meta_table
+from orchestrator.store.dynamodb.connection import Caller
+from orchestrator.store.dynamodb.encoding import ItemCodec, Staged
+from orchestrator.store.dynamodb.models import bind_models, session_pk, task_range, task_sk
+from orchestrator.store.dynamodb.schema import meta_table
 from orchestrator.store.records import (
     Edge,
     SessionRecord,

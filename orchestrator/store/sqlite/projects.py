@@ -15,7 +15,7 @@ from typing import Any
 from orchestrator.codec import Codec
 from orchestrator.errors import SchemaError, UserProjectNotFoundError
 from orchestrator.store.records import SCHEMA_VERSION, Page, UserProjectRecord
-from orchestrator.store.sqlite_rows import dump
+from orchestrator.store.sqlite.encoding import dump
 
 __all__ = ["get_project", "list_projects", "not_found", "put_project", "record_download"]
 

@@ -22,7 +22,7 @@ import anyio
 from orchestrator.clock import Clock
 from orchestrator.errors import SchemaError, StoreError, StoreUnavailableError
 from orchestrator.store.config import SQLiteConfig
-from orchestrator.store.sqlite_schema import (
+from orchestrator.store.sqlite.schema import (
     add_missing_tables,
     connect,
     create_file,

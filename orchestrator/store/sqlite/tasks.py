@@ -27,7 +27,7 @@ from orchestrator.store.records import (
     TaskWriteKind,
     WriteOutcome,
 )
-from orchestrator.store.sqlite_rows import (
+from orchestrator.store.sqlite.encoding import (
     TASK_COLS,
     TASK_INSERT,
     RawJSON,

@@ -34,10 +34,10 @@ from orchestrator.errors import (
     TaskNotFoundError,
     ValidationError,
 )
-from orchestrator.store.dynamodb_base import gather, put
-from orchestrator.store.dynamodb_calls import DynamoCallError
-from orchestrator.store.dynamodb_items import MAX_INPUT_BYTES, Staged, progress_json
-from orchestrator.store.dynamodb_models import (
+from orchestrator.store.dynamodb.base import gather, put
+from orchestrator.store.dynamodb.connection import DynamoCallError
+from orchestrator.store.dynamodb.encoding import MAX_INPUT_BYTES, Staged, progress_json
+from orchestrator.store.dynamodb.models import (
     GSI1,
     GSI2,
     event_sk,
@@ -47,9 +47,9 @@ from orchestrator.store.dynamodb_models import (
     session_pk,
     task_sk,
 )
-from orchestrator.store.dynamodb_table import check_table, ensure_table
-from orchestrator.store.dynamodb_projects import ProjectOps
-from orchestrator.store.dynamodb_tasks import TaskOps
+from orchestrator.store.dynamodb.schema import check_table, ensure_table
+from orchestrator.store.dynamodb.projects import ProjectOps
+from orchestrator.store.dynamodb.tasks import TaskOps
 from orchestrator.store.records import (
     ClaimPolicy,
     Event,

@@ -24,7 +24,7 @@ from orchestrator.store.records import (
     PipelineDefinition,
     PurgeReport,
 )
-from orchestrator.store.sqlite_rows import EVENT_COLS, METRIC_COLS, dump, event_from_row, metric_from_row
+from orchestrator.store.sqlite.encoding import EVENT_COLS, METRIC_COLS, dump, event_from_row, metric_from_row
 
 __all__ = [
     "event_rows",
