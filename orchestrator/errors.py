@@ -6,6 +6,7 @@
     │   ├── PipelineDefinitionError        unknown dependency, duplicate id, unknown agent
     │   │   └── CycleError                 the dependency graph has a cycle (named)
     │   ├── SerializationError             a value the JSON codec cannot encode
+    │   ├── PayloadTooLargeError           a value over its size limit (store/rules/limits.py)
     │   └── VersionMismatchError           stored pipeline version differs from the code's
     ├── NotFoundError (LookupError)
     │   ├── SessionNotFoundError
@@ -28,7 +29,9 @@ defined in `agents.errors` and re-exported here. This module imports only the st
 and `agents.errors`, so every layer may import it.
 
 Every error keeps the ids it names as attributes and pickles cleanly (process agents
-and worker pools send them across processes).
+and worker pools send them across processes). A condition raised from more than one
+place has one constructor here (a classmethod), which renders its message from the ids:
+what was wrong, where, and the next action.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ __all__ = [
     "NonRetryableError",
     "NotFoundError",
     "OrchestratorError",
+    "PayloadTooLargeError",
     "PipelineDefinitionError",
     "PipelineNotFoundError",
     "RedriveLimitError",
@@ -114,9 +118,36 @@ class ConfigError(OrchestratorError, ValueError):
 class ValidationError(OrchestratorError, ValueError):
     """Input rejected before anything was written."""
 
+    @classmethod
+    def bad_value(cls, name: str, value: Any, expected: str, where: str, **ids: Any) -> ValidationError:
+        """`name` has a value outside its domain: say which, where, and what is accepted."""
+        return cls(f"{name}={value!r} for {where} is not valid; pass {expected}", field=name, **ids)
+
 
 class PipelineDefinitionError(ValidationError):
     """A pipeline (or tasks added at run time) is not a valid DAG of known agents."""
+
+    @classmethod
+    def duplicate_task(cls, where: str, task_id: str, **ids: Any) -> PipelineDefinitionError:
+        return cls(f"{where} has two tasks with id {task_id!r}; task ids must be unique", task_id=task_id, **ids)
+
+    @classmethod
+    def unknown_dependency(
+        cls, where: str, task_id: str, dependency: str, hint: str = "", **ids: Any
+    ) -> PipelineDefinitionError:
+        return cls(
+            f"task {task_id!r} in {where} depends on unknown task {dependency!r}{hint}; add a task "
+            f"{dependency!r} (in the same call, or before) or fix the dependency",
+            task_id=task_id, missing=dependency, **ids,
+        )
+
+    @classmethod
+    def redefined_task(cls, session_id: str, task_id: str) -> PipelineDefinitionError:
+        return cls(
+            f"task {task_id!r} already exists in session {session_id} with another definition; a re-run "
+            f"agent must add the same tasks (deterministic ids), or use a new id",
+            session_id=session_id, task_id=task_id,
+        )
 
 
 class CycleError(PipelineDefinitionError):
@@ -124,11 +155,35 @@ class CycleError(PipelineDefinitionError):
 
     cycle: list[str]
 
+    @classmethod
+    def among(cls, where: str, cycle: list[str], **ids: Any) -> CycleError:
+        """`cycle` starts at its smallest id, so the message is the same on every run."""
+        path = " -> ".join([*cycle, cycle[0]])
+        return cls(
+            f"{where} has a cycle: {path} (each task depends on the next); remove one of these dependencies",
+            cycle=cycle, **ids,
+        )
+
 
 class SerializationError(ValidationError):
     """A value cannot be encoded as JSON; `path` points at it (e.g. `input.files[2]`)."""
 
     path: str
+
+
+class PayloadTooLargeError(ValidationError):
+    """A value is larger than its limit on every backend; `size` and `limit` are in bytes."""
+
+    size: int
+    limit: int
+
+    @classmethod
+    def of(cls, what: str, size: int, limit: int, **ids: Any) -> PayloadTooLargeError:
+        return cls(
+            f"{what} is {size:,} bytes, over the limit of {limit:,} bytes (the same on every store); "
+            f"keep large data elsewhere (a file, an object store) and pass a reference to it",
+            size=size, limit=limit, **ids,
+        )
 
 
 class VersionMismatchError(ValidationError):
@@ -142,9 +197,25 @@ class NotFoundError(OrchestratorError, LookupError):
 class SessionNotFoundError(NotFoundError):
     """No session with this id in the store."""
 
+    @classmethod
+    def missing(cls, session_id: str, store: str) -> SessionNotFoundError:
+        return cls(
+            f"session {session_id!r} not found in {store}; list sessions with `orchestrator list`, or check "
+            f"that ORCHESTRATOR_STORE names the store that holds it",
+            session_id=session_id, store=store,
+        )
+
 
 class TaskNotFoundError(NotFoundError):
     """No task with this id in the session."""
+
+    @classmethod
+    def missing(cls, session_id: str, task_id: str, store: str) -> TaskNotFoundError:
+        return cls(
+            f"session {session_id} has no task {task_id!r} in {store}; see its tasks with "
+            f"`orchestrator status {session_id}`",
+            session_id=session_id, task_id=task_id, store=store,
+        )
 
 
 class PipelineNotFoundError(NotFoundError):
@@ -174,6 +245,12 @@ class ConflictError(OrchestratorError):
 class ClaimRejectedError(ConflictError):
     """The session is not claimable now (owned, finished, not due, or flagged)."""
 
+    @classmethod
+    def because(cls, reason: str, *, session_id: str, owner: str | None, fence: int, status: str,
+                expires_at: float | None) -> ClaimRejectedError:
+        """`reason` is the rulebook's sentence (it names the session and the next action)."""
+        return cls(reason, session_id=session_id, owner=owner, fence=fence, status=status, expires_at=expires_at)
+
 
 class LeaseLostError(ConflictError):
     """Another worker claimed the session: stop the agents and write nothing more."""
@@ -185,6 +262,28 @@ class TaskCompletedError(ConflictError):
 
 class SessionStateError(ConflictError):
     """The session's status does not allow this operation."""
+
+    @classmethod
+    def exists(cls, session_id: str, store: str) -> SessionStateError:
+        return cls(
+            f"session {session_id} already exists in {store}; choose another id, or continue it with "
+            f"`orchestrator resume {session_id}`",
+            session_id=session_id,
+        )
+
+    @classmethod
+    def not_allowed(cls, session_id: str, status: str, action: str, next_step: str, **ids: Any) -> SessionStateError:
+        """`action` is refused in `status`; `next_step` says what to do instead."""
+        return cls(f"session {session_id} is {status}: {action} is refused; {next_step}",
+                   session_id=session_id, status=status, **ids)
+
+    @classmethod
+    def kept_changing(cls, session_id: str, action: str, attempts: int) -> SessionStateError:
+        return cls(
+            f"session {session_id} changed under each of {attempts} attempts to {action} (other writers are "
+            f"busy with it); retry",
+            session_id=session_id,
+        )
 
 
 class RedriveLimitError(OrchestratorError):

@@ -217,9 +217,7 @@ class DynamoDBBase:
 
     def session_or_missing(self, raw: dict[str, Any] | None, sid: str, now: float) -> SessionRecord:
         if raw is None or self.expired(raw, now):
-            raise SessionNotFoundError(
-                f"session {sid} does not exist in {self.describe()}; check the id (list sessions with "
-                f"`orchestrator sessions`) or the store URL", session_id=sid)
+            raise SessionNotFoundError.missing(sid, str(self.describe()))
         return self.items.session(raw, sid)
 
     async def read_session(self, sid: str) -> SessionRecord:
@@ -351,9 +349,7 @@ class DynamoDBBase:
                 chunks = {r["SK"]["S"]: r for r in items if "#CHUNK#" in r["SK"]["S"]}
                 self.remember(sid, [tid])
                 return self.task_record(sid, tid, task_raw, chunks)
-        raise TaskNotFoundError(
-            f"session {sid} has no task {tid!r} (or it was added by an agent whose completion is not "
-            f"recorded yet); load the session to see its tasks", session_id=sid, task_id=tid)
+        raise TaskNotFoundError.missing(sid, tid, str(self.describe()))
 
     async def _visible(self, sid: str, tid: str, raw: dict[str, Any], tok: str | None) -> bool:
         self.items.check(raw, "task", session=sid, task=tid)

@@ -50,16 +50,11 @@ from orchestrator.store.records import (
 )
 from orchestrator.store.rules import status_time
 
-__all__ = ["CHUNK_BYTES", "INLINE_OUTPUT_BYTES", "ItemCodec", "Staged", "error_json", "hist_key",
+__all__ = ["CHUNK_BYTES", "ItemCodec", "Staged", "error_json", "hist_key",
            "progress_json"]
 
-#: Outputs up to this size (encoded) live in the task item; larger ones in chunk items.
-INLINE_OUTPUT_BYTES = 200_000
 #: Size of one chunk item's payload (DynamoDB items are at most 400 KB).
 CHUNK_BYTES = 300_000
-#: Task inputs and checkpoints are kept in the task item, next to an inline output.
-MAX_INPUT_BYTES = 100_000
-MAX_CHECKPOINT_BYTES = 80_000
 
 
 def progress_json(p: Progress) -> str:
@@ -152,7 +147,9 @@ class ItemCodec:
 
     # -- sessions -----------------------------------------------------------------------
 
-    def session_item(self, s: SessionRecord, tok: str | None, ttl_seconds: float) -> dict[str, Any]:
+    def session_item(self, s: SessionRecord, tok: str | None, ttl_seconds: float, *, input_text: str,
+                     metadata_text: str) -> dict[str, Any]:
+        """The META item; input and metadata arrive encoded (and size-checked) by the caller."""
         g1pk, g1sk = gsi1(s.status.value, s.session_id, status_time(s), self.shards)
         g2 = gsi2(s.project_id, s.session_id, s.created_at) if s.project_id else (None, None)
         item = self.models.session(
@@ -160,7 +157,7 @@ class ItemCodec:
             ttl=int(s.expires_at) if s.expires_at is not None else None,
             GSI1PK=g1pk, GSI1SK=g1sk, GSI2PK=g2[0], GSI2SK=g2[1],
             pipeline=s.pipeline, pipeline_version=s.pipeline_version, status=s.status.value,
-            owner_kind=s.owner_kind.value, input=self.codec.encode(s.input, where="session.input"),
+            owner_kind=s.owner_kind.value, input=input_text,
             project_id=s.project_id, user_id=s.user_id, pipeline_type=s.pipeline_type,
             progress=progress_json(s.progress), current_agents=json.dumps(list(s.current_agents)),
             created_at=s.created_at, updated_at=s.updated_at, completed_at=s.completed_at,
@@ -169,7 +166,7 @@ class ItemCodec:
             max_redrives=s.max_redrives, needs_human=s.needs_human, needs_human_reason=s.needs_human_reason,
             cancel_requested=s.cancel_requested, reason=s.reason,
             trace_context=json.dumps(dict(s.trace_context)),
-            metadata=self.codec.encode(dict(s.metadata), where="session.metadata"), ttl_seconds=ttl_seconds,
+            metadata=metadata_text, ttl_seconds=ttl_seconds,
         )
         data: dict[str, Any] = item.serialize()
         return data
@@ -313,11 +310,11 @@ class ItemCodec:
         self.check(raw, "edge", session=sid)
         return Edge(task_id=raw["task_id"]["S"], depends_on=raw["depends_on"]["S"])
 
-    def event_item(self, e: Event, ttl: int) -> dict[str, Any]:
+    def event_item(self, e: Event, data_text: str, ttl: int) -> dict[str, Any]:
         item = self.models.event(
             PK=session_pk(e.session_id), SK=event_sk(e.cursor), v=SCHEMA_VERSION, kind="event", ttl=ttl,
             session_id=e.session_id, ev_kind=e.kind, at=e.at, task_id=e.task_id, message=e.message,
-            data=self.codec.encode(dict(e.data), where="event.data"), writer=e.writer, seq=e.seq, level=e.level,
+            data=data_text, writer=e.writer, seq=e.seq, level=e.level,
         )
         data: dict[str, Any] = item.serialize()
         return data

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from orchestrator.codec import Codec
+from orchestrator.store import rules
 from orchestrator.errors import PipelineNotFoundError, SchemaError, ValidationError, VersionMismatchError
 from orchestrator.store.records import (
     SCHEMA_VERSION,
@@ -51,7 +52,7 @@ def event_rows(events: Sequence[Event], codec: Codec, retention_days: float) -> 
     keep = retention_days * _DAY_S
     return [
         (e.session_id, e.cursor, SCHEMA_VERSION, e.at, e.writer, e.seq, e.kind, e.task_id, e.message,
-         codec.encode(dict(e.data), where=f"data of event {e.kind} of session {e.session_id}"),
+         rules.event_data(codec, e),
          e.level, e.at + keep)
         for e in events
     ]
@@ -96,6 +97,7 @@ def metric_rows(
     writer: str, seq: int, summaries: Sequence[MetricSummary], retention_days: float
 ) -> list[tuple[Any, ...]]:
     """Validate and encode a writer's counters; each row expires `retention_days` after its hour."""
+    rules.check_metric_keys(writer, summaries)
     keep = retention_days * _DAY_S
     return [
         (m.day, m.hour, m.name, m.agent, writer, SCHEMA_VERSION, seq, m.count, m.errors, m.blocked, m.sum_ms,

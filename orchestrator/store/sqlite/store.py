@@ -14,8 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -24,20 +23,11 @@ import anyio.lowlevel
 
 from orchestrator.clock import Clock
 from orchestrator.codec import Codec
-from orchestrator.errors import (
-    ClaimRejectedError,
-    SessionNotFoundError,
-    SessionStateError,
-    TaskNotFoundError,
-    ValidationError,
-)
+from orchestrator.errors import SessionNotFoundError, TaskNotFoundError, ValidationError
 from orchestrator.store import rules
-from orchestrator.store.sqlite import history
-from orchestrator.store.sqlite import projects
 from orchestrator.store.config import SQLiteConfig
 from orchestrator.store.protocol import WriteResult
 from orchestrator.store.records import (
-    SCHEMA_VERSION,
     ClaimPolicy,
     Edge,
     Event,
@@ -45,7 +35,6 @@ from orchestrator.store.records import (
     MetricSummary,
     NewSession,
     NewTask,
-    OwnerKind,
     Page,
     PipelineDefinition,
     Progress,
@@ -61,37 +50,27 @@ from orchestrator.store.records import (
     UserProjectRecord,
     check_id,
 )
+from orchestrator.store.rules import Payload, SessionChange, SessionOp
+from orchestrator.store.sqlite import history, projects, sessions
 from orchestrator.store.sqlite.connection import SQLiteDatabase
 from orchestrator.store.sqlite.encoding import (
     SESSION_COLS,
-    SESSION_INSERT,
-    SESSION_UPDATE,
     SIGNAL_COLS,
     TASK_COLS,
     dump,
     session_from_row,
-    session_insert_params,
-    session_update_params,
     signal_from_row,
     task_from_row,
 )
 from orchestrator.store.sqlite.schema import file_problems
-from orchestrator.store.sqlite.tasks import (
-    EncodedWrite,
-    TaskRow,
-    apply_writes,
-    check_graph,
-    insert_tasks,
-    read_task,
-    stage_tasks,
-)
+from orchestrator.store.sqlite.tasks import EncodedWrite, TaskRow, apply_writes, read_task, stage_tasks
 
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _MAX_PAGE = 1000
-_SELECT_SESSION = f"SELECT {SESSION_COLS} FROM sessions WHERE session_id = ?"
 _NOT_EXPIRED = "(expires_at IS NULL OR expires_at > ?)"
 
 
@@ -180,33 +159,28 @@ class SQLiteStore:
 
     # -- shared reads and checks --------------------------------------------------------
 
-    def _not_found(self, session_id: str) -> SessionNotFoundError:
-        return SessionNotFoundError(
-            f"session {session_id!r} not found in {self._where}; list sessions with `orchestrator list`, "
-            f"or check that ORCHESTRATOR_STORE names the store that holds it",
-            session_id=session_id,
-            store=self._where,
-        )
-
     def _session(self, conn: sqlite3.Connection, session_id: str) -> SessionRecord:
-        row = conn.execute(_SELECT_SESSION, (session_id,)).fetchone()
-        if row is None:
-            raise self._not_found(session_id)
-        return session_from_row(row, self.codec, self._where)
+        return sessions.read(conn, session_id, self.codec, self._where)
 
-    def _fenced(self, conn: sqlite3.Connection, lease: Lease) -> SessionRecord:
-        session = self._session(conn, lease.session_id)
-        err = rules.lease_lost(session, lease)
-        if err is not None:
-            raise err
-        return session
+    def _settle(self, op: SessionOp[R], *, encoded: Mapping[str, str] | None = None,
+                check: Callable[[sqlite3.Connection, SessionRecord], None] | None = None,
+                then: Callable[[sqlite3.Connection, R, float], None] | None = None) -> Callable[
+                    [sqlite3.Connection, float], R]:
+        """The transaction body of a session operation (see `sqlite.sessions.settle`)."""
 
-    def _save(self, conn: sqlite3.Connection, session: SessionRecord) -> None:
-        conn.execute(SESSION_UPDATE, session_update_params(session))
+        def body(conn: sqlite3.Connection, now: float) -> R:
+            result = sessions.settle(conn, op, now, codec=self.codec, where=self._where,
+                                     default_ttl=self._default_ttl, encoded=encoded,
+                                     check=None if check is None else lambda current: check(conn, current))
+            if then is not None:
+                then(conn, result, now)
+            return result
 
-    def _expiry(self, conn: sqlite3.Connection, session_id: str, now: float) -> float:
-        ttl = conn.execute("SELECT ttl_seconds FROM sessions WHERE session_id = ?", (session_id,)).fetchone()[0]
-        return now + (ttl if ttl is not None else self.config.retention_days * 86400.0)
+        return body
+
+    @property
+    def _default_ttl(self) -> float:
+        return self.config.retention_days * 86400.0
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -219,45 +193,23 @@ class SQLiteStore:
         lease_seconds: float | None = None,
     ) -> SessionRecord:
         sid = session.session_id
-        check_graph(tasks, lambda _: False, f"session {sid}")
-        if owner is None and session.status is SessionStatus.RUNNING:
-            raise ValidationError(
-                f"session {sid} is created RUNNING without an owner; pass owner= (e.g. 'external:<token>')",
-                session_id=sid,
-            )
-        if lease_seconds is not None and lease_seconds <= 0:
-            raise ValidationError(f"lease_seconds={lease_seconds} for session {sid} must be > 0", session_id=sid)
-        input_text = self.codec.encode(session.input, where=f"input of session {sid}")
-        metadata_text = self.codec.encode(dict(session.metadata), where=f"metadata of session {sid}")
-        trace_text = _trace_json(session.trace_context, sid)
+        rules.check_graph(((t.task_id, t.depends_on) for t in tasks), where=f"session {sid}", session_id=sid)
+        record = rules.new_session_record(session, len(tasks), owner=owner, lease_seconds=lease_seconds,
+                                          now=self.clock.now())
+        input_text = rules.encode(self.codec, Payload.SESSION_INPUT, session.input, session_id=sid)
+        metadata_text = rules.encode(self.codec, Payload.SESSION_METADATA, dict(session.metadata), session_id=sid)
+        trace_text = dump(dict(record.trace_context))
         rows: list[TaskRow] = [
-            (t.task_id, t.agent, self.codec.encode(t.input, where=f"input of task {t.task_id} in session {sid}"),
+            (t.task_id, t.agent, rules.encode(self.codec, Payload.TASK_INPUT, t.input, session_id=sid,
+                                              task_id=t.task_id),
              t.priority, t.max_attempts, t.depends_on, t.added_by)
             for t in tasks
         ]
+        ttl = session.ttl_seconds if session.ttl_seconds is not None else self._default_ttl
 
-        def create(conn: sqlite3.Connection, now: float) -> SessionRecord:
-            if conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (sid,)).fetchone():
-                raise SessionStateError(
-                    f"session {sid} already exists in {self._where}; choose another id, or continue it "
-                    f"with `orchestrator resume {sid}`",
-                    session_id=sid,
-                )
-            record = SessionRecord(
-                session_id=sid, pipeline=session.pipeline, pipeline_version=session.pipeline_version,
-                status=SessionStatus.RUNNING if owner is not None else session.status,
-                owner_kind=session.owner_kind, project_id=session.project_id, user_id=session.user_id,
-                pipeline_type=session.pipeline_type, progress=Progress(0, len(rows)), created_at=now,
-                updated_at=now, lease_owner=owner, fence=1 if owner is not None else 0,
-                lease_expires_at=now + lease_seconds if owner is not None and lease_seconds is not None else None,
-                max_redrives=session.max_redrives,
-            )
-            conn.execute(
-                SESSION_INSERT,
-                session_insert_params(record, input_text=input_text, trace_text=trace_text,
-                                      metadata_text=metadata_text, ttl_seconds=session.ttl_seconds),
-            )
-            insert_tasks(conn, sid, rows, now)
+        def create(conn: sqlite3.Connection, _: float) -> SessionRecord:
+            sessions.create(conn, record, input_text=input_text, metadata_text=metadata_text, trace_text=trace_text,
+                            ttl_seconds=ttl, tasks=rows, where=self._where)
             return self._session(conn, sid)
 
         return await self._run("create_session", create, session_id=sid)
@@ -298,17 +250,12 @@ class SQLiteStore:
         return await self._run("get_task", get, write=False, session_id=session_id)
 
     def _require_session(self, conn: sqlite3.Connection, session_id: str) -> None:
-        if conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)).fetchone() is None:
-            raise self._not_found(session_id)
+        if not sessions.exists(conn, session_id):
+            raise SessionNotFoundError.missing(session_id, self._where)
 
     def _missing_task(self, conn: sqlite3.Connection, session_id: str, task_id: str) -> Exception:
         self._require_session(conn, session_id)
-        return TaskNotFoundError(
-            f"session {session_id} has no task {task_id!r} in {self._where}; see its tasks with "
-            f"`orchestrator show {session_id}`",
-            session_id=session_id,
-            task_id=task_id,
-        )
+        return TaskNotFoundError.missing(session_id, task_id, self._where)
 
     async def claim_session(
         self,
@@ -317,51 +264,33 @@ class SQLiteStore:
         lease_seconds: float,
         policy: ClaimPolicy = ClaimPolicy(),
     ) -> Lease:
-        if not owner:
-            raise ValidationError(f"claim of session {session_id} names no owner", session_id=session_id)
-        if lease_seconds <= 0:
-            raise ValidationError(f"lease_seconds={lease_seconds} must be > 0", session_id=session_id)
-
-        def decide(conn: sqlite3.Connection, now: float) -> SessionRecord:
-            session = self._session(conn, session_id)
-            refusal = rules.claim_refusal(session, now, policy)
-            if refusal is not None:
-                raise ClaimRejectedError(refusal, session_id=session_id, owner=session.lease_owner,
-                                         fence=session.fence, status=session.status.value)
-            return rules.claimed(session, owner, lease_seconds, now, policy)
-
-        def write(conn: sqlite3.Connection, now: float, new: SessionRecord) -> Lease:
-            self._save(conn, new)
-            return Lease(session_id, owner, new.fence, new.lease_expires_at, signal_seq=new.signal_seq)
-
+        op = rules.Claim(session_id, owner, lease_seconds, policy)
         if self._cas_claims:
-            return await self._run("claim_session", lambda c, now: write(c, now, decide(c, now)),
-                                   session_id=session_id)
+            return await self._run("claim_session", self._settle(op), session_id=session_id)
         # The unsafe read-then-write of the negative control (see the class docstring).
-        stale = await self._run("claim_session", decide, write=False, session_id=session_id)
+
+        def decide(conn: sqlite3.Connection, now: float) -> tuple[SessionRecord, SessionChange]:
+            current = self._session(conn, session_id)
+            change = op.decide(current, now)
+            return current, change
+
+        current, change = await self._run("claim_session", decide, write=False, session_id=session_id)
         await anyio.lowlevel.checkpoint()
-        return await self._run("claim_session", lambda c, now: write(c, now, stale), session_id=session_id)
+
+        def write(conn: sqlite3.Connection, _: float) -> Lease:
+            new = change.apply(current, self._default_ttl)
+            sessions.write(conn, new, change, {})
+            return op.result(new)
+
+        return await self._run("claim_session", write, session_id=session_id)
 
     async def renew_lease(self, lease: Lease, lease_seconds: float) -> tuple[Lease, SessionRecord]:
-        def renew(conn: sqlite3.Connection, now: float) -> tuple[Lease, SessionRecord]:
-            session = self._fenced(conn, lease)
-            expires = None if session.owner_kind is OwnerKind.EXTERNAL else now + lease_seconds
-            new = replace(session, lease_expires_at=expires, updated_at=now)
-            self._save(conn, new)
-            return replace(lease, expires_at=expires, signal_seq=new.signal_seq), new
-
-        return await self._run("renew_lease", renew, session_id=lease.session_id)
+        return await self._run("renew_lease", self._settle(rules.Renew(lease.session_id, lease, lease_seconds)),
+                               session_id=lease.session_id)
 
     async def release_lease(self, lease: Lease) -> None:
-        def release(conn: sqlite3.Connection, now: float) -> None:
-            session = self._session(conn, lease.session_id)
-            if session.status is SessionStatus.PENDING and session.fence == lease.fence:
-                return  # a retry of a release that landed
-            self._fenced(conn, lease)
-            self._save(conn, replace(session, status=SessionStatus.PENDING, lease_owner=None,
-                                     lease_expires_at=None, updated_at=now))
-
-        await self._run("release_lease", release, session_id=lease.session_id)
+        await self._run("release_lease", self._settle(rules.Release(lease.session_id, lease)),
+                        session_id=lease.session_id)
 
     async def update_session(
         self,
@@ -373,23 +302,13 @@ class SQLiteStore:
         trace_context: dict[str, str] | None = None,
     ) -> None:
         sid = lease.session_id
-        metadata_text = None if metadata is None else self.codec.encode(metadata, where=f"metadata of session {sid}")
-        trace_text = None if trace_context is None else _trace_json(trace_context, sid)
-
-        def update(conn: sqlite3.Connection, now: float) -> None:
-            session = self._fenced(conn, lease)
-            self._save(conn, replace(
-                session,
-                progress=session.progress if progress is None else progress,
-                current_agents=session.current_agents if current_agents is None else tuple(current_agents),
-                updated_at=now,
-            ))
-            if metadata_text is not None:
-                conn.execute("UPDATE sessions SET metadata = ? WHERE session_id = ?", (metadata_text, sid))
-            if trace_text is not None:
-                conn.execute("UPDATE sessions SET trace_context = ? WHERE session_id = ?", (trace_text, sid))
-
-        await self._run("update_session", update, session_id=sid)
+        op = rules.Update(sid, lease, progress, current_agents, metadata, trace_context)
+        encoded = {}
+        if metadata is not None:
+            encoded["metadata"] = rules.encode(self.codec, Payload.SESSION_METADATA, metadata, session_id=sid)
+        if trace_context is not None:
+            encoded["trace_context"] = dump(dict(trace_context))
+        await self._run("update_session", self._settle(op, encoded=encoded), session_id=sid)
 
     async def finish_session(
         self,
@@ -399,87 +318,20 @@ class SQLiteStore:
         *,
         needs_human_reason: str | None = None,
     ) -> SessionRecord:
-        sid = lease.session_id
-        if not status.is_final:
-            raise ValidationError(
-                f"finish_session({sid}) takes COMPLETED, FAILED or CANCELLED, not {status.value}", session_id=sid
-            )
-        if needs_human_reason is not None and status is not SessionStatus.FAILED:
-            raise ValidationError(
-                f"session {sid}: only a FAILED session can be flagged needs-human (got {status.value})",
-                session_id=sid,
-            )
-
-        def finish(conn: sqlite3.Connection, now: float) -> SessionRecord:
-            session = self._session(conn, sid)
-            if session.status is status and session.fence == lease.fence and session.completed_at is not None:
-                return session  # a retry of a finish that landed
-            self._fenced(conn, lease)
-            new = replace(
-                session, status=status, reason=reason, completed_at=now, updated_at=now, lease_owner=None,
-                lease_expires_at=None, wake_at=None, current_agents=(),
-                needs_human=needs_human_reason is not None, needs_human_reason=needs_human_reason,
-                expires_at=self._expiry(conn, sid, now),
-            )
-            self._save(conn, new)
-            return new
-
-        return await self._run("finish_session", finish, session_id=sid)
+        op = rules.Finish(lease.session_id, lease, status, reason, needs_human_reason)
+        return await self._run("finish_session", self._settle(op), session_id=lease.session_id)
 
     async def wait_session(self, lease: Lease, wake_at: float | None) -> bool:
-        def wait(conn: sqlite3.Connection, now: float) -> bool:
-            session = self._session(conn, lease.session_id)
-            if session.status is SessionStatus.WAITING and session.fence == lease.fence:
-                return True  # a retry of a wait that landed
-            self._fenced(conn, lease)
-            if session.signal_seq != lease.signal_seq:
-                return False
-            self._save(conn, replace(session, status=SessionStatus.WAITING, wake_at=wake_at,
-                                     wait_seq=session.signal_seq, lease_owner=None, lease_expires_at=None,
-                                     updated_at=now))
-            return True
-
-        return await self._run("wait_session", wait, session_id=lease.session_id)
+        return await self._run("wait_session", self._settle(rules.Wait(lease.session_id, lease, wake_at)),
+                               session_id=lease.session_id)
 
     async def request_cancel(self, session_id: str, reason: str) -> SessionRecord:
-        def cancel(conn: sqlite3.Connection, now: float) -> SessionRecord:
-            session = self._session(conn, session_id)
-            if session.status in (SessionStatus.COMPLETED, SessionStatus.CANCELLED):
-                raise SessionStateError(
-                    f"session {session_id} is already {session.status.value}; there is nothing to cancel",
-                    session_id=session_id,
-                    status=session.status.value,
-                )
-            expired = session.lease_expires_at is not None and session.lease_expires_at < now
-            if session.status is SessionStatus.RUNNING and not expired:
-                new = replace(session, cancel_requested=True, reason=reason, updated_at=now)
-            else:  # nobody holds it: cancel now, and fence out a stale owner
-                new = replace(
-                    session, status=SessionStatus.CANCELLED, fence=session.fence + 1, cancel_requested=True,
-                    reason=reason, lease_owner=None, lease_expires_at=None, wake_at=None, completed_at=now,
-                    updated_at=now, expires_at=self._expiry(conn, session_id, now),
-                )
-            self._save(conn, new)
-            return new
-
-        return await self._run("request_cancel", cancel, session_id=session_id)
+        return await self._run("request_cancel", self._settle(rules.Cancel(session_id, reason)),
+                               session_id=session_id)
 
     async def set_needs_human(self, session_id: str, reason: str | None) -> SessionRecord:
-        def flag(conn: sqlite3.Connection, _: float) -> SessionRecord:
-            session = self._session(conn, session_id)
-            if session.status is not SessionStatus.FAILED:
-                raise SessionStateError(
-                    f"session {session_id} is {session.status.value}; only a FAILED session can be flagged "
-                    f"or cleared for a person",
-                    session_id=session_id,
-                    status=session.status.value,
-                )
-            # updated_at is kept: clearing the flag must not push back the cron's "failed before" bound.
-            new = replace(session, needs_human=reason is not None, needs_human_reason=reason)
-            self._save(conn, new)
-            return new
-
-        return await self._run("set_needs_human", flag, session_id=session_id)
+        return await self._run("set_needs_human", self._settle(rules.FlagNeedsHuman(session_id, reason)),
+                               session_id=session_id)
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -490,9 +342,9 @@ class SQLiteStore:
         encoded = [
             EncodedWrite(
                 w,
-                self.codec.encode(w.output, where=f"output of task {w.task_id} in session {sid}")
+                rules.encode(self.codec, Payload.OUTPUT, w.output, session_id=sid, task_id=w.task_id)
                 if w.kind is TaskWriteKind.COMPLETE and w.output is not None else None,
-                self.codec.encode(w.checkpoint, where=f"checkpoint of task {w.task_id} in session {sid}")
+                rules.encode(self.codec, Payload.CHECKPOINT, w.checkpoint, session_id=sid, task_id=w.task_id)
                 if w.kind is TaskWriteKind.CHECKPOINT and w.checkpoint is not None else None,
             )
             for w in writes
@@ -511,52 +363,30 @@ class SQLiteStore:
         sid = lease.session_id
         if not tasks:
             return
-        where = f"the tasks added by {parent} (attempt {attempt}) to session {sid}"
-        check_graph(tasks, lambda _: True, where)  # dependencies outside the batch are checked in the transaction
-        inputs = [self.codec.encode(t.input, where=f"input of task {t.task_id} in session {sid}") for t in tasks]
+        inputs = [rules.encode(self.codec, Payload.TASK_INPUT, t.input, session_id=sid, task_id=t.task_id)
+                  for t in tasks]
 
         def stage(conn: sqlite3.Connection, now: float) -> None:
-            if conn.execute("SELECT 1 FROM tasks WHERE session_id = ? AND task_id = ?", (sid, parent)).fetchone() is None:
-                raise self._missing_task(conn, sid, parent)
-            stage_tasks(conn, lease, parent, attempt, tasks, inputs, now)
+            stage_tasks(conn, self._session(conn, sid), lease, parent, attempt, tasks, inputs, now, self._where)
 
         await self._run("add_tasks", stage, session_id=sid)
 
     # -- signals --------------------------------------------------------------------------
 
     async def send_signal(self, session_id: str, task_id: str, name: str, payload: Any) -> int:
-        if not isinstance(name, str) or not name:
-            raise ValidationError(f"signal for task {task_id} of session {session_id} has no name",
-                                  session_id=session_id, task_id=task_id)
-        text = self.codec.encode(payload, where=f"payload of signal {name!r} for task {task_id}")
+        op = rules.Signal(session_id, task_id, name)
+        text = rules.encode(self.codec, Payload.SIGNAL_PAYLOAD, payload, session_id=session_id, task_id=task_id,
+                            name=name)
 
-        def send(conn: sqlite3.Connection, now: float) -> int:
-            session = self._session(conn, session_id)
-            if session.status.is_final:
-                raise SessionStateError(
-                    f"session {session_id} is {session.status.value}; a signal to a finished session would "
-                    f"never be read. Resume the session first (`orchestrator resume {session_id}`)",
-                    session_id=session_id,
-                    task_id=task_id,
-                    status=session.status.value,
-                )
+        def check(conn: sqlite3.Connection, _: SessionRecord) -> None:
             if conn.execute("SELECT 1 FROM tasks WHERE session_id = ? AND task_id = ?",
                             (session_id, task_id)).fetchone() is None:
-                raise self._missing_task(conn, session_id, task_id)
-            seq = session.signal_seq + 1
-            conn.execute(
-                "INSERT INTO signals (session_id, task_id, name, v, payload, seq, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (session_id, task_id, name) DO UPDATE SET v = excluded.v, payload = excluded.payload, "
-                "seq = excluded.seq, sent_at = excluded.sent_at",
-                (session_id, task_id, name, SCHEMA_VERSION, text, seq, now),
-            )
-            wake_at = session.wake_at
-            if session.status is SessionStatus.WAITING:
-                wake_at = now if wake_at is None else min(wake_at, now)
-            self._save(conn, replace(session, signal_seq=seq, wake_at=wake_at, updated_at=now))
-            return seq
+                raise TaskNotFoundError.missing(session_id, task_id, self._where)
 
-        return await self._run("send_signal", send, session_id=session_id)
+        def then(conn: sqlite3.Connection, seq: int, now: float) -> None:
+            sessions.store_signal(conn, session_id, task_id, name, text, seq, now)
+
+        return await self._run("send_signal", self._settle(op, check=check, then=then), session_id=session_id)
 
     # -- listing ----------------------------------------------------------------------------
 
@@ -639,8 +469,6 @@ class SQLiteStore:
     # -- metrics --------------------------------------------------------------------------
 
     async def record_metrics(self, writer: str, seq: int, summaries: Sequence[MetricSummary]) -> None:
-        if not writer:
-            raise ValidationError("record_metrics needs a writer id (one per process)")
         rows = history.metric_rows(writer, seq, summaries, self.config.retention_days)
         if rows:
             await self._run("record_metrics", lambda c, _: history.upsert_metrics(c, rows))
@@ -656,8 +484,8 @@ class SQLiteStore:
     # -- user project history ---------------------------------------------------------------
 
     async def put_user_project(self, record: UserProjectRecord) -> UserProjectRecord:
-        what = f"metadata of project {record.project_id} of user {record.user_id}"
-        metadata_text = self.codec.encode(dict(record.metadata), where=what)
+        metadata_text = rules.encode(self.codec, Payload.PROJECT_METADATA, dict(record.metadata),
+                                     name=f"{record.project_id} of user {record.user_id}")
         return await self._run(
             "put_user_project",
             lambda c, now: projects.put_project(c, record, metadata_text, now, self.codec, self._where),
@@ -709,13 +537,6 @@ class SQLiteStore:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _trace_json(trace_context: Any, session_id: str) -> str:
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(trace_context).items()):
-        raise ValidationError(f"trace_context of session {session_id} must map strings to strings",
-                              session_id=session_id)
-    return dump(dict(trace_context))
 
 
 def _check_limit(limit: int) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.codec import Codec
-from orchestrator.errors import CycleError, PipelineDefinitionError, SchemaError
+from orchestrator.errors import SchemaError
 from orchestrator.store import rules
 from orchestrator.store.protocol import WriteResult
 from orchestrator.store.records import (
@@ -31,7 +31,6 @@ from orchestrator.store.sqlite.encoding import (
     TASK_COLS,
     TASK_INSERT,
     RawJSON,
-    definition_matches,
     dump,
     error_to_json,
     history_to_json,
@@ -75,63 +74,6 @@ class EncodedWrite:
     write: TaskWrite
     output: str | None
     checkpoint: str | None
-
-
-def check_graph(tasks: Sequence[NewTask], known: Callable[[str], bool], where: str) -> None:
-    """Unique ids, every dependency in `tasks` or `known`, no cycle among `tasks`.
-
-    Raises PipelineDefinitionError (CycleError naming the cycle) before anything is written.
-    """
-    ids: dict[str, NewTask] = {}
-    for t in tasks:
-        if t.task_id in ids:
-            raise PipelineDefinitionError(
-                f"task id {t.task_id!r} appears twice in {where}; give each task a unique id",
-                task_id=t.task_id,
-            )
-        ids[t.task_id] = t
-    for t in tasks:
-        for dep in t.depends_on:
-            if dep not in ids and not known(dep):
-                raise PipelineDefinitionError(
-                    f"task {t.task_id!r} in {where} depends on {dep!r}, which is neither in the same "
-                    f"batch nor an existing task; add {dep!r} first or fix the dependency",
-                    task_id=t.task_id,
-                    depends_on=dep,
-                )
-    # Iterative DFS (white/grey/black) so a 10,000-task chain does not hit the recursion limit.
-    state: dict[str, int] = {}
-    # In-batch dependencies, computed once per task: re-filtering them on every visit is
-    # quadratic for a task with many dependencies (the join of a wide fan-out).
-    adj = {tid: [d for d in t.depends_on if d in ids] for tid, t in ids.items()}
-    for root in ids:
-        if state.get(root):
-            continue
-        stack: list[tuple[str, int]] = [(root, 0)]
-        path: list[str] = []
-        while stack:
-            node, i = stack.pop()
-            if i == 0:
-                state[node] = 1
-                path.append(node)
-            deps = adj[node]
-            if i < len(deps):
-                stack.append((node, i + 1))
-                nxt = deps[i]
-                if state.get(nxt) == 1:
-                    cycle = [*path[path.index(nxt):], nxt]
-                    err = CycleError(
-                        f"the tasks in {where} form a cycle: {' -> '.join(cycle)}; remove one of these "
-                        f"dependencies",
-                        task_id=nxt,
-                    )
-                    err.cycle = cycle
-                    raise err
-                if not state.get(nxt):
-                    stack.append((nxt, 0))
-            else:
-                state[node] = 2
-                path.pop()
 
 
 def insert_tasks(
@@ -248,75 +190,53 @@ def adopt(conn: sqlite3.Connection, session_id: str, parent: str, fence: int, at
 
 def stage_tasks(
     conn: sqlite3.Connection,
+    session: SessionRecord,
     lease: Lease,
     parent: str,
     attempt: int,
     tasks: Sequence[NewTask],
     inputs: Sequence[str],
     now: float,
+    where: str,
 ) -> None:
-    """Stage `tasks` under (parent, fence, attempt), after checking ids and dependencies.
+    """Stage `tasks` under (parent, fence, attempt) once `rules.check_added` allows them.
 
-    An id already adopted or staged with the same definition is a no-op; with another
-    definition it raises PipelineDefinitionError. Dependencies must be adopted tasks,
-    tasks of this batch, or tasks this attempt staged before.
+    An id already adopted, or staged by this attempt, is a no-op (a re-run agent adds
+    the same tasks).
     """
     sid = lease.session_id
     key = (sid, parent, lease.fence, attempt)
-    same_key = {
+    staged_here = {
         r[0]
         for r in conn.execute(
             "SELECT task_id FROM staged_tasks WHERE session_id = ? AND parent = ? AND fence = ? AND attempt = ?",
             key,
         )
     }
-    batch = {t.task_id for t in tasks}
-    pending = []
-    for t, text in zip(tasks, inputs, strict=True):
-        adopted = conn.execute(
-            "SELECT agent, input, priority, max_attempts FROM tasks WHERE session_id = ? AND task_id = ?",
-            (sid, t.task_id),
+    adopted = {r[0] for r in conn.execute("SELECT task_id FROM tasks WHERE session_id = ?", (sid,))}
+
+    def stored(tid: str) -> list[rules.Definition]:
+        found: list[rules.Definition] = []
+        row = conn.execute(
+            "SELECT agent, input, priority, max_attempts FROM tasks WHERE session_id = ? AND task_id = ?", (sid, tid)
         ).fetchone()
-        stored: list[tuple[Any, ...]] = []
-        if adopted is not None:
-            deps = [r[0] for r in conn.execute(_SELECT_DEPS, (sid, t.task_id))]
-            stored.append((*adopted, deps))
-        stored.extend(
+        if row is not None:
+            found.append((*row, [r[0] for r in conn.execute(_SELECT_DEPS, (sid, tid))]))
+        found.extend(
             (agent, inp, prio, max_att, json.loads(deps_text))
             for agent, inp, prio, max_att, deps_text in conn.execute(
                 "SELECT agent, input, priority, max_attempts, depends_on FROM staged_tasks "
                 "WHERE session_id = ? AND task_id = ?",
-                (sid, t.task_id),
+                (sid, tid),
             )
         )
-        for s in stored:
-            if not definition_matches(s, t, text):
-                raise PipelineDefinitionError(
-                    f"task {t.task_id!r} added by {parent} (attempt {attempt}) in session {sid} differs from "
-                    f"the task already defined under that id (agent {s[0]!r}, depends on "
-                    f"{sorted(s[4]) or 'nothing'}); task ids an agent adds must be deterministic: give the "
-                    f"new task another id",
-                    session_id=sid,
-                    task_id=t.task_id,
-                )
-        if adopted is None:
-            pending.append((t, text))
-    for t in tasks:
-        for dep in t.depends_on:
-            if dep in batch or dep in same_key:
-                continue
-            if conn.execute("SELECT 1 FROM tasks WHERE session_id = ? AND task_id = ?", (sid, dep)).fetchone():
-                continue
-            raise PipelineDefinitionError(
-                f"task {t.task_id!r} added by {parent} in session {sid} depends on {dep!r}, which is not a "
-                f"task of the session nor added in this batch; add {dep!r} too or fix the dependency",
-                session_id=sid,
-                task_id=t.task_id,
-                depends_on=dep,
-            )
+        return found
+
+    rules.check_added(session, lease, parent, attempt, tasks, inputs, parent_exists=parent in adopted,
+                      known=adopted | staged_here, stored=stored, store=where)
     conn.executemany(
         "INSERT OR IGNORE INTO staged_tasks (session_id, parent, fence, attempt, task_id, v, agent, input, "
         "priority, max_attempts, depends_on, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [(*key, t.task_id, SCHEMA_VERSION, t.agent, text, t.priority, t.max_attempts, dump(list(t.depends_on)), now)
-         for t, text in pending],
+         for t, text in zip(tasks, inputs, strict=True) if t.task_id not in adopted],
     )

@@ -1,0 +1,295 @@
+"""Session operations on DynamoDB: the rulebook's `SessionChange` as one conditional UpdateItem.
+
+`expect` becomes the condition expression, `changes` the update expression, and the
+status-index keys follow `change.index_time()`. Fenced operations are written without
+a read; when a condition fails the session is re-read (consistently) and either our
+own write is found there (a lost response) or the rulebook decides again on what was
+read, which raises the same refusal SQLite raises.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.operand import Path
+from pynamodb.expressions.update import Action
+
+from orchestrator.errors import SessionStateError, TaskNotFoundError, ValidationError
+from orchestrator.store import rules
+from orchestrator.store.dynamodb.base import DynamoDBBase, gather, put
+from orchestrator.store.dynamodb.connection import DynamoCallError
+from orchestrator.store.dynamodb.encoding import Staged, progress_json
+from orchestrator.store.dynamodb.models import GSI1, GSI2, fmt_time, gsi1, session_pk, task_sk
+from orchestrator.store.records import (
+    ClaimPolicy,
+    Lease,
+    NewSession,
+    NewTask,
+    Page,
+    Progress,
+    SessionRecord,
+    SessionStatus,
+)
+from orchestrator.store.rules import Payload, Retained, SessionChange, SessionOp
+
+__all__ = ["SessionOps"]
+
+R = TypeVar("R")
+_TX_MAX = 100
+
+#: SessionRecord fields whose attribute has another name in the table.
+_ATTRIBUTE = {"lease_expires_at": "lease_expires", "expires_at": "ttl"}
+
+
+class SessionOps(DynamoDBBase):
+    """Creation and every session transition; see the module docstring."""
+
+    #: Negative-control seam (tests only): False writes claims without a condition.
+    _cas_claims: bool = True
+
+    # -- the one way a session item changes ---------------------------------------------------
+
+    def _attr(self, name: str) -> Any:
+        return getattr(self.models.session, _ATTRIBUTE.get(name, name))
+
+    def _stored(self, name: str, value: Any, encoded: Mapping[str, str]) -> Any:
+        """A record field's value as the table stores it."""
+        if name in encoded:
+            return encoded[name]
+        if isinstance(value, SessionStatus):
+            return value.value
+        if name == "progress":
+            return progress_json(value)
+        if name == "current_agents":
+            return json.dumps(list(value))
+        if name == "trace_context":
+            return json.dumps(dict(value))
+        if name == "expires_at" and value is not None:
+            return int(value)
+        return value
+
+    def _condition(self, change: SessionChange) -> Condition:
+        cond: Condition = self.models.session.PK.exists()
+        for name, value in change.expect.items():
+            attr = self._attr(name)
+            cond &= attr.does_not_exist() if value is None else attr == self._stored(name, value, {})
+        return cond
+
+    def _actions(self, change: SessionChange, encoded: Mapping[str, str]) -> list[Action]:
+        actions: list[Action] = []
+        for name, value in change.changes.items():
+            if isinstance(value, Retained):  # the retention is stored on the item: no read needed
+                actions.append(self.models.session.ttl.set(Path("ttl_seconds") + int(value.since)))
+            else:
+                actions.append(put(self._attr(name), self._stored(name, value, encoded)))
+        index = change.index_time()
+        if index is not None:
+            pk, sk = gsi1(index[0].value, change.session_id, index[1], self.config.status_shards)
+            s = self.models.session
+            actions += [s.GSI1PK.set(pk), s.GSI1SK.set(sk)]
+        return actions
+
+    async def _settle(self, op: SessionOp[R], *, encoded: Mapping[str, str] | None = None,
+                      item_of: Callable[[SessionChange, float], dict[str, Any]] | None = None,
+                      check: Callable[[], Awaitable[None]] | None = None, conditioned: bool = True) -> R:
+        """Decide and write `op`, re-reading and deciding again when the condition fails.
+
+        `check` runs after the first read, before the first decision (the order SQLite
+        checks in). `item_of` makes an item written with the session change (the signal):
+        in one transaction where the store has them, else before the change (readers
+        ignore it until META's signal sequence reaches it).
+        """
+        sid = op.session_id
+        current = await self.read_session(sid) if op.reads_first else None
+        if check is not None:
+            await check()
+        attempts = self.config.max_attempts
+        for _ in range(attempts):
+            now = self.clock.now()
+            change = op.decide(current, now)
+            if change is None:
+                assert current is not None, "an operation decided without a read always writes"
+                return op.result(current)
+            cond = self._condition(change) if conditioned else None
+            item = None if item_of is None else item_of(change, now)
+            params = self.update_params(session_pk(sid), "META", self._actions(change, encoded or {}), cond,
+                                        return_new=item is None or not self.config.transactions)
+            try:
+                if item is not None and self.config.transactions:
+                    await self._caller.call("TransactWriteItems", {"TransactItems": [
+                        {"Put": self.put_params(item)}, {"Update": params}]}, session=sid)
+                    assert current is not None
+                    return op.result(change.apply(current, 0.0))
+                if item is not None:
+                    await self._caller.call("PutItem", self.put_params(item), session=sid)
+                answer = await self._caller.call("UpdateItem", params, session=sid)
+                return op.result(self.items.session(answer["Attributes"], sid))
+            except DynamoCallError as exc:
+                if not exc.condition_failed:
+                    raise self._caller.to_error(exc, sid) from exc
+            current = await self.read_session(sid)
+            if change.shown_by(current):
+                return op.result(current)  # our write landed; its response was lost
+        raise SessionStateError.kept_changing(sid, op.action, attempts)
+
+    # -- creation ---------------------------------------------------------------------------
+
+    async def create_session(self, session: NewSession, tasks: Sequence[NewTask], *, owner: str | None = None,
+                             lease_seconds: float | None = None) -> SessionRecord:
+        sid = session.session_id
+        rules.check_graph(((t.task_id, t.depends_on) for t in tasks), where=f"session {sid}", session_id=sid)
+        record = rules.new_session_record(session, len(tasks), owner=owner, lease_seconds=lease_seconds,
+                                          now=self.clock.now())
+        input_text = rules.encode(self.codec, Payload.SESSION_INPUT, session.input, session_id=sid)
+        metadata_text = rules.encode(self.codec, Payload.SESSION_METADATA, dict(session.metadata), session_id=sid)
+        inputs = [rules.encode(self.codec, Payload.TASK_INPUT, t.input, session_id=sid, task_id=t.task_id)
+                  for t in tasks]
+        ttl = int(session.ttl_seconds if session.ttl_seconds is not None else self.config.ttl_days * 86400.0)
+        tok = uuid.uuid4().hex
+        meta = self.items.session_item(record, tok, ttl, input_text=input_text, metadata_text=metadata_text)
+        body: list[dict[str, Any]] = []
+        unstaged = Staged(None, None, None)
+        for t, text in zip(tasks, inputs, strict=True):
+            body.append(self.items.task_item(sid, t, tok, record.created_at, unstaged, text))
+            body += [self.items.edge_item(sid, t.task_id, d, tok, unstaged) for d in t.depends_on]
+        absent = self.models.session.PK.does_not_exist()
+        try:
+            if self.config.transactions and len(body) + 1 <= _TX_MAX:
+                items = [{"Put": self.put_params(i)} for i in body] + [{"Put": self.put_params(meta, absent)}]
+                await self._caller.call("TransactWriteItems", {"TransactItems": items}, session=sid)
+            else:
+                # Pre-check: tasks of an existing session must not be overwritten below.
+                if await self.get_raw(session_pk(sid), "META", session=sid) is not None:
+                    raise SessionStateError.exists(sid, str(self.describe()))
+                await self.batch_put(body, session=sid)
+                # META last, naming the token: until it lands, readers see nothing.
+                await self._caller.call("PutItem", self.put_params(meta, absent), session=sid)
+        except DynamoCallError as exc:
+            if not exc.condition_failed:
+                raise self._caller.to_error(exc, sid) from exc
+            stored = await self.get_raw(session_pk(sid), "META", session=sid)
+            if stored is None or stored.get("tok", {}).get("S") != tok:
+                raise SessionStateError.exists(sid, str(self.describe())) from None
+            # our own creation landed and its response was lost
+        self.remember(sid, [t.task_id for t in tasks])
+        return self.items.session(meta, sid)  # exactly what was written; no read needed
+
+    # -- transitions ------------------------------------------------------------------------
+
+    async def get_session(self, session_id: str) -> SessionRecord:
+        return await self.read_session(session_id)
+
+    async def claim_session(self, session_id: str, owner: str, lease_seconds: float,
+                            policy: ClaimPolicy = ClaimPolicy()) -> Lease:
+        return await self._settle(rules.Claim(session_id, owner, lease_seconds, policy), conditioned=self._cas_claims)
+
+    async def renew_lease(self, lease: Lease, lease_seconds: float) -> tuple[Lease, SessionRecord]:
+        return await self._settle(rules.Renew(lease.session_id, lease, lease_seconds))
+
+    async def release_lease(self, lease: Lease) -> None:
+        await self._settle(rules.Release(lease.session_id, lease))
+
+    async def update_session(self, lease: Lease, *, progress: Progress | None = None,
+                             current_agents: Sequence[str] | None = None, metadata: dict[str, Any] | None = None,
+                             trace_context: dict[str, str] | None = None) -> None:
+        sid = lease.session_id
+        op = rules.Update(sid, lease, progress, current_agents, metadata, trace_context)
+        encoded = {}
+        if metadata is not None:
+            encoded["metadata"] = rules.encode(self.codec, Payload.SESSION_METADATA, metadata, session_id=sid)
+        await self._settle(op, encoded=encoded)
+
+    async def finish_session(self, lease: Lease, status: SessionStatus, reason: str | None = None, *,
+                             needs_human_reason: str | None = None) -> SessionRecord:
+        return await self._settle(rules.Finish(lease.session_id, lease, status, reason, needs_human_reason))
+
+    async def wait_session(self, lease: Lease, wake_at: float | None) -> bool:
+        return await self._settle(rules.Wait(lease.session_id, lease, wake_at))
+
+    async def request_cancel(self, session_id: str, reason: str) -> SessionRecord:
+        return await self._settle(rules.Cancel(session_id, reason))
+
+    async def set_needs_human(self, session_id: str, reason: str | None) -> SessionRecord:
+        return await self._settle(rules.FlagNeedsHuman(session_id, reason))
+
+    async def send_signal(self, session_id: str, task_id: str, name: str, payload: Any) -> int:
+        sid = session_id
+        op = rules.Signal(sid, task_id, name)
+        text = rules.encode(self.codec, Payload.SIGNAL_PAYLOAD, payload, session_id=sid, task_id=task_id, name=name)
+
+        async def task_exists() -> None:
+            if await self.get_raw(session_pk(sid), task_sk(task_id), session=sid, task=task_id) is None:
+                raise TaskNotFoundError.missing(sid, task_id, str(self.describe()))
+
+        def signal_item(change: SessionChange, now: float) -> dict[str, Any]:
+            return self.items.signal_item(sid, task_id, name, text, int(change.changes["signal_seq"]), now)
+
+        return await self._settle(op, item_of=signal_item, check=task_exists)
+
+    # -- listing ----------------------------------------------------------------------------
+
+    async def list_sessions(self, status: SessionStatus, *, updated_before: float | None = None, limit: int = 100,
+                            cursor: str | None = None) -> Page[SessionRecord]:
+        shards = self.config.status_shards
+        positions: dict[str, Any] = _decode_cursor(cursor) if cursor else {str(i): None for i in range(shards)}
+        high = f"{fmt_time(updated_before)}#~" if updated_before is not None else "~"
+
+        async def shard(i: int) -> tuple[int, list[dict[str, Any]], bool]:
+            start = positions.get(str(i))
+            pk = f"STATUS#{status.value}#{i}"
+            cond = (Path("GSI1PK") == pk) & (Path("GSI1SK") <= high)
+            items, more = await self.query_raw(pk, cond, index=GSI1, limit=limit, start=start, pages=False)
+            return i, items, more is not None
+
+        live = [int(k) for k in positions]
+        out: list[Any] = await gather([lambda i=i: shard(i) for i in live])  # type: ignore[misc]
+        merged = sorted(((raw["GSI1SK"]["S"], i, raw) for i, items, _ in out for raw in items), key=lambda x: x[:2])
+        taken = merged[:limit]
+        new_positions: dict[str, Any] = {}
+        for i, items, more in out:
+            mine = [raw for _, j, raw in taken if j == i]
+            if len(mine) < len(items):  # this shard has unreturned items: continue after the last taken
+                last = mine[-1] if mine else None
+                new_positions[str(i)] = _index_key(last) if last else positions.get(str(i))
+            elif more:
+                new_positions[str(i)] = _index_key(items[-1])
+        now = self.clock.now()
+        records = []
+        for _, _, raw in taken:
+            if self.expired(raw, now):
+                continue
+            record = self.items.session(raw)
+            if record.status is status:  # the index is eventually consistent
+                records.append(record)
+        return Page(tuple(records), _encode_cursor(new_positions) if new_positions else None)
+
+    async def list_project_sessions(self, project_id: str, *, limit: int = 100,
+                                    cursor: str | None = None) -> Page[SessionRecord]:
+        pk = f"PROJECT#{project_id}"
+        start = _decode_cursor(cursor) if cursor else None
+        items, more = await self.query_raw(pk, Path("GSI2PK") == pk, index=GSI2, limit=limit, forward=False,
+                                           start=start, pages=False)
+        now = self.clock.now()
+        records = tuple(self.items.session(r) for r in items if not self.expired(r, now))
+        return Page(records, _encode_cursor(more) if more else None)
+
+
+def _index_key(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: raw[k] for k in ("GSI1PK", "GSI1SK", "PK", "SK")}
+
+
+def _encode_cursor(value: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> Any:
+    try:
+        return json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except ValueError:
+        raise ValidationError(f"cursor {cursor[:40]!r} is not one this store returned; pass the cursor of the "
+                              f"previous page unchanged") from None

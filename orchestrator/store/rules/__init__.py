@@ -1,0 +1,92 @@
+"""The rulebook: every decision about a session or task, as pure functions both backends call.
+
+    graph      check_graph: unique ids, known dependencies, no cycle (named)
+    history    checks of events and metrics (key parts, sizes)
+    limits     the size of every stored value, and the one encoder that enforces it
+    sessions   claimability, lease loss, and each session transition as a `SessionChange`
+    tasks      the task-transition table, fencing, and the classification of a rejection
+
+Backends keep only encoding and I/O; `tests/store/test_differential.py` runs the same
+operations against every backend and compares the outcomes.
+"""
+
+from orchestrator.store.rules.graph import check_graph, close_matches, find_cycle
+from orchestrator.store.rules.history import check_metric_keys, event_data
+from orchestrator.store.rules.limits import INLINE_OUTPUT_BYTES, Payload, encode
+from orchestrator.store.rules.sessions import (
+    Cancel,
+    Claim,
+    Finish,
+    FlagNeedsHuman,
+    Release,
+    Renew,
+    Retained,
+    SessionChange,
+    SessionOp,
+    Signal,
+    Update,
+    Wait,
+    check_lease_seconds,
+    claim_refusal,
+    claimed,
+    lease_lost,
+    new_session_record,
+    status_time,
+    wake_due,
+)
+from orchestrator.store.rules.tasks import (
+    TRANSITIONS,
+    Definition,
+    History,
+    TaskTransition,
+    apply_task_write,
+    check_added,
+    classify_rejection,
+    expected_attempt,
+    same_definition,
+    task_write_allowed,
+    with_entry,
+    write_error,
+)
+
+__all__ = [
+    "INLINE_OUTPUT_BYTES",
+    "TRANSITIONS",
+    "Cancel",
+    "Claim",
+    "Definition",
+    "Finish",
+    "FlagNeedsHuman",
+    "History",
+    "Payload",
+    "Release",
+    "Renew",
+    "Retained",
+    "SessionChange",
+    "SessionOp",
+    "Signal",
+    "TaskTransition",
+    "Update",
+    "Wait",
+    "apply_task_write",
+    "check_added",
+    "check_graph",
+    "check_lease_seconds",
+    "check_metric_keys",
+    "claim_refusal",
+    "claimed",
+    "classify_rejection",
+    "close_matches",
+    "encode",
+    "event_data",
+    "expected_attempt",
+    "find_cycle",
+    "lease_lost",
+    "new_session_record",
+    "same_definition",
+    "status_time",
+    "task_write_allowed",
+    "wake_due",
+    "with_entry",
+    "write_error",
+]

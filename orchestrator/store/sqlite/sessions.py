@@ -1,0 +1,101 @@
+"""Session operations on SQLite: read, let the rulebook decide, write, in the caller's transaction.
+
+`BEGIN IMMEDIATE` holds the write lock from the read to the commit, so the change's
+`expect` holds by construction; what remains here is encoding rows and the signal row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+from orchestrator.codec import Codec
+from orchestrator.errors import SessionNotFoundError, SessionStateError
+from orchestrator.store.records import SCHEMA_VERSION, SessionRecord
+from orchestrator.store.rules import SessionChange, SessionOp
+from orchestrator.store.sqlite.encoding import (
+    SESSION_COLS,
+    SESSION_INSERT,
+    SESSION_UPDATE,
+    session_from_row,
+    session_insert_params,
+    session_update_params,
+)
+from orchestrator.store.sqlite.tasks import TaskRow, insert_tasks
+
+__all__ = ["create", "exists", "read", "settle"]
+
+R = TypeVar("R")
+
+_SELECT = f"SELECT {SESSION_COLS} FROM sessions WHERE session_id = ?"
+_SIGNAL_UPSERT = (
+    "INSERT INTO signals (session_id, task_id, name, v, payload, seq, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (session_id, task_id, name) DO UPDATE SET v = excluded.v, payload = excluded.payload, "
+    "seq = excluded.seq, sent_at = excluded.sent_at"
+)
+
+
+def exists(conn: sqlite3.Connection, session_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)).fetchone() is not None
+
+
+def read(conn: sqlite3.Connection, session_id: str, codec: Codec, where: str) -> SessionRecord:
+    row = conn.execute(_SELECT, (session_id,)).fetchone()
+    if row is None:
+        raise SessionNotFoundError.missing(session_id, where)
+    return session_from_row(row, codec, where)
+
+
+def create(conn: sqlite3.Connection, record: SessionRecord, *, input_text: str, metadata_text: str,
+           trace_text: str, ttl_seconds: float, tasks: Sequence[TaskRow], where: str) -> None:
+    """Insert the session with its tasks and edges; SessionStateError if the id exists."""
+    if exists(conn, record.session_id):
+        raise SessionStateError.exists(record.session_id, where)
+    conn.execute(SESSION_INSERT, session_insert_params(record, input_text=input_text, trace_text=trace_text,
+                                                       metadata_text=metadata_text, ttl_seconds=ttl_seconds))
+    insert_tasks(conn, record.session_id, tasks, record.created_at)
+
+
+def settle(
+    conn: sqlite3.Connection,
+    op: SessionOp[R],
+    now: float,
+    *,
+    codec: Codec,
+    where: str,
+    default_ttl: float,
+    encoded: Mapping[str, str] | None = None,
+    check: Callable[[SessionRecord], None] | None = None,
+) -> R:
+    """Apply `op` to the stored session: decide on what is stored, write the change, return the result.
+
+    `encoded` holds the stored text of metadata / trace context (encoded and size-checked
+    before the transaction); `check` runs after the session was read, before the decision.
+    """
+    current = read(conn, op.session_id, codec, where)
+    if check is not None:
+        check(current)
+    change = op.decide(current, now)
+    if change is None:
+        return op.result(current)
+    new = change.apply(current, _ttl(conn, op.session_id, default_ttl))
+    write(conn, new, change, encoded or {})
+    return op.result(new)
+
+
+def write(conn: sqlite3.Connection, new: SessionRecord, change: SessionChange, encoded: Mapping[str, str]) -> None:
+    conn.execute(SESSION_UPDATE, session_update_params(new))
+    for name in ("metadata", "trace_context"):
+        if name in change.changes:
+            conn.execute(f"UPDATE sessions SET {name} = ? WHERE session_id = ?", (encoded[name], new.session_id))
+
+
+def store_signal(conn: sqlite3.Connection, session_id: str, task_id: str, name: str, payload_text: str,
+                 seq: int, now: float) -> None:
+    conn.execute(_SIGNAL_UPSERT, (session_id, task_id, name, SCHEMA_VERSION, payload_text, seq, now))
+
+
+def _ttl(conn: sqlite3.Connection, session_id: str, default_ttl: float) -> float:
+    ttl = conn.execute("SELECT ttl_seconds FROM sessions WHERE session_id = ?", (session_id,)).fetchone()[0]
+    return float(ttl) if ttl is not None else default_ttl
