@@ -16,6 +16,7 @@ demo: $(BIN)/.installed
 	$(BIN)/python -m examples.demo
 
 test: $(BIN)/.installed
+	$(BIN)/python -m ruff check .
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q
 

@@ -42,9 +42,8 @@ class AgentSpec:
             raise ValueError(
                 f"agent {self.name!r}: executor={self.executor!r}; use 'async', 'thread' or 'process'"
             )
-        is_coro = inspect.iscoroutinefunction(self.fn) or inspect.iscoroutinefunction(
-            getattr(self.fn, "__call__", None)
-        )
+        # A callable object counts as async when its `__call__` is (looked up on the type, as a call does).
+        is_coro = inspect.iscoroutinefunction(self.fn) or inspect.iscoroutinefunction(type(self.fn).__call__)
         if self.executor == "async" and not is_coro:
             raise ValueError(
                 f"agent {self.name!r} is a sync function; declare it with executor='thread' "

@@ -27,10 +27,10 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents import agent  # noqa: E402
-from orchestrator.graph import Pipeline  # noqa: E402
-from orchestrator.scheduler import RunOptions, default_worker_id, execute  # noqa: E402
-from orchestrator.store import Lease, Store, open_store  # noqa: E402
+from agents import agent
+from orchestrator.graph import Pipeline
+from orchestrator.scheduler import RunOptions, default_worker_id, execute
+from orchestrator.store import Lease, Store, open_store
 
 CONCURRENCY = 32
 
@@ -83,7 +83,8 @@ class Counting:
         self.ops: Counter[str] = Counter()
         self.wcu = 0.0
         self.counting = True
-        events = getattr(store, "client_events")
+        events = getattr(store, "client_events", None)
+        assert events is not None, f"{store!r} has no client_events: request counting is for DynamoDB"
         events.register("before-call.dynamodb", self._before)
         events.register("after-call.dynamodb", self._after)
 

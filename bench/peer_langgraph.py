@@ -45,10 +45,10 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from overhead import CONCURRENCY, bare_anyio, chain, fanout, timed_run  # noqa: E402
+from overhead import CONCURRENCY, bare_anyio, chain, fanout, timed_run
 
-from orchestrator.graph import Pipeline  # noqa: E402
-from orchestrator.store import Store, open_store  # noqa: E402
+from orchestrator.graph import Pipeline
+from orchestrator.store import Store, open_store
 
 Shape = Literal["chain", "fan-out"]
 Sync = Literal["NORMAL", "FULL"]

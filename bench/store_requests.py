@@ -107,7 +107,7 @@ async def measure(endpoint: str, transactions: bool) -> list[tuple[str, str, str
         load_ops = dict(meter.ops)
         rows.append(("load the session", *meter.take()))
         assert load_ops == {"Query": 1}, f"loading a session under 1 MB must be 1 Query, was {load_ops}"
-        page = await store.list_sessions(SessionStatus.FAILED, updated_before=time.time() + 1)
+        page = await store.list_sessions(SessionStatus.FAILED, updated_before=store.clock.now() + 1)
         assert [s.session_id for s in page.items] == ["failed-1"]
         rows.append((f"list failed sessions ({store.config.status_shards} shards)", *meter.take()))
     return rows

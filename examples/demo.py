@@ -49,7 +49,7 @@ async def _t_developer(store: Store) -> dict[str, str]:
                                               download_id=f"{out.result.session_id}-again")
     print(f"   user history (store, via the state API): {again.project_name} by {again.user_id} "
           f"[{', '.join(again.tech_stack)}], downloaded {again.download_count}x, {again.size_mb} MB")
-    day = utc_day(time.time())
+    day = utc_day(store.clock.now())
     rows = {r.agent: r for r in await agent_stats(store, day)}
     line = ", ".join(f"{a} {rows[a].mean_ms or 0:.1f}ms" for a in t_developer.AGENTS if a in rows)
     print(f"   per-agent metrics (mean duration today): {line}")

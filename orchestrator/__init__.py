@@ -1,24 +1,37 @@
 """Durable agent pipelines: run a DAG of agents, checkpoint every step, resume what crashed.
 
-Layout (imports point down only):
+Layout, top to bottom. Imports point down only (within a layer, anywhere).
+`tests/test_layering.py` reads this map: every module must be in it, and no import
+(not even one under TYPE_CHECKING or inside a function) may point up. A folder entry
+covers every module under it. Move a module, and update this map.
 
-    cli          orchestrator/cli/           command line: parses, calls the API, prints
-    recovery     orchestrator/recovery.py    resume-failed sweep, worker loop
-                 orchestrator/fork.py        a new session from part of an old one
-    scheduler    orchestrator/scheduler.py   run, submit, resume, execute (the entry points)
-                 orchestrator/session_runner.py  the dispatcher of one claimed session
-                 orchestrator/run_options.py RunOptions, RunResult, WorkerLimits
-                 orchestrator/lease.py       lease renewal and the local deadline
-                 orchestrator/task_runner.py one attempt of one task on its executor
-                 orchestrator/context.py     the engine's AgentContext
-    state        orchestrator/state/         recording external sessions without a scheduler
-    graph        orchestrator/graph.py       Pipeline, validation, ready sets (networkx)
-    store        orchestrator/store/         Store protocol, records, rules, config at the root;
-                 orchestrator/store/sqlite/  the embedded backend (same module names as dynamodb/)
-                 orchestrator/store/dynamodb/ the DynamoDB backend (pynamodb only here)
-    telemetry    orchestrator/telemetry.py   OpenTelemetry spans/metrics, logging
-    errors       orchestrator/errors.py      every exception (stdlib + agents.errors only)
-    agents       agents/                     what agent authors import
+    testing      orchestrator/testing/          FakeClock, temporary_store, the Store contract suite
+    api          orchestrator/__init__.py       this file: the public names
+    cli          orchestrator/cli/              command line: parses, calls the API, prints
+                 orchestrator/aws_lambda.py     Lambda handlers: resume-failed sweep, worker batch
+                 orchestrator/apps.py           `module:attribute` -> Pipeline, for the entry points
+                 orchestrator/durations.py      `1h30m` -> seconds, for the entry points
+    recovery     orchestrator/recovery.py       resume-failed sweep, worker loop
+                 orchestrator/fork.py           a new session from part of an old one
+    scheduler    orchestrator/scheduler.py      run, submit, resume, execute (the entry points)
+                 orchestrator/session_runner.py the dispatcher of one claimed session
+                 orchestrator/run_options.py    RunOptions, RunResult, WorkerLimits
+                 orchestrator/lease.py          lease renewal and the local deadline
+                 orchestrator/task_runner.py    one attempt of one task on its executor
+                 orchestrator/context.py        the engine's AgentContext
+                 orchestrator/events.py         session events, buffered and written in batches
+    state        orchestrator/state/            recording external sessions without a scheduler
+    metrics      orchestrator/metrics.py        per-writer metric counters, flushed to the store
+    graph        orchestrator/graph.py          Pipeline, validation, ready sets (networkx)
+    store        orchestrator/store/            Store protocol (role protocols), records, config
+                 orchestrator/store/rules/      the rulebook: every decision, pure, both backends call it
+                 orchestrator/store/sqlite/     the embedded backend (module names match dynamodb/)
+                 orchestrator/store/dynamodb/   the DynamoDB backend (the only pynamodb importer)
+    telemetry    orchestrator/telemetry.py      OpenTelemetry spans/metrics, logging
+    base         orchestrator/codec.py          the JSON codec, Secret
+                 orchestrator/clock.py          the Clock protocol, SystemClock
+    errors       orchestrator/errors.py         every exception (stdlib + agents.errors only)
+    agents       agents/                        what agent authors import
 
 Only `orchestrator/store/dynamodb/` imports pynamodb; only the cli imports typer and
 rich; only telemetry imports opentelemetry; `agents` imports nothing from here.

@@ -24,7 +24,7 @@ import secrets
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import anyio
 import anyio.abc
@@ -77,7 +77,7 @@ def default_writer_id() -> str:
 
 def day_of(ts: float) -> tuple[str, int]:
     """The UTC day (`YYYY-MM-DD`) and hour (0-23) of an epoch timestamp."""
-    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
+    dt = datetime.fromtimestamp(ts, tz=UTC)
     return dt.strftime("%Y-%m-%d"), dt.hour
 
 

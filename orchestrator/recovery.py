@@ -8,7 +8,6 @@ number of crons and workers can run at once: each session is taken by one of the
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -309,8 +308,8 @@ class Worker:
                 if found_any or self._running:
                     idle_since = None
                 elif idle_exit is not None:
-                    idle_since = idle_since if idle_since is not None else time.monotonic()
-                    if time.monotonic() - idle_since >= idle_exit:
+                    idle_since = idle_since if idle_since is not None else self.store.clock.monotonic()
+                    if self.store.clock.monotonic() - idle_since >= idle_exit:
                         break
                 with anyio.move_on_after(self.poll_interval):
                     await self._stop.wait()

@@ -21,7 +21,7 @@ import logging
 import math
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import metrics as otel_metrics
@@ -223,7 +223,7 @@ _STANDARD_ATTRS = frozenset(
 
 
 def _iso(ts: float) -> str:
-    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
+    dt = datetime.fromtimestamp(ts, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
@@ -235,10 +235,8 @@ def _progress(value: object) -> dict[str, int] | None:
         current, total = value.get("current"), value.get("total")
     elif isinstance(value, (tuple, list)) and len(value) == 2:
         current, total = value
-    elif hasattr(value, "current") and hasattr(value, "total"):
-        current, total = getattr(value, "current"), getattr(value, "total")
-    else:
-        return None
+    else:  # a Progress, or anything else with int `current` and `total`
+        current, total = getattr(value, "current", None), getattr(value, "total", None)
     if not isinstance(current, int) or not isinstance(total, int):
         return None
     percentage = int(100 * min(current, total) / total) if total > 0 else 0

@@ -48,7 +48,8 @@ def cli(*args: str, store: str | None, tmp: Path, timeout: float = 90.0,
         env: Mapping[str, str] | None = None) -> Result:
     """`orchestrator [--store URL] ARGS...` run from the demo apps' directory."""
     argv = [console_script(), *(["--store", store] if store else []), *args]
-    proc = subprocess.run(argv, cwd=APPS, env=cli_env(tmp, env), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(argv, cwd=APPS, env=cli_env(tmp, env), capture_output=True, text=True, timeout=timeout,
+                          check=False)  # tests assert on the exit code
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 

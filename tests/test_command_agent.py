@@ -165,7 +165,7 @@ async def test_missing_program_is_not_retryable(tmp_path: Path) -> None:
 async def test_timeout_kills_the_whole_process_group() -> None:
     ctx = FakeAgentContext()
     cmd = CommandAgent("hangs", SPAWNS_GRANDCHILD, timeout=1.5, kill_grace=0.2)
-    with pytest.raises(AgentTimeoutError, match="'hangs' ran past its timeout of 1.5s"):
+    with pytest.raises(AgentTimeoutError, match=r"'hangs' ran past its timeout of 1\.5s"):
         await cmd.run(ctx)
     assert await _wait_until_gone(await _grandchild_pid(ctx))
 

@@ -125,7 +125,7 @@ async def test_wrong_key_schema_raises_schema_error_and_writes_nothing(aws: None
                         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
                         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
     store = make_store("orch-wrong")
-    with pytest.raises(SchemaError, match="orch-wrong.*PK"):
+    with pytest.raises(SchemaError, match=r"orch-wrong.*PK"):
         await store.initialize()
     assert any("key schema" in p for p in await store.check())
     assert client.describe_table(TableName="orch-wrong")["Table"]["ItemCount"] == 0
@@ -135,7 +135,7 @@ async def test_wrong_key_schema_raises_schema_error_and_writes_nothing(aws: None
 @pytest.mark.anyio
 async def test_missing_table_is_a_schema_error_naming_init(aws: None) -> None:
     store = make_store("orch-missing")
-    with pytest.raises(SchemaError, match="orch-missing does not exist in region us-east-1.*orchestrator init"):
+    with pytest.raises(SchemaError, match=r"orch-missing does not exist in region us-east-1.*orchestrator init"):
         await store.get_session("s1")
     await store.aclose()
 

@@ -280,7 +280,7 @@ def test_added_cycle_is_rejected_and_nothing_changes() -> None:
 
 def test_added_unknown_dependency_is_rejected_and_nothing_changes() -> None:
     dag = _dag({"root": ()})
-    with pytest.raises(PipelineDefinitionError, match="depends on unknown task 'rot'.*did you mean 'root'"):
+    with pytest.raises(PipelineDefinitionError, match=r"depends on unknown task 'rot'.*did you mean 'root'"):
         dag.add_tasks([NewTask("ok", "a"), NewTask("x", "a", depends_on=("rot",))])
     assert dag.task_ids == ["root"]
 

@@ -411,18 +411,14 @@ anyio.run(main, sys.argv[1], sys.argv[2], json.loads(sys.argv[3]))
 """
 
 
-@pytest.mark.slow
-@pytest.mark.anyio
-async def test_processes_racing_for_sessions_claim_each_exactly_once(store: SQLiteStore, db_path: Path) -> None:
-    ids = [f"s{i}" for i in range(30)]
-    for sid in ids:
-        await store.create_session(NewSession(sid, "p"), chain(1))
+def _race_claimers(db_path: Path, ids: list[str], count: int = 4) -> list[list[str]]:
+    """Start `count` claimer processes, release them together; the ids each one won."""
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _CLAIMER, str(db_path), f"w{n}", json.dumps(ids)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )
-        for n in range(4)
+        for n in range(count)
     ]
     try:
         for p in procs:
@@ -438,6 +434,16 @@ async def test_processes_racing_for_sessions_claim_each_exactly_once(store: SQLi
             p.stdin.close()
             p.wait(timeout=30)
             p.stdout.close()
+    return won
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_processes_racing_for_sessions_claim_each_exactly_once(store: SQLiteStore, db_path: Path) -> None:
+    ids = [f"s{i}" for i in range(30)]
+    for sid in ids:
+        await store.create_session(NewSession(sid, "p"), chain(1))
+    won = await anyio.to_thread.run_sync(_race_claimers, db_path, ids)  # blocking pipe reads off the event loop
     claimed = [sid for w in won for sid in w]
     assert sorted(claimed) == sorted(ids)
     for sid in ids:

@@ -4,7 +4,7 @@ dict-shaped calls on top of it."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -240,7 +240,7 @@ async def test_dict_api_abandoned_session_is_cancelled(store: Store) -> None:
 
 async def test_dict_api_record_metric_reaches_the_store(store: Store) -> None:
     api = StateAPI(store)
-    at = datetime(2025, 11, 15, 20, 0, tzinfo=timezone.utc)
+    at = datetime(2025, 11, 15, 20, 0, tzinfo=UTC)
     await api.record_metric({"metric_name": "agent_execution_time", "agent_name": "generation",
                              "value": 1.5, "unit": "s", "timestamp": at})
     await api.record_metric({"metric_name": "agent_execution_time", "agent_name": "generation",

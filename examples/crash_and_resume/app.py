@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+from anyio.abc import Process
 
 from examples._common import REPO_ROOT
 from examples.crash_and_resume.pipeline import FAST_LEASE, GATE, pipeline, side_effects
@@ -47,17 +46,15 @@ class CrashRun:
         return sorted(t for t, n in self.runs.items() if n > 1)
 
 
-async def _wait_for(
-    what: str, check: Callable[[], Awaitable[bool]], proc: subprocess.Popen[bytes] | None, timeout: float
-) -> None:
+async def _wait_for(what: str, check: Callable[[], Awaitable[bool]], proc: Process | None, timeout: float) -> None:
     """Poll `check` until true; fail fast if the worker process died first, or after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the worker process exited ({proc.returncode}) before {what}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up after {timeout:g}s waiting for {what}")
-        await anyio.sleep(0.05)
+    with anyio.move_on_after(timeout) as waited:
+        while not await check():
+            if proc is not None and proc.returncode is not None:
+                raise RuntimeError(f"the worker process exited ({proc.returncode}) before {what}")
+            await anyio.sleep(0.05)
+    if waited.cancelled_caught:
+        raise TimeoutError(f"gave up after {timeout:g}s waiting for {what}")
 
 
 async def run_example(store: Store, store_url: str, workdir: Path, *, verbose: bool = False) -> CrashRun:
@@ -66,8 +63,9 @@ async def run_example(store: Store, store_url: str, workdir: Path, *, verbose: b
     workdir.mkdir(parents=True, exist_ok=True)
     sid = await submit(pipeline, {"workdir": str(workdir)}, store=store, options=FAST_LEASE)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, "-m", "examples.crash_and_resume.worker", store_url], cwd=REPO_ROOT,
-                            env=env)
+    # stdin/stdout/stderr=None: the worker shares this terminal, as a separate process would.
+    proc = await anyio.open_process([sys.executable, "-m", "examples.crash_and_resume.worker", store_url],
+                                    cwd=REPO_ROOT, env=env, stdin=None, stdout=None, stderr=None)
     try:
         started = workdir / "started"
 
@@ -81,9 +79,10 @@ async def run_example(store: Store, store_url: str, workdir: Path, *, verbose: b
         say(f"   worker pid {proc.pid} is running slow_a and slow_b: sending SIGKILL")
         os.kill(proc.pid, signal.SIGKILL)
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-        proc.wait()
+        with anyio.CancelScope(shield=True):
+            await proc.aclose()  # reaps the child
     snap = await store.load_session(sid)
     at_kill = {tid: t.status for tid, t in snap.tasks.items()}
     say(f"   stored after the kill: session {snap.session.status.value}, owner {snap.session.lease_owner}; "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 import anyio
 
@@ -25,7 +24,7 @@ async def main(request: str, production: bool, user: str) -> None:
               f"in {art['project_dir']}")
         print(f"zip {art['zip_path']} ({art['size_bytes']} bytes, sha256 {art['sha256'][:12]}...)")
         print(f"history: downloads={out.user_project.download_count} size_mb={out.user_project.size_mb}")
-        day = utc_day(time.time())
+        day = utc_day(store.clock.now())
         for row in await agent_stats(store, day):
             print(f"  {row.agent:<20} runs={row.count} errors={row.errors} mean={row.mean_ms or 0:.1f} ms")
         stats = await project_stats(store, out.project_id, [day])

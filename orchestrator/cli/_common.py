@@ -18,13 +18,15 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import typer
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from orchestrator.errors import (
     ConfigError,
@@ -43,7 +45,9 @@ __all__ = [
     "EXIT_OK",
     "EXIT_STORE",
     "EXIT_USAGE",
+    "STATUS_STYLE",
     "Globals",
+    "add_row",
     "console",
     "decode_cursor",
     "emit_json",
@@ -57,6 +61,7 @@ __all__ = [
     "parse_json_arg",
     "run_async",
     "setup_logging",
+    "status_text",
     "store_config",
 ]
 
@@ -70,9 +75,32 @@ EXIT_STORE = 5
 T = TypeVar("T")
 
 _interactive = sys.stdout.isatty()
-#: Off a terminal, a wide console keeps ids and tables on one line for grep and logs.
-console = Console(width=None if _interactive else 200, soft_wrap=not _interactive)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+# Off a terminal, a wide console keeps ids and tables on one line for grep and logs.
+# Markup is off: ids, errors and reasons come from agents and users and print as written
+# (as markup, `[/path]` raised MarkupError and `[error]` vanished). Style with `style=` or `Text`.
+console = Console(width=None if _interactive else 200, soft_wrap=not _interactive, markup=False)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200, markup=False)
+
+#: The style of each task and session status, wherever one is shown.
+STATUS_STYLE: dict[str, str] = {
+    "PENDING": "blue",
+    "RUNNING": "cyan",
+    "WAITING": "yellow",
+    "COMPLETED": "green",
+    "FAILED": "red",
+    "SKIPPED": "dim",
+    "CANCELLED": "magenta",
+}
+
+
+def status_text(status: str, extra_style: str = "") -> Text:
+    """A status value in its colour (`extra_style`, e.g. "bold", added)."""
+    return Text(status, style=f"{extra_style} {STATUS_STYLE.get(status, '')}".strip())
+
+
+def add_row(table: Table, *cells: str | Text, **kwargs: Any) -> None:
+    """`table.add_row` with every string shown as written, whichever console renders it (never markup)."""
+    table.add_row(*(c if isinstance(c, Text) else Text(c) for c in cells), **kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +232,7 @@ def emit_json(value: Any) -> None:
 def fmt_time(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def encode_cursor(data: Mapping[str, Any]) -> str:

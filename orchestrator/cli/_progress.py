@@ -32,9 +32,10 @@ class SessionWatcher:
         self._progress: Progress | None = None
         self._overall: TaskID | None = None
         if live:
-            console = Console(file=stream)
+            # Descriptions hold agent text (task ids, phases): shown as written, never as markup.
+            console = Console(file=stream, markup=False)
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
                 console=console, transient=False,
             )
             self._overall = self._progress.add_task(f"session {session_id}", total=None)

@@ -10,9 +10,11 @@ import anyio
 import typer
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator.apps import load_pipeline
 from orchestrator.cli._common import (
+    add_row,
     console,
     decode_cursor,
     emit_json,
@@ -22,6 +24,7 @@ from orchestrator.cli._common import (
     jsonable,
     open_cli_store,
     run_async,
+    status_text,
 )
 from orchestrator.durations import format_duration, parse_duration
 from orchestrator.errors import ConfigError, ValidationError
@@ -55,30 +58,29 @@ def _snapshot_json(snap: SessionSnapshot) -> dict[str, Any]:
 def _status_view(snap: SessionSnapshot) -> Table:
     s = snap.session
     done = sum(1 for t in snap.tasks.values() if t.status.value == "COMPLETED")
-    title = (f"{s.session_id}  {s.pipeline} v{s.pipeline_version}  [bold]{s.status.value}[/]  "
-             f"{done}/{len(snap.tasks)} tasks completed")
-    caption = [f"created {fmt_time(s.created_at)}", f"updated {fmt_time(s.updated_at)}", f"fence {s.fence}",
-               f"redrives {s.redrive_count}/{s.max_redrives}"]
+    title = Text.assemble(f"{s.session_id}  {s.pipeline} v{s.pipeline_version}  ",
+                          status_text(s.status.value, "bold"), f"  {done}/{len(snap.tasks)} tasks completed")
+    caption = [Text(f"created {fmt_time(s.created_at)}"), Text(f"updated {fmt_time(s.updated_at)}"),
+               Text(f"fence {s.fence}"), Text(f"redrives {s.redrive_count}/{s.max_redrives}")]
     if s.lease_owner:
-        caption.append(f"owner {s.lease_owner} until {fmt_time(s.lease_expires_at)}")
+        caption.append(Text(f"owner {s.lease_owner} until {fmt_time(s.lease_expires_at)}"))
     if s.project_id:
-        caption.append(f"project {s.project_id}")
+        caption.append(Text(f"project {s.project_id}"))
     if s.needs_human:
-        caption.append(f"[red]needs-human: {s.needs_human_reason}[/]")
+        caption.append(Text(f"needs-human: {s.needs_human_reason}", style="red"))
     if s.reason:
-        caption.append(f"reason: {s.reason}")
-    table = Table(title=title, caption="  ".join(caption), title_justify="left", caption_justify="left")
+        caption.append(Text(f"reason: {s.reason}"))
+    table = Table(title=title, caption=Text("  ").join(caption), title_justify="left", caption_justify="left")
     for col in ("task", "agent", "status", "attempts", "duration", "progress", "last error"):
         table.add_column(col, overflow="fold")
-    style = {"COMPLETED": "green", "FAILED": "red", "RUNNING": "cyan", "WAITING": "yellow", "SKIPPED": "dim"}
     for tid in sorted(snap.tasks, key=lambda t: (snap.tasks[t].started_at or float("inf"), t)):
         t = snap.tasks[tid]
         prog = f"{t.progress.current}/{t.progress.total}" if t.progress.total else "-"
         if t.progress.phase:
             prog += f" {t.progress.phase}"
         err = f"{t.last_error.type.rsplit('.', 1)[-1]}: {t.last_error.message}" if t.last_error else ""
-        table.add_row(tid, t.agent, f"[{style.get(t.status.value, '')}]{t.status.value}[/]",
-                      f"{t.attempt}/{t.max_attempts}", format_duration(t.duration), prog, err[:200])
+        add_row(table, tid, t.agent, status_text(t.status.value), f"{t.attempt}/{t.max_attempts}",
+                format_duration(t.duration), prog, err[:200])
     return table
 
 
@@ -200,8 +202,8 @@ def list_cmd(
         table.add_column(col, overflow="fold")
     for s in sessions:
         note = f"needs-human: {s.needs_human_reason}" if s.needs_human else (s.reason or "")
-        table.add_row(s.session_id, s.pipeline, s.status.value, f"{s.progress.current}/{s.progress.total}",
-                      fmt_time(s.updated_at), s.project_id or "-", note[:120])
+        add_row(table, s.session_id, s.pipeline, status_text(s.status.value),
+                f"{s.progress.current}/{s.progress.total}", fmt_time(s.updated_at), s.project_id or "-", note[:120])
     console.print(table, highlight=False)
     console.print(f"{len(sessions)} session(s)" + (f"; next page: --cursor {next_cursor}" if next_cursor else ""),
                   highlight=False)
@@ -337,17 +339,17 @@ def metrics_cmd(
     for total in daily:
         for s in [*by_agent.get(total.agent, []), total]:
             r = _metric_row(s)
-            table.add_row(s.agent, "day" if r["hour"] is None else f"{s.hour:02d}", str(s.count), str(s.errors),
-                          f"{100 * s.error_rate:.1f}%", _ms(s.mean_ms), _ms(r["p50_ms"]), _ms(r["p95_ms"]),
-                          end_section=r["hour"] is None)
+            add_row(table, s.agent, "day" if r["hour"] is None else f"{s.hour:02d}", str(s.count), str(s.errors),
+                    f"{100 * s.error_rate:.1f}%", _ms(s.mean_ms), _ms(r["p50_ms"]), _ms(r["p95_ms"]),
+                    end_section=r["hour"] is None)
     console.print(table, highlight=False)
     if stats:
         pt = Table(title=f"projects on {day} (UTC)", title_justify="left")
         for col in ("project", "sessions", "completed", "failed", "blocked", "success rate", "mean duration"):
             pt.add_column(col, justify="left" if col == "project" else "right")
         for p in stats:
-            pt.add_row(p.project_id, str(p.total), str(p.completed), str(p.failed), str(p.blocked),
-                       f"{100 * p.success_rate:.1f}%", _ms(p.mean_duration_ms))
+            add_row(pt, p.project_id, str(p.total), str(p.completed), str(p.failed), str(p.blocked),
+                    f"{100 * p.success_rate:.1f}%", _ms(p.mean_duration_ms))
         console.print(pt, highlight=False)
 
 
@@ -375,9 +377,8 @@ def projects_cmd(
     for col in ("project", "name", "tech stack", "size", "downloads", "last accessed", "file"):
         table.add_column(col, overflow="fold")
     for p in found:
-        table.add_row(p.project_id, p.project_name, ", ".join(p.tech_stack) or "-", f"{p.size_mb:g} MB",
-                      str(p.download_count), fmt_time(p.last_accessed),
-                      p.file_path or "-")
+        add_row(table, p.project_id, p.project_name, ", ".join(p.tech_stack) or "-", f"{p.size_mb:g} MB",
+                str(p.download_count), fmt_time(p.last_accessed), p.file_path or "-")
     console.print(table, highlight=False)
     console.print(f"{len(found)} project(s) of user {user}"
                   + (f"; next page: --cursor {next_cursor}" if next_cursor else ""), highlight=False)

@@ -68,7 +68,7 @@ async def _watched(store: Store, session_id: str, as_json: bool,
             tg.start_soon(lambda: poll_session(store, watcher, stop, created_after=created_after))
             try:
                 outcome.append(await body())
-            except Exception as exc:  # re-raised below, outside the task group
+            except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group
                 failure.append(exc)
             finally:
                 stop.set()

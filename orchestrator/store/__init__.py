@@ -15,7 +15,7 @@ from orchestrator.store.protocol import Store, WriteResult
 from orchestrator.store.records import *  # noqa: F403
 from orchestrator.store.records import __all__ as _records_all
 
-__all__ = [
+__all__ = [  # noqa: PLE0604 - the records' names, spliced from their own __all__
     "DynamoDBConfig",
     "SQLiteConfig",
     "Store",

@@ -534,7 +534,7 @@ class MetricSummary:
             sum_ms=self.sum_ms + other.sum_ms,
             min_ms=min(mins) if mins else None,
             max_ms=max(maxes) if maxes else None,
-            buckets=tuple(a + b for a, b in zip(mine, theirs)),
+            buckets=tuple(a + b for a, b in zip(mine, theirs, strict=True)),
         )
 
 

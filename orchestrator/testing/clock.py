@@ -10,8 +10,9 @@ __all__ = ["FakeClock"]
 class FakeClock:
     """Manual time for leases, heartbeats and backoff, without real sleeping.
 
-    `now()` returns the fake time; `sleep(s)` returns once `advance()` has moved the
-    time `s` seconds past the call (or at once for `s <= 0`, after a checkpoint).
+    `now()` and `monotonic()` return the fake time; `sleep(s)` returns once `advance()`
+    has moved the time `s` seconds past the call (or at once for `s <= 0`, after a
+    checkpoint).
     Only use it within one event loop.
     """
 
@@ -20,6 +21,10 @@ class FakeClock:
         self._changed = anyio.Event() if _in_loop() else None
 
     def now(self) -> float:
+        return self._now
+
+    def monotonic(self) -> float:
+        """The fake time: it never goes back, so it serves as the monotonic reading too."""
         return self._now
 
     def set(self, ts: float) -> None:
@@ -55,6 +60,6 @@ class FakeClock:
 def _in_loop() -> bool:
     try:
         anyio.get_current_task()
-    except Exception:
+    except RuntimeError:  # no event loop (anyio's NoEventLoopError, sniffio's error before it)
         return False
     return True

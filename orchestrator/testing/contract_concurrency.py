@@ -99,7 +99,7 @@ def _race(open_one: Callable[[], Store], session_ids: list[str], n: int) -> list
     def run(i: int) -> None:
         try:
             anyio.run(contend, i)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - the test asserts `failures` is empty
             failures.append(exc)
             start.abort()
 
@@ -131,7 +131,7 @@ class ConcurrencyContract:
             await make_session(store, sid)
         rounds = await anyio.to_thread.run_sync(
             lambda: _race(lambda: self.open_contender(store_url), sids, CONTENDERS))
-        for sid, results in zip(sids, rounds):
+        for sid, results in zip(sids, rounds, strict=True):
             winners = [r for r in results if r is not None]
             assert len(winners) == 1, f"{sid}: {len(winners)} winners {winners!r}"
             s = await store.get_session(sid)

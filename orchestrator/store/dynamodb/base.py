@@ -58,7 +58,7 @@ async def gather(funcs: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
     async def run(i: int, fn: Callable[[], Awaitable[T]]) -> None:
         try:
             results[i] = await fn()
-        except Exception as exc:  # collected and re-raised below, first one wins
+        except Exception as exc:  # noqa: BLE001 - collected and re-raised below, first one wins
             errors.append(exc)
 
     async with anyio.create_task_group() as tg:

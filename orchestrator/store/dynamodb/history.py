@@ -13,6 +13,7 @@ from orchestrator.store.dynamodb.base import DynamoDBBase, gather
 from orchestrator.store.dynamodb.connection import DynamoCallError
 from orchestrator.store.dynamodb.models import event_sk, pipeline_key, session_pk
 from orchestrator.store.records import Event, MetricSummary, Page, PipelineDefinition
+from datetime import UTC
 
 __all__ = ["HistoryOps"]
 
@@ -100,9 +101,9 @@ class HistoryOps(DynamoDBBase):
 
 
 def _day_start(day: str) -> float:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     try:
-        return datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp()
+        return datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
     except ValueError:
         raise ValidationError(f"metric day {day!r} is not YYYY-MM-DD") from None

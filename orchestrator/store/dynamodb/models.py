@@ -367,7 +367,7 @@ def bind_models(config: DynamoDBConfig, meta_table: dict[str, Any]) -> Models:
 
     def bind(base: type[Any]) -> Any:
         cls = type(f"{base.__name__}_{config.table_name}", (base,), {"Meta": Meta, "__module__": __name__})
-        setattr(cls, "_connection", table_conn)  # one botocore client for every item class of the store
+        cls._connection = table_conn  # one botocore client for every item class of the store
         return cls
 
     return Models(

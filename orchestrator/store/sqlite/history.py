@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from orchestrator.codec import Codec
@@ -85,7 +85,7 @@ def read_events(
 def hour_start(day: str, hour: int) -> float:
     """Epoch seconds of `day` (YYYY-MM-DD, UTC) at `hour`; ValidationError for a bad one."""
     try:
-        start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp()
+        start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
     except (ValueError, TypeError):
         raise ValidationError(f"metric day {day!r} is not a date; use YYYY-MM-DD (UTC)") from None
     if not isinstance(hour, int) or not 0 <= hour <= 23:

@@ -271,8 +271,8 @@ def file_problems(path: Path) -> list[str]:
     """
     if not path.exists():
         return [
-            f"store file {path} does not exist; it is created on first use (e.g. run any "
-            f"`orchestrator` command, or `await store.initialize()`)"
+            (f"store file {path} does not exist; it is created on first use (e.g. run any "
+             f"`orchestrator` command, or `await store.initialize()`)")
         ]
     problems: list[str] = []
     if not os.access(path, os.R_OK | os.W_OK):

@@ -43,7 +43,6 @@ __all__ = [
     "TaskRow",
     "adopt",
     "apply_writes",
-    "check_graph",
     "insert_tasks",
     "read_task",
     "stage_tasks",

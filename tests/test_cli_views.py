@@ -1,0 +1,162 @@
+"""The table views of the CLI (not `--json`): every status shown, agent text shown as written.
+
+`status` once rendered a PENDING or CANCELLED task as `[]PENDING[/]` and crashed with
+rich's MarkupError; agent and user text (errors, reasons, phases) was parsed as markup,
+so `[/path]` crashed `status` and `list` and `[error]` vanished. These tests seed a
+SQLite store with every task status and such text, then run the installed script.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+from cli_helpers import Result, cli
+from rich.console import Console
+from rich.style import Style
+from rich.text import Text
+
+from orchestrator.cli._common import STATUS_STYLE
+from orchestrator.cli.inspect import _status_view
+from orchestrator.store import (
+    ErrorInfo,
+    NewSession,
+    NewTask,
+    Progress,
+    SessionSnapshot,
+    SessionStatus,
+    TaskStatus,
+    TaskWrite,
+    TaskWriteKind,
+    open_store,
+)
+
+# Agent and user text that rich would read as markup: a closing tag, an unknown style, a real one.
+ERROR = "cannot write [/tmp/out.txt]: [error] disk full"
+RETRY_ERROR = "flaky [/dev/null] [error] retry me"
+PHASE = "copying [/src] to [bold]dist[/bold]"
+SKIP_REASON = "upstream [/path] failed"
+REASON = "task [t-1] failed: [/var/log/x] [error]"
+NEEDS_HUMAN = "look at [/etc/app.conf] [error] by hand"
+CANCEL_REASON = "stopped by [/admin] [error]"
+
+ALL = "all-statuses"
+FLAGGED = "flagged"
+CANCELLED = "cancelled"
+
+
+def _task(status: TaskStatus) -> str:
+    return f"t-{status.value.lower()}"
+
+
+async def _seed(url: str) -> SessionSnapshot:
+    """Three sessions: one with a task in each status, one FAILED and flagged, one CANCELLED."""
+    async with open_store(url) as store:
+        await store.initialize()
+        await store.create_session(NewSession(ALL, "views", project_id="proj"),
+                                   [NewTask(_task(s), "agent-x") for s in TaskStatus])
+        lease = await store.claim_session(ALL, "seeder", 600)
+        started = [TaskStatus.RUNNING, TaskStatus.WAITING, TaskStatus.COMPLETED, TaskStatus.FAILED,
+                   TaskStatus.CANCELLED, TaskStatus.PENDING]
+        await store.write_tasks(lease, [
+            *(TaskWrite(TaskWriteKind.START, _task(s), 1) for s in started),
+            TaskWrite(TaskWriteKind.SKIP, _task(TaskStatus.SKIPPED), 0, reason=SKIP_REASON),
+        ])
+        now = store.clock.now()
+        await store.write_tasks(lease, [
+            TaskWrite(TaskWriteKind.PROGRESS, _task(TaskStatus.RUNNING), 1, progress=Progress(1, 3, phase=PHASE)),
+            TaskWrite(TaskWriteKind.WAIT, _task(TaskStatus.WAITING), 1),
+            TaskWrite(TaskWriteKind.COMPLETE, _task(TaskStatus.COMPLETED), 1, output={"ok": True}),
+            TaskWrite(TaskWriteKind.FAIL, _task(TaskStatus.FAILED), 1,
+                      error=ErrorInfo("builtins.RuntimeError", ERROR, retryable=False)),
+            TaskWrite(TaskWriteKind.CANCEL, _task(TaskStatus.CANCELLED), 1, reason=CANCEL_REASON),
+            TaskWrite(TaskWriteKind.RETRY, _task(TaskStatus.PENDING), 1,
+                      error=ErrorInfo("builtins.OSError", RETRY_ERROR), not_before=now + 3600),
+        ])
+
+        await store.create_session(NewSession(FLAGGED, "views"), [NewTask("t-1", "agent-x")])
+        flagged = await store.claim_session(FLAGGED, "seeder", 600)
+        await store.finish_session(flagged, SessionStatus.FAILED, REASON, needs_human_reason=NEEDS_HUMAN)
+
+        await store.create_session(NewSession(CANCELLED, "views"), [NewTask("t-1", "agent-x")])
+        await store.request_cancel(CANCELLED, CANCEL_REASON)
+        return await store.load_session(ALL)
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> tuple[str, SessionSnapshot]:
+    url = f"sqlite://{tmp_path / 'views.db'}"
+    snap = anyio.run(_seed, url)
+    assert {t.task_id: t.status for t in snap.tasks.values()} == {_task(s): s for s in TaskStatus}
+    return url, snap
+
+
+def _shown(result: Result) -> str:
+    """stdout with runs of whitespace as one space: a table may wrap a caption at any space."""
+    assert result.code == 0 and "Traceback" not in result.err, result.err
+    return " ".join(result.out.split())
+
+
+def test_status_shows_every_task_status_and_agent_text_as_written(
+    seeded: tuple[str, SessionSnapshot], tmp_path: Path
+) -> None:
+    url, _ = seeded
+    result = cli("status", ALL, store=url, tmp=tmp_path)
+    shown = _shown(result)
+    for status in TaskStatus:
+        [row] = [line for line in result.out.splitlines() if f" {_task(status)} " in line]
+        assert status.value in row, row
+    assert f"RuntimeError: {ERROR}" in shown
+    assert f"OSError: {RETRY_ERROR}" in shown
+    assert f"1/3 {PHASE}" in shown
+    assert "[error]" in shown and "[/tmp/out.txt]" in shown
+
+
+def test_status_shows_reason_and_needs_human_as_written(seeded: tuple[str, SessionSnapshot], tmp_path: Path) -> None:
+    url, _ = seeded
+    shown = _shown(cli("status", FLAGGED, store=url, tmp=tmp_path))
+    assert f"needs-human: {NEEDS_HUMAN}" in shown and f"reason: {REASON}" in shown and "FAILED" in shown
+    cancelled = _shown(cli("status", CANCELLED, store=url, tmp=tmp_path))
+    assert f"reason: {CANCEL_REASON}" in cancelled and "CANCELLED" in cancelled
+
+
+def test_list_shows_every_session_and_its_note_as_written(seeded: tuple[str, SessionSnapshot], tmp_path: Path) -> None:
+    url, _ = seeded
+    shown = _shown(cli("list", store=url, tmp=tmp_path))
+    for sid, status in ((ALL, "RUNNING"), (FLAGGED, "FAILED"), (CANCELLED, "CANCELLED")):
+        assert f"{sid} " in shown and status in shown
+    assert f"needs-human: {NEEDS_HUMAN}" in shown and CANCEL_REASON in shown
+    assert "3 session(s)" in shown
+    flagged = _shown(cli("list", "--needs-human", store=url, tmp=tmp_path))
+    assert NEEDS_HUMAN in flagged and CANCEL_REASON not in flagged
+
+
+def test_a_failed_run_prints_the_agent_error_as_written(tmp_path: Path) -> None:
+    marker = f"{tmp_path}/[error]/[/missing]"
+    ran = cli("run", "demo_app:flaky", "--input", json.dumps({"marker": marker}), "--session-id", "bad",
+              store=f"sqlite://{tmp_path / 'run.db'}", tmp=tmp_path)
+    assert ran.code == 1 and "Traceback" not in ran.err, ran.err
+    assert "session bad FAILED" in ran.out and marker in ran.out
+
+
+def test_every_status_has_a_style() -> None:
+    assert {s.value for s in TaskStatus} | {s.value for s in SessionStatus} <= set(STATUS_STYLE)
+    assert all(STATUS_STYLE.values())
+
+
+def test_the_status_view_colours_each_status_and_keeps_text_literal(seeded: tuple[str, SessionSnapshot]) -> None:
+    _, snap = seeded
+    out = io.StringIO()
+    console = Console(file=out, width=220, force_terminal=True, color_system="standard", markup=True)
+    segments = list(console.render(_status_view(snap)))
+    for status in TaskStatus:
+        expected = Style.parse(STATUS_STYLE[status.value])
+        styles = [seg.style for seg in segments if seg.text.strip() == status.value and seg.style is not None]
+        assert any(style + expected == style for style in styles), (status, styles)
+    # Even a console with markup on shows the stored text, because the view holds Text, not markup.
+    console.print(_status_view(snap))
+    plain = Text.from_ansi(out.getvalue()).plain
+    assert ERROR in " ".join(plain.split())
