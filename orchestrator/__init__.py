@@ -22,7 +22,7 @@ covers every module under it. Move a module, and update this map.
                  orchestrator/events.py         session events, buffered and written in batches
     state        orchestrator/state/            recording external sessions without a scheduler
     metrics      orchestrator/metrics.py        per-writer metric counters, flushed to the store
-    graph        orchestrator/graph.py          Pipeline, validation, ready sets (networkx)
+    graph        orchestrator/graph/            Pipeline (validated), DagState (ready sets), render
     store        orchestrator/store/            Store protocol (role protocols), records, config
                  orchestrator/store/rules/      the rulebook: every decision, pure, both backends call it
                  orchestrator/store/sqlite/     the embedded backend (module names match dynamodb/)

@@ -324,8 +324,8 @@ def _run_to_completion(spec: dict[str, tuple[str, ...]], limit: int | None) -> D
 
 
 def _lines_executed(fn: Callable[[], object]) -> int:
-    """Python lines run inside orchestrator/graph.py: a machine-independent operation count."""
-    import orchestrator.graph as graph_module
+    """Python lines run inside orchestrator/graph/dag.py: a machine-independent operation count."""
+    import orchestrator.graph.dag as graph_module
 
     target = graph_module.__file__
     count = 0

@@ -367,7 +367,9 @@ def bind_models(config: DynamoDBConfig, meta_table: dict[str, Any]) -> Models:
 
     def bind(base: type[Any]) -> Any:
         cls = type(f"{base.__name__}_{config.table_name}", (base,), {"Meta": Meta, "__module__": __name__})
-        cls._connection = table_conn  # one botocore client for every item class of the store
+        # One botocore client for every item class of the store; `type()` made the class, so
+        # mypy cannot see the attribute PynamoDB reads.
+        setattr(cls, "_connection", table_conn)  # noqa: B010
         return cls
 
     return Models(
