@@ -18,11 +18,10 @@
     │   └── SchemaError                    wrong table schema, foreign or newer item
     ├── ConflictError                      a conditional write was rejected
     │   ├── ClaimRejectedError             the session is not claimable now
+    │   │   └── RedriveLimitError          a FAILED session used its redrives, or needs a person
     │   ├── LeaseLostError                 a newer owner holds the session (fence moved)
     │   ├── TaskCompletedError             the task was already completed
     │   └── SessionStateError              the session is not in a state that allows it
-    ├── RedriveLimitError                  a failed session used up its redrives
-    └── SessionCancelledError              a stored cancel request stopped the run
 
 The agent-facing exceptions (`NonRetryableError`, `SignalTimeoutError`, ...) are
 defined in `agents.errors` and re-exported here. This module imports only the stdlib
@@ -64,7 +63,6 @@ __all__ = [
     "RedriveLimitError",
     "SchemaError",
     "SerializationError",
-    "SessionCancelledError",
     "SessionNotFoundError",
     "SessionStateError",
     "SignalTimeoutError",
@@ -286,9 +284,6 @@ class SessionStateError(ConflictError):
         )
 
 
-class RedriveLimitError(OrchestratorError):
-    """A failed session used all its redrives and is flagged for a person to look at."""
-
-
-class SessionCancelledError(OrchestratorError):
-    """A stored cancel request stopped the session."""
+class RedriveLimitError(ClaimRejectedError):
+    """A FAILED session used all its redrives or is flagged needs-human: only a person's
+    forced resume (`orchestrator resume SESSION --force`) takes it again."""

@@ -32,7 +32,6 @@ from orchestrator.errors import (
     ConfigError,
     ConflictError,
     NotFoundError,
-    RedriveLimitError,
     StoreError,
     ValidationError,
 )
@@ -173,7 +172,7 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_USAGE
     if isinstance(exc, NotFoundError):
         return EXIT_NOT_FOUND
-    if isinstance(exc, (ConflictError, RedriveLimitError)):
+    if isinstance(exc, ConflictError):
         return EXIT_CONFLICT
     if isinstance(exc, (StoreError, ConnectionError)):
         return EXIT_STORE

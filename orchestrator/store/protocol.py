@@ -53,7 +53,7 @@ from orchestrator.store.records import (
     WriteOutcome,
 )
 
-__all__ = ["Store", "WriteResult"]
+__all__ = ["HistoryStore", "ProjectStore", "SessionStore", "Store", "StoreLifecycle", "WriteResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +70,8 @@ class WriteResult:
 
 
 @runtime_checkable
-class Store(Protocol):
-    """Durable state of sessions, tasks, edges, signals, events, metrics, pipelines, projects."""
+class StoreLifecycle(Protocol):
+    """Where the data lives, and opening and closing it."""
 
     codec: Codec
     clock: Clock
@@ -92,7 +92,7 @@ class Store(Protocol):
         """Release connections and threads; the store is unusable afterwards."""
         ...
 
-    async def __aenter__(self) -> Store:
+    async def __aenter__(self) -> StoreLifecycle:
         """`initialize()`, then the store itself."""
         ...
 
@@ -101,6 +101,14 @@ class Store(Protocol):
     ) -> None:
         """`aclose()`."""
         ...
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """What a runner needs: sessions, their tasks and signals, and listing them."""
+
+    codec: Codec
+    clock: Clock
 
     # -- sessions ---------------------------------------------------------------------
 
@@ -249,6 +257,11 @@ class Store(Protocol):
         """A project's sessions, newest first."""
         ...
 
+
+@runtime_checkable
+class HistoryStore(Protocol):
+    """What a session leaves besides its state: events, metrics, pipeline definitions, retention."""
+
     # -- events -------------------------------------------------------------------------
 
     async def append_events(self, events: Sequence[Event]) -> None:
@@ -277,7 +290,24 @@ class Store(Protocol):
         """Counters for one day (`YYYY-MM-DD`, UTC) per hour/name/agent, summed over writers."""
         ...
 
-    # -- user project history -------------------------------------------------------------
+    # -- pipelines and retention ----------------------------------------------------------
+
+    async def put_pipeline(self, definition: PipelineDefinition) -> None:
+        """Store a pipeline definition; the same name/version with another shape is refused."""
+        ...
+
+    async def get_pipeline(self, name: str, version: str) -> PipelineDefinition:
+        ...
+
+    async def purge(self, *, ended_before: float) -> PurgeReport:
+        """Delete sessions that ended before the bound and expired events/metrics."""
+        ...
+
+
+@runtime_checkable
+class ProjectStore(Protocol):
+    """The users' project history (not tied to sessions, never purged with them)."""
+
 
     async def put_user_project(self, record: UserProjectRecord) -> UserProjectRecord:
         """Create or update a user's project (the descriptive fields); returns it as stored.
@@ -309,15 +339,16 @@ class Store(Protocol):
         """
         ...
 
-    # -- pipelines and retention ----------------------------------------------------------
 
-    async def put_pipeline(self, definition: PipelineDefinition) -> None:
-        """Store a pipeline definition; the same name/version with another shape is refused."""
-        ...
+@runtime_checkable
+class Store(StoreLifecycle, SessionStore, HistoryStore, ProjectStore, Protocol):
+    """Durable state of sessions, tasks, edges, signals, events, metrics, pipelines, projects.
 
-    async def get_pipeline(self, name: str, version: str) -> PipelineDefinition:
-        ...
+    Composed of role protocols, so a wrapper or a third-party backend can implement only
+    the role it serves (`SessionStore` for a runner, `HistoryStore`, `ProjectStore`) and
+    pass that role's contract suite (`orchestrator.testing.contract`).
+    """
 
-    async def purge(self, *, ended_before: float) -> PurgeReport:
-        """Delete sessions that ended before the bound and expired events/metrics."""
+    async def __aenter__(self) -> Store:
+        """`initialize()`, then the store itself."""
         ...

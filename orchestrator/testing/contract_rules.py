@@ -21,9 +21,11 @@ from orchestrator.errors import (
     ClaimRejectedError,
     CycleError,
     PayloadTooLargeError,
+    RedriveLimitError,
     ValidationError,
 )
 from orchestrator.store import (
+    ClaimPolicy,
     Lease,
     NewSession,
     NewTask,
@@ -62,10 +64,18 @@ class RulebookContract:
         cancelled = await store.request_cancel("s1", "given up")
         assert (cancelled.status, cancelled.reason, cancelled.fence) == (SessionStatus.CANCELLED, "given up", 2)
         assert (await store.get_session("s1")).status is SessionStatus.CANCELLED
-        from orchestrator.store import ClaimPolicy
-
         with pytest.raises(ClaimRejectedError):
             await store.claim_session("s1", "w2", LEASE, ClaimPolicy(redrive_failed=True, force=True))
+
+    async def test_a_redrive_past_the_limit_raises_redrive_limit_until_forced(self, store: Store) -> None:
+        await make_session(store, max_redrives=0)
+        lease = await store.claim_session("s1", "w1", LEASE)
+        await store.finish_session(lease, SessionStatus.FAILED, "boom")
+        with pytest.raises(RedriveLimitError) as info:
+            await store.claim_session("s1", "w2", LEASE, ClaimPolicy(redrive_failed=True))
+        assert "--force" in str(info.value)
+        forced = await store.claim_session("s1", "w2", LEASE, ClaimPolicy(redrive_failed=True, force=True))
+        assert forced.fence == 2
 
     # -- creation ----------------------------------------------------------------------------
 

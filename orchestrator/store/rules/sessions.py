@@ -26,7 +26,13 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from orchestrator.clock import format_ts
-from orchestrator.errors import ClaimRejectedError, LeaseLostError, SessionStateError, ValidationError
+from orchestrator.errors import (
+    ClaimRejectedError,
+    LeaseLostError,
+    RedriveLimitError,
+    SessionStateError,
+    ValidationError,
+)
 from orchestrator.store.records import (
     ClaimPolicy,
     Lease,
@@ -324,7 +330,10 @@ class Claim(SessionOp[Lease]):
         assert current is not None
         refusal = claim_refusal(current, now, self.policy)
         if refusal is not None:
-            raise ClaimRejectedError.because(refusal, session_id=current.session_id, owner=current.lease_owner,
+            redrive_blocked = (current.status is SessionStatus.FAILED and self.policy.redrive_failed
+                               and (current.needs_human or current.redrive_count >= current.max_redrives))
+            error = RedriveLimitError if redrive_blocked else ClaimRejectedError
+            raise error.because(refusal, session_id=current.session_id, owner=current.lease_owner,
                                              fence=current.fence, status=current.status.value,
                                              expires_at=current.lease_expires_at)
         # The decision read these fields; the write holds only while they are unchanged.

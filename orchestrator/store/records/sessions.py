@@ -1,80 +1,19 @@
-"""The values the Store protocol speaks in: sessions, tasks, edges, leases, events, metrics,
-and the users' project history.
-
-Frozen dataclasses, checked in `__post_init__`, with decoded JSON values (never the
-encoded text and never a backend key). Times are UTC epoch seconds.
-"""
+"""Sessions, tasks, edges, signals, leases and task writes, as the Store protocol speaks them."""
 
 from __future__ import annotations
 
 import enum
 import hashlib
-import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from orchestrator.errors import ValidationError
+from orchestrator.store.records.base import SCHEMA_VERSION, check_id
 
-__all__ = [
-    "ATTEMPT_HISTORY_LIMIT",
-    "LATENCY_BUCKETS_MS",
-    "SCHEMA_VERSION",
-    "AttemptRecord",
-    "ChunkRef",
-    "ClaimPolicy",
-    "Edge",
-    "ErrorInfo",
-    "Event",
-    "Lease",
-    "MetricSample",
-    "MetricSummary",
-    "NewSession",
-    "NewTask",
-    "OwnerKind",
-    "Page",
-    "PipelineDefinition",
-    "Progress",
-    "ProjectStats",
-    "PurgeReport",
-    "SessionRecord",
-    "SessionSnapshot",
-    "SessionStatus",
-    "SignalRecord",
-    "StoreDescription",
-    "TaskRecord",
-    "TaskStatus",
-    "TaskWrite",
-    "TaskWriteKind",
-    "UserProjectRecord",
-    "WriteOutcome",
-    "bucket_index",
-    "check_id",
-    "percentile_from_buckets",
-]
-
-#: Version written on every item/row; a newer one is refused by older code.
-SCHEMA_VERSION = 1
-#: Attempt history kept per task (oldest dropped).
-ATTEMPT_HISTORY_LIMIT = 10
-#: Upper bounds (ms) of the fixed log-scale latency buckets; a last bucket catches the rest.
-LATENCY_BUCKETS_MS: tuple[float, ...] = tuple(float(2**i) for i in range(0, 25))  # 1 ms .. ~4.7 h
-
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
-
-
-def check_id(kind: str, value: str, where: str = "") -> str:
-    """Ids go into keys: letters, digits and `_ . : @ -`, at most 128, no '#'."""
-    if not isinstance(value, str) or not _ID_RE.match(value):
-        at = f" in {where}" if where else ""
-        raise ValidationError(
-            f"{kind} id {value!r}{at} is not valid: use 1-128 letters, digits or _ . : @ -, "
-            f"starting with a letter or digit (no '#', '/', or spaces)",
-            field=kind,
-        )
-    return value
-
+__all__ = ["AttemptRecord", "ChunkRef", "ClaimPolicy", "Edge", "ErrorInfo", "Lease", "NewSession", "NewTask",
+           "OwnerKind", "PipelineDefinition", "Progress", "SessionRecord", "SessionSnapshot", "SessionStatus",
+           "SignalRecord", "TaskRecord", "TaskStatus", "TaskWrite", "TaskWriteKind", "WriteOutcome"]
 
 class SessionStatus(str, enum.Enum):
     PENDING = "PENDING"
@@ -431,182 +370,6 @@ class WriteOutcome(str, enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
-    session_id: str
-    kind: str  # "log", "retry", "lease", "signal", "cancel", ...
-    at: float
-    task_id: str | None = None
-    message: str = ""
-    data: Mapping[str, Any] = field(default_factory=dict)
-    writer: str = ""
-    seq: int = 0  # per writer; with `at` and `writer` it makes the event key unique
-    level: str = "INFO"
-
-    @property
-    def cursor(self) -> str:
-        return f"{self.at:017.6f}#{self.writer}#{self.seq:010d}"
-
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: tuple[T, ...]
-    cursor: str | None  # pass back for the next page; None when exhausted
-
-
-def bucket_index(duration_ms: float) -> int:
-    """Index of the log-scale latency bucket for a duration."""
-    if duration_ms <= LATENCY_BUCKETS_MS[0]:
-        return 0
-    idx = math.ceil(math.log2(duration_ms))
-    return min(idx, len(LATENCY_BUCKETS_MS))
-
-
-def percentile_from_buckets(buckets: Sequence[int], q: float) -> float | None:
-    """Upper bound (ms) of the bucket holding quantile `q` (0..1); None when empty."""
-    total = sum(buckets)
-    if total == 0:
-        return None
-    rank = max(1, math.ceil(q * total))
-    seen = 0
-    for i, count in enumerate(buckets):
-        seen += count
-        if seen >= rank:
-            return LATENCY_BUCKETS_MS[i] if i < len(LATENCY_BUCKETS_MS) else math.inf
-    return math.inf
-
-
-@dataclass(frozen=True, slots=True)
-class MetricSample:
-    """One observation; writers aggregate samples per (day, hour, name, agent)."""
-
-    name: str  # e.g. "task" (agent executions), "session" (per project outcomes)
-    agent: str  # agent name, or "project:<pid>" for project aggregates
-    at: float
-    duration_ms: float | None = None
-    error: bool = False
-    blocked: bool = False
-    value: float | None = None  # a free-form value summed as `sum` when no duration
-
-
-@dataclass(frozen=True, slots=True)
-class MetricSummary:
-    """Counters for one (day, hour, name, agent), summed over writers by the reader."""
-
-    day: str
-    hour: int
-    name: str
-    agent: str
-    count: int = 0
-    errors: int = 0
-    blocked: int = 0
-    sum_ms: float = 0.0
-    min_ms: float | None = None
-    max_ms: float | None = None
-    buckets: tuple[int, ...] = ()
-
-    @property
-    def mean_ms(self) -> float | None:
-        timed = sum(self.buckets)
-        return self.sum_ms / timed if timed else None
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.count if self.count else 0.0
-
-    def percentile(self, q: float) -> float | None:
-        return percentile_from_buckets(self.buckets, q)
-
-    def plus(self, other: MetricSummary) -> MetricSummary:
-        """Both counters summed under this summary's key: sums, min of mins, max of maxes."""
-        width = max(len(self.buckets), len(other.buckets))
-        mine = (*self.buckets, *([0] * (width - len(self.buckets))))
-        theirs = (*other.buckets, *([0] * (width - len(other.buckets))))
-        mins = [m for m in (self.min_ms, other.min_ms) if m is not None]
-        maxes = [m for m in (self.max_ms, other.max_ms) if m is not None]
-        return replace(
-            self,
-            count=self.count + other.count,
-            errors=self.errors + other.errors,
-            blocked=self.blocked + other.blocked,
-            sum_ms=self.sum_ms + other.sum_ms,
-            min_ms=min(mins) if mins else None,
-            max_ms=max(maxes) if maxes else None,
-            buckets=tuple(a + b for a, b in zip(mine, theirs, strict=True)),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectStats:
-    project_id: str
-    total: int
-    completed: int
-    failed: int
-    blocked: int
-    mean_duration_ms: float | None
-
-    @property
-    def success_rate(self) -> float:
-        done = self.completed + self.failed
-        return self.completed / done if done else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class UserProjectRecord:
-    """One project in a user's history: what was generated, and its downloads.
-
-    `put_user_project` writes the descriptive fields; `download_count` and
-    `last_accessed` move only through `record_download`. The store stamps the times.
-    """
-
-    user_id: str
-    project_id: str
-    project_name: str
-    description: str = ""
-    tech_stack: tuple[str, ...] = ()
-    file_path: str | None = None
-    size_mb: float = 0.0
-    download_count: int = 0
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    last_accessed: float | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    schema_version: int = SCHEMA_VERSION
-
-    def __post_init__(self) -> None:
-        check_id("user", self.user_id)
-        check_id("project", self.project_id)
-        what = f"project {self.project_id} of user {self.user_id}"
-        ids = {"user_id": self.user_id, "project_id": self.project_id}
-        if not isinstance(self.project_name, str) or not self.project_name:
-            raise ValidationError(f"{what} has no project_name; pass a non-empty string", field="project_name", **ids)
-        if not isinstance(self.description, str):
-            raise ValidationError(f"{what}: description must be a string, got {self.description!r}",
-                                  field="description", **ids)
-        if isinstance(self.tech_stack, str) or not all(isinstance(t, str) and t for t in self.tech_stack):
-            raise ValidationError(f"{what}: tech_stack must be a list of non-empty strings, got {self.tech_stack!r}",
-                                  field="tech_stack", **ids)
-        object.__setattr__(self, "tech_stack", tuple(self.tech_stack))
-        if self.file_path is not None and not isinstance(self.file_path, str):
-            raise ValidationError(f"{what}: file_path must be a string or None, got {self.file_path!r}",
-                                  field="file_path", **ids)
-        for name in ("size_mb", "created_at", "updated_at", "last_accessed"):
-            value = getattr(self, name)
-            if value is None and name == "last_accessed":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValidationError(f"{what}: {name}={value!r} must be a finite number >= 0", field=name, **ids)
-        if isinstance(self.download_count, bool) or not isinstance(self.download_count, int) or self.download_count < 0:
-            raise ValidationError(f"{what}: download_count={self.download_count!r} must be an integer >= 0",
-                                  field="download_count", **ids)
-        if not isinstance(self.metadata, Mapping):
-            raise ValidationError(f"{what}: metadata must be a mapping, got {type(self.metadata).__name__}",
-                                  field="metadata", **ids)
-
-
-@dataclass(frozen=True, slots=True)
 class PipelineDefinition:
     """A pipeline's stored shape, so a resumed session can be checked against the code."""
 
@@ -621,23 +384,3 @@ class PipelineDefinition:
         for t in sorted(self.tasks, key=lambda t: t.task_id):
             h.update(f"{t.task_id}|{t.agent}|{t.priority}|{','.join(sorted(t.depends_on))}\n".encode())
         return h.hexdigest()[:16]
-
-
-@dataclass(frozen=True, slots=True)
-class PurgeReport:
-    sessions: int
-    items: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoreDescription:
-    """Where a store keeps its data, for messages and `orchestrator doctor`."""
-
-    backend: str  # "sqlite" | "dynamodb"
-    location: str  # file path, or table name
-    region: str | None = None
-    endpoint: str | None = None
-
-    def __str__(self) -> str:
-        extra = "".join(f", {k}={v}" for k, v in (("region", self.region), ("endpoint", self.endpoint)) if v)
-        return f"{self.backend}:{self.location}{extra}"

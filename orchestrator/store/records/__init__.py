@@ -1,0 +1,86 @@
+"""The values the Store protocol speaks in: sessions, tasks, edges, leases, events, metrics,
+and the users' project history.
+
+Frozen dataclasses, checked in `__post_init__`, with decoded JSON values (never the
+encoded text and never a backend key). Times are UTC epoch seconds. `base` holds ids
+and the schema version, `sessions` what a runner reads and writes, `history` events,
+metrics and the users' project history.
+"""
+
+from orchestrator.store.records.base import (
+    ATTEMPT_HISTORY_LIMIT,
+    LATENCY_BUCKETS_MS,
+    SCHEMA_VERSION,
+    Page,
+    PurgeReport,
+    StoreDescription,
+    check_id,
+)
+from orchestrator.store.records.history import (
+    Event,
+    MetricSample,
+    MetricSummary,
+    ProjectStats,
+    UserProjectRecord,
+    bucket_index,
+    percentile_from_buckets,
+)
+from orchestrator.store.records.sessions import (
+    AttemptRecord,
+    ChunkRef,
+    ClaimPolicy,
+    Edge,
+    ErrorInfo,
+    Lease,
+    NewSession,
+    NewTask,
+    OwnerKind,
+    PipelineDefinition,
+    Progress,
+    SessionRecord,
+    SessionSnapshot,
+    SessionStatus,
+    SignalRecord,
+    TaskRecord,
+    TaskStatus,
+    TaskWrite,
+    TaskWriteKind,
+    WriteOutcome,
+)
+
+__all__ = [
+    "ATTEMPT_HISTORY_LIMIT",
+    "LATENCY_BUCKETS_MS",
+    "SCHEMA_VERSION",
+    "AttemptRecord",
+    "ChunkRef",
+    "ClaimPolicy",
+    "Edge",
+    "ErrorInfo",
+    "Event",
+    "Lease",
+    "MetricSample",
+    "MetricSummary",
+    "NewSession",
+    "NewTask",
+    "OwnerKind",
+    "Page",
+    "PipelineDefinition",
+    "Progress",
+    "ProjectStats",
+    "PurgeReport",
+    "SessionRecord",
+    "SessionSnapshot",
+    "SessionStatus",
+    "SignalRecord",
+    "StoreDescription",
+    "TaskRecord",
+    "TaskStatus",
+    "TaskWrite",
+    "TaskWriteKind",
+    "UserProjectRecord",
+    "WriteOutcome",
+    "bucket_index",
+    "check_id",
+    "percentile_from_buckets",
+]
