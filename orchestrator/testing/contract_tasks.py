@@ -282,6 +282,7 @@ class TaskContract:
             lambda: store.send_signal("nope", "t1", "n", 1),
             lambda: store.request_cancel("nope", "why"),
             lambda: store.update_session(lease, progress=Progress(1, 1)),
+            lambda: store.read_events("nope"),
         ]
         for call in calls:
             with pytest.raises(SessionNotFoundError, match="nope"):

@@ -30,10 +30,13 @@ class HistoryOps(DynamoDBBase):
             await self.batch_put(items, session=events[0].session_id)
 
     async def read_events(self, session_id: str, *, after: str | None = None, limit: int = 100) -> Page[Event]:
+        rules.check_page_limit(limit)
         pk = session_pk(session_id)
         cond = (Path("PK") == pk) & Path("SK").between("EVENT#", "EVENT#~")
         start = {"PK": {"S": pk}, "SK": {"S": event_sk(after)}} if after else None
         items, more = await self.query_raw(pk, cond, limit=limit, start=start, pages=False, session=session_id)
+        if not items and after is None:
+            await self.read_session(session_id)  # SessionNotFoundError, as on every backend
         now = self.clock.now()
         events = tuple(self.items.event(r, session_id) for r in items if not self.expired(r, now))
         last = items[-1]["SK"]["S"][len("EVENT#"):] if items else None

@@ -16,7 +16,8 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.operand import Path
 from pynamodb.expressions.update import Action
 
-from orchestrator.errors import UserProjectNotFoundError, ValidationError
+from orchestrator.errors import UserProjectNotFoundError
+from orchestrator.store import rules
 from orchestrator.store.dynamodb.base import DynamoDBBase, put
 from orchestrator.store.dynamodb.connection import DynamoCallError
 from orchestrator.store.dynamodb.models import project_sk, user_pk
@@ -24,7 +25,6 @@ from orchestrator.store.records import SCHEMA_VERSION, Page, UserProjectRecord, 
 
 __all__ = ["ProjectOps"]
 
-_MAX_PAGE = 1000
 
 
 class ProjectOps(DynamoDBBase):
@@ -88,8 +88,7 @@ class ProjectOps(DynamoDBBase):
     async def list_user_projects(
         self, user_id: str, *, limit: int = 100, cursor: str | None = None
     ) -> Page[UserProjectRecord]:
-        if not isinstance(limit, int) or not 1 <= limit <= _MAX_PAGE:
-            raise ValidationError(f"limit={limit!r} is out of range; pass 1..{_MAX_PAGE} and page with the cursor")
+        rules.check_page_limit(limit)
         check_id("user", user_id)
         pk = user_pk(user_id)
         start = None

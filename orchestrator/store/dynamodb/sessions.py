@@ -34,6 +34,7 @@ from orchestrator.store.records import (
     Progress,
     SessionRecord,
     SessionStatus,
+    check_id,
 )
 from orchestrator.store.rules import Payload, Retained, SessionChange, SessionOp
 
@@ -235,6 +236,8 @@ class SessionOps(DynamoDBBase):
 
     async def list_sessions(self, status: SessionStatus, *, updated_before: float | None = None, limit: int = 100,
                             cursor: str | None = None) -> Page[SessionRecord]:
+        rules.check_page_limit(limit)
+        status = SessionStatus(status)
         shards = self.config.status_shards
         positions: dict[str, Any] = _decode_cursor(cursor) if cursor else {str(i): None for i in range(shards)}
         high = f"{fmt_time(updated_before)}#~" if updated_before is not None else "~"
@@ -270,6 +273,8 @@ class SessionOps(DynamoDBBase):
 
     async def list_project_sessions(self, project_id: str, *, limit: int = 100,
                                     cursor: str | None = None) -> Page[SessionRecord]:
+        rules.check_page_limit(limit)
+        check_id("project", project_id)
         pk = f"PROJECT#{project_id}"
         start = _decode_cursor(cursor) if cursor else None
         items, more = await self.query_raw(pk, Path("GSI2PK") == pk, index=GSI2, limit=limit, forward=False,

@@ -3,7 +3,9 @@
     graph      check_graph: unique ids, known dependencies, no cycle (named)
     history    checks of events and metrics (key parts, sizes)
     limits     the size of every stored value, and the one encoder that enforces it
-    sessions   claimability, lease loss, and each session transition as a `SessionChange`
+    change     SessionChange: a session transition as a value (what must hold, what changes)
+    claims     claimability, what a claim writes, lease loss, a new session's record
+    sessions   every other session transition (renew ... signal), each a `SessionOp`
     tasks      the task-transition table, fencing, and the classification of a rejection
 
 Backends keep only encoding and I/O; `tests/store/test_differential.py` runs the same
@@ -12,20 +14,10 @@ operations against every backend and compares the outcomes.
 
 from orchestrator.store.rules.graph import check_graph, close_matches, find_cycle
 from orchestrator.store.rules.history import check_metric_keys, event_data
-from orchestrator.store.rules.limits import INLINE_OUTPUT_BYTES, Payload, encode
-from orchestrator.store.rules.sessions import (
-    Cancel,
+from orchestrator.store.rules.limits import INLINE_OUTPUT_BYTES, MAX_PAGE, Payload, check_page_limit, encode
+from orchestrator.store.rules.change import Retained, SessionChange, SessionOp
+from orchestrator.store.rules.claims import (
     Claim,
-    Finish,
-    FlagNeedsHuman,
-    Release,
-    Renew,
-    Retained,
-    SessionChange,
-    SessionOp,
-    Signal,
-    Update,
-    Wait,
     check_lease_seconds,
     claim_refusal,
     claimed,
@@ -33,6 +25,16 @@ from orchestrator.store.rules.sessions import (
     new_session_record,
     status_time,
     wake_due,
+)
+from orchestrator.store.rules.sessions import (
+    Cancel,
+    Finish,
+    FlagNeedsHuman,
+    Release,
+    Renew,
+    Signal,
+    Update,
+    Wait,
 )
 from orchestrator.store.rules.tasks import (
     TRANSITIONS,
@@ -51,6 +53,7 @@ from orchestrator.store.rules.tasks import (
 
 __all__ = [
     "INLINE_OUTPUT_BYTES",
+    "MAX_PAGE",
     "TRANSITIONS",
     "Cancel",
     "Claim",
@@ -73,6 +76,7 @@ __all__ = [
     "check_graph",
     "check_lease_seconds",
     "check_metric_keys",
+    "check_page_limit",
     "claim_refusal",
     "claimed",
     "classify_rejection",

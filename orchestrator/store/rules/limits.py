@@ -21,9 +21,9 @@ import enum
 from typing import Any
 
 from orchestrator.codec import Codec
-from orchestrator.errors import PayloadTooLargeError
+from orchestrator.errors import PayloadTooLargeError, ValidationError
 
-__all__ = ["INLINE_OUTPUT_BYTES", "REASON_CHARS", "Payload", "encode", "reason"]
+__all__ = ["INLINE_OUTPUT_BYTES", "MAX_PAGE", "REASON_CHARS", "Payload", "check_page_limit", "encode", "reason"]
 
 KIB = 1024
 
@@ -31,6 +31,8 @@ KIB = 1024
 INLINE_OUTPUT_BYTES = 64 * KIB
 #: Reasons (why a session ended, needs-human) are cut to this many characters.
 REASON_CHARS = 4000
+#: The most items one page of a listing returns.
+MAX_PAGE = 1000
 
 
 class Payload(enum.Enum):
@@ -71,6 +73,12 @@ def encode(codec: Codec, kind: Payload, value: Any, *, session_id: str | None = 
             raise PayloadTooLargeError.of(where, size, limit, session_id=session_id, task_id=task_id,
                                           payload=kind.name.lower())
     return text
+
+
+def check_page_limit(limit: int) -> None:
+    """A page holds 1..MAX_PAGE items; more are read with the cursor."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise ValidationError.bad_value("limit", limit, f"1..{MAX_PAGE}, and page with the cursor", "a listing")
 
 
 def reason(text: str | None) -> str | None:

@@ -31,7 +31,7 @@ from orchestrator.store.records import (
     WriteOutcome,
 )
 from orchestrator.store.rules.graph import check_graph
-from orchestrator.store.rules.sessions import lease_lost
+from orchestrator.store.rules.claims import lease_lost
 
 __all__ = [
     "TRANSITIONS",

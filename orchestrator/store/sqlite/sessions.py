@@ -6,25 +6,28 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from orchestrator.codec import Codec
-from orchestrator.errors import SessionNotFoundError, SessionStateError
-from orchestrator.store.records import SCHEMA_VERSION, SessionRecord
+from orchestrator.errors import SessionNotFoundError, SessionStateError, ValidationError
+from orchestrator.store.records import SCHEMA_VERSION, Page, SessionRecord, SessionStatus
 from orchestrator.store.rules import SessionChange, SessionOp
 from orchestrator.store.sqlite.encoding import (
     SESSION_COLS,
     SESSION_INSERT,
     SESSION_UPDATE,
+    dump,
     session_from_row,
     session_insert_params,
     session_update_params,
 )
 from orchestrator.store.sqlite.tasks import TaskRow, insert_tasks
 
-__all__ = ["create", "exists", "read", "settle"]
+__all__ = ["by_project", "by_status", "create", "decode_cursor", "exists", "read", "settle", "store_signal", "write"]
 
 R = TypeVar("R")
 
@@ -99,3 +102,51 @@ def store_signal(conn: sqlite3.Connection, session_id: str, task_id: str, name: 
 def _ttl(conn: sqlite3.Connection, session_id: str, default_ttl: float) -> float:
     ttl = conn.execute("SELECT ttl_seconds FROM sessions WHERE session_id = ?", (session_id,)).fetchone()[0]
     return float(ttl) if ttl is not None else default_ttl
+
+
+# -- listing ---------------------------------------------------------------------------------
+
+_NOT_EXPIRED = "(expires_at IS NULL OR expires_at > ?)"
+
+
+def by_status(conn: sqlite3.Connection, status: SessionStatus, bound: float, after: tuple[float, str], limit: int,
+              now: float, codec: Codec, where: str) -> Page[SessionRecord]:
+    """Sessions in `status`, oldest first by status time (wake-at for WAITING), after the cursor."""
+    rows = conn.execute(
+        f"SELECT {SESSION_COLS}, status_time FROM sessions WHERE status = ? AND status_time <= ? "
+        f"AND {_NOT_EXPIRED} AND (status_time, session_id) > (?, ?) ORDER BY status_time, session_id LIMIT ?",
+        (status.value, bound, now, *after, limit + 1),
+    ).fetchall()
+    return _page(rows, limit, codec, where)
+
+
+def by_project(conn: sqlite3.Connection, project_id: str, before: tuple[float, str], limit: int, now: float,
+               codec: Codec, where: str) -> Page[SessionRecord]:
+    """A project's sessions, newest first, before the cursor."""
+    rows = conn.execute(
+        f"SELECT {SESSION_COLS}, created_at FROM sessions WHERE project_id = ? AND {_NOT_EXPIRED} "
+        f"AND (created_at, session_id) < (?, ?) ORDER BY created_at DESC, session_id DESC LIMIT ?",
+        (project_id, now, *before, limit + 1),
+    ).fetchall()
+    return _page(rows, limit, codec, where)
+
+
+def _page(rows: list[Any], limit: int, codec: Codec, where: str) -> Page[SessionRecord]:
+    """Sessions from rows whose last column is the sort time; a cursor when more follow."""
+    items = tuple(session_from_row(row, codec, where) for row in rows[:limit])
+    cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        cursor = base64.urlsafe_b64encode(dump([last[-1], last[0]]).encode()).decode().rstrip("=")
+    return Page(items, cursor)
+
+
+def decode_cursor(cursor: str | None, default: float) -> tuple[float, str]:
+    if cursor is None:
+        return default, ""
+    try:
+        at, sid = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return float(at), str(sid)
+    except (ValueError, TypeError):
+        raise ValidationError.bad_value("cursor", cursor, "the cursor of the previous page (or none for the first)",
+                                        "a listing of this store") from None

@@ -11,8 +11,6 @@ history in `sqlite_projects`.
 
 from __future__ import annotations
 
-import base64
-import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +21,7 @@ import anyio.lowlevel
 
 from orchestrator.clock import Clock
 from orchestrator.codec import Codec
-from orchestrator.errors import SessionNotFoundError, TaskNotFoundError, ValidationError
+from orchestrator.errors import SessionNotFoundError, TaskNotFoundError
 from orchestrator.store import rules
 from orchestrator.store.config import SQLiteConfig
 from orchestrator.store.protocol import WriteResult
@@ -54,11 +52,9 @@ from orchestrator.store.rules import Payload, SessionChange, SessionOp
 from orchestrator.store.sqlite import history, projects, sessions
 from orchestrator.store.sqlite.connection import SQLiteDatabase
 from orchestrator.store.sqlite.encoding import (
-    SESSION_COLS,
     SIGNAL_COLS,
     TASK_COLS,
     dump,
-    session_from_row,
     signal_from_row,
     task_from_row,
 )
@@ -70,8 +66,6 @@ __all__ = ["SQLiteStore"]
 T = TypeVar("T")
 R = TypeVar("R")
 
-_MAX_PAGE = 1000
-_NOT_EXPIRED = "(expires_at IS NULL OR expires_at > ?)"
 
 
 class SQLiteStore:
@@ -398,71 +392,50 @@ class SQLiteStore:
         limit: int = 100,
         cursor: str | None = None,
     ) -> Page[SessionRecord]:
-        _check_limit(limit)
+        rules.check_page_limit(limit)
         status = SessionStatus(status)
-        after_time, after_id = _decode_cursor(cursor, float("-inf"))
+        after = sessions.decode_cursor(cursor, float("-inf"))
         bound = float("inf") if updated_before is None else updated_before
-
-        def query(conn: sqlite3.Connection, now: float) -> Page[SessionRecord]:
-            rows = conn.execute(
-                f"SELECT {SESSION_COLS}, status_time FROM sessions WHERE status = ? AND status_time <= ? "
-                f"AND {_NOT_EXPIRED} AND (status_time, session_id) > (?, ?) "
-                f"ORDER BY status_time, session_id LIMIT ?",
-                (status.value, bound, now, after_time, after_id, limit + 1),
-            ).fetchall()
-            return self._page(rows, limit)
-
-        return await self._run("list_sessions", query, write=False)
+        return await self._run(
+            "list_sessions",
+            lambda c, now: sessions.by_status(c, status, bound, after, limit, now, self.codec, self._where),
+            write=False,
+        )
 
     async def list_project_sessions(
         self, project_id: str, *, limit: int = 100, cursor: str | None = None
     ) -> Page[SessionRecord]:
-        _check_limit(limit)
+        rules.check_page_limit(limit)
         check_id("project", project_id)
-        before_time, before_id = _decode_cursor(cursor, float("inf"))
-
-        def query(conn: sqlite3.Connection, now: float) -> Page[SessionRecord]:
-            rows = conn.execute(
-                f"SELECT {SESSION_COLS}, created_at FROM sessions WHERE project_id = ? AND {_NOT_EXPIRED} "
-                f"AND (created_at, session_id) < (?, ?) ORDER BY created_at DESC, session_id DESC LIMIT ?",
-                (project_id, now, before_time, before_id, limit + 1),
-            ).fetchall()
-            return self._page(rows, limit)
-
-        return await self._run("list_project_sessions", query, write=False)
-
-    def _page(self, rows: list[Any], limit: int) -> Page[SessionRecord]:
-        """Sessions from rows whose last column is the sort time; a cursor when more follow."""
-        items = tuple(session_from_row(row, self.codec, self._where) for row in rows[:limit])
-        cursor = None
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            cursor = _encode_cursor(last[-1], last[0])
-        return Page(items, cursor)
+        before = sessions.decode_cursor(cursor, float("inf"))
+        return await self._run(
+            "list_project_sessions",
+            lambda c, now: sessions.by_project(c, project_id, before, limit, now, self.codec, self._where),
+            write=False,
+        )
 
     # -- events ---------------------------------------------------------------------------
 
     async def append_events(self, events: Sequence[Event]) -> None:
         if not events:
             return
+        # Not checked against the sessions (as on DynamoDB, where it would cost a read per
+        # flush): the writer holds the session, and events expire with their retention.
         rows = history.event_rows(events, self.codec, self.config.retention_days)
-        sessions = sorted({e.session_id for e in events})
-
-        def append(conn: sqlite3.Connection, _: float) -> None:
-            for sid in sessions:
-                self._require_session(conn, sid)
-            history.insert_events(conn, rows)
-
-        await self._run("append_events", append, session_id=sessions[0] if len(sessions) == 1 else None)
+        ids = {e.session_id for e in events}
+        await self._run("append_events", lambda c, _: history.insert_events(c, rows),
+                        session_id=ids.pop() if len(ids) == 1 else None)
 
     async def read_events(
         self, session_id: str, *, after: str | None = None, limit: int = 100
     ) -> Page[Event]:
-        _check_limit(limit)
+        rules.check_page_limit(limit)
 
         def read(conn: sqlite3.Connection, now: float) -> Page[Event]:
-            self._require_session(conn, session_id)
-            return history.read_events(conn, session_id, after, limit, now, self.codec, self._where)
+            page = history.read_events(conn, session_id, after, limit, now, self.codec, self._where)
+            if not page.items and after is None:  # as on DynamoDB: only an empty first page asks
+                self._require_session(conn, session_id)
+            return page
 
         return await self._run("read_events", read, write=False, session_id=session_id)
 
@@ -502,7 +475,7 @@ class SQLiteStore:
     async def list_user_projects(
         self, user_id: str, *, limit: int = 100, cursor: str | None = None
     ) -> Page[UserProjectRecord]:
-        _check_limit(limit)
+        rules.check_page_limit(limit)
         check_id("user", user_id)
         after = "" if cursor is None else check_id("project", cursor, where="the cursor of list_user_projects")
         return await self._run(
@@ -537,25 +510,3 @@ class SQLiteStore:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _check_limit(limit: int) -> None:
-    if not isinstance(limit, int) or not 1 <= limit <= _MAX_PAGE:
-        raise ValidationError(f"limit={limit!r} is out of range; pass 1..{_MAX_PAGE} and page with the cursor")
-
-
-def _encode_cursor(at: float, session_id: str) -> str:
-    return base64.urlsafe_b64encode(dump([at, session_id]).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str | None, default: float) -> tuple[float, str]:
-    if cursor is None:
-        return default, ""
-    try:
-        at, sid = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(at), str(sid)
-    except (ValueError, TypeError):
-        raise ValidationError(
-            f"cursor {cursor!r} was not returned by this store's listing; pass the cursor of the previous page, "
-            f"or none for the first"
-        ) from None
