@@ -5,12 +5,10 @@ See `orchestrator.state` for the model (tokens, declared tasks, what the store h
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -19,11 +17,8 @@ import anyio
 from orchestrator.clock import Clock
 from orchestrator.errors import (
     LeaseLostError,
-    PipelineDefinitionError,
     SessionStateError,
     TaskCompletedError,
-    TaskNotFoundError,
-    ValidationError,
 )
 from orchestrator.metrics import MetricsRecorder, session_sample
 from orchestrator.store.protocol import Store, WriteResult
@@ -45,23 +40,17 @@ from orchestrator.store.records import (
     WriteOutcome,
 )
 
+from orchestrator.state.values import (
+    FINAL,
+    TaskState,
+    external_owner,
+    final_status,
+    new_tasks,
+    undeclared_task,
+    write_refusal,
+)
+
 __all__ = ["SessionRecorder", "external_owner"]
-
-_FINAL = (SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.CANCELLED)
-
-
-def external_owner(token: str) -> str:
-    """The lease owner stored for an external session: a digest of its token."""
-    return "external:" + hashlib.sha256(token.encode()).hexdigest()[:32]
-
-
-@dataclass(slots=True)
-class _TaskState:
-    agent: str
-    status: TaskStatus
-    attempt: int
-    started_at: float | None
-
 
 class SessionRecorder:
     """Writes one external session: task transitions, progress, logs, metrics, the end.
@@ -76,7 +65,7 @@ class SessionRecorder:
         store: Store,
         session: SessionRecord,
         token: str,
-        tasks: Mapping[str, _TaskState],
+        tasks: Mapping[str, TaskState],
         *,
         clock: Clock,
         metrics: MetricsRecorder,
@@ -127,7 +116,7 @@ class SessionRecorder:
         `tasks` are task ids (run by an agent of the same name) or `NewTask`s.
         `rec.token` is the only way to write the session from another process.
         """
-        new_tasks = _new_tasks(tasks, session_id or "(new)")
+        declared = new_tasks(tasks, session_id or "(new)")
         sid = session_id if session_id is not None else f"ext-{uuid.uuid4().hex}"
         new = NewSession(
             session_id=sid,
@@ -143,8 +132,8 @@ class SessionRecorder:
             ttl_seconds=ttl_seconds,
         )
         token = secrets.token_urlsafe(24)
-        record = await store.create_session(new, new_tasks, owner=external_owner(token), lease_seconds=None)
-        states = {t.task_id: _TaskState(t.agent, TaskStatus.PENDING, 0, None) for t in new_tasks}
+        record = await store.create_session(new, declared, owner=external_owner(token), lease_seconds=None)
+        states = {t.task_id: TaskState(t.agent, TaskStatus.PENDING, 0, None) for t in declared}
         clock = clock or store.clock
         owned = metrics is None
         return cls(
@@ -182,14 +171,14 @@ class SessionRecorder:
                 session_id=session_id,
                 fence=session.fence,
             )
-        if session.status in _FINAL:
+        if session.status in FINAL:
             raise SessionStateError(
                 f"session {session_id} already ended {session.status.value}"
                 f"{f' ({session.reason})' if session.reason else ''}; start a new session to record more",
                 session_id=session_id,
             )
         states = {
-            t.task_id: _TaskState(t.agent, t.status, t.attempt, t.started_at) for t in snap.tasks.values()
+            t.task_id: TaskState(t.agent, t.status, t.attempt, t.started_at) for t in snap.tasks.values()
         }
         clock = clock or store.clock
         owned = metrics is None
@@ -399,7 +388,7 @@ class SessionRecorder:
         FAILED/CANCELLED cancel the tasks still running; COMPLETED refuses while a task
         runs (complete or fail it first).
         """
-        final = _final_status(status, self.session_id)
+        final = final_status(status, self.session_id)
         self._check_open()
         running = [tid for tid, st in self._tasks.items() if st.status is TaskStatus.RUNNING]
         if final is SessionStatus.COMPLETED and running:
@@ -437,7 +426,7 @@ class SessionRecorder:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._status in _FINAL:
+        if self._status in FINAL:
             if self._owns_metrics:
                 with anyio.CancelScope(shield=True):
                     await self.metrics.flush()
@@ -452,25 +441,16 @@ class SessionRecorder:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _task(self, task_id: str) -> _TaskState:
+    def _task(self, task_id: str) -> TaskState:
         try:
             return self._tasks[task_id]
         except KeyError:
-            raise TaskNotFoundError(
-                f"session {self.session_id} has no task {task_id!r} (known: "
-                f"{', '.join(sorted(self._tasks)) or 'none'}); declare every task when starting the "
-                f"session (tasks=[...])",
-                session_id=self.session_id,
-                task_id=task_id,
-            ) from None
+            raise undeclared_task(self.session_id, task_id, self._tasks) from None
 
     def _check_open(self) -> None:
-        if self._status in _FINAL:
-            raise SessionStateError(
-                f"session {self.session_id} already ended {self._status.value}; start a new session "
-                f"to record more",
-                session_id=self.session_id,
-            )
+        if self._status in FINAL:
+            raise SessionStateError.not_allowed(self.session_id, self._status.value, "recording",
+                                                "it ended; start a new session to record more")
 
     def _running_agents(self) -> list[str]:
         return sorted({st.agent for st in self._tasks.values() if st.status is TaskStatus.RUNNING})
@@ -490,25 +470,11 @@ class SessionRecorder:
 
     async def _check_results(self, results: Sequence[WriteResult]) -> None:
         for result in results:
-            if result.ok:
-                continue
-            tid = result.task_id
             if result.outcome is WriteOutcome.COMPLETED_ELSEWHERE:
-                self._tasks[tid].status = TaskStatus.COMPLETED
-                raise TaskCompletedError(
-                    f"task {tid!r} of session {self.session_id} was already COMPLETED by another "
-                    f"writer of this session; the write is discarded",
-                    session_id=self.session_id,
-                    task_id=tid,
-                )
-            stored = result.task
-            raise SessionStateError(
-                f"task {tid!r} of session {self.session_id} was written by another recorder of this "
-                f"session (attempt {stored.attempt if stored else '?'}); attach again to continue from "
-                f"the stored state",
-                session_id=self.session_id,
-                task_id=tid,
-            )
+                self._tasks[result.task_id].status = TaskStatus.COMPLETED
+            error = write_refusal(result, self.session_id)
+            if error is not None:
+                raise error
 
     async def _update_session(
         self,
@@ -526,31 +492,3 @@ class SessionRecorder:
             self._progress = progress
         if metadata is not None:
             self._metadata = metadata
-
-
-def _new_tasks(tasks: Sequence[str | NewTask], where: str) -> list[NewTask]:
-    out: list[NewTask] = []
-    seen: set[str] = set()
-    for t in tasks:
-        task = NewTask(task_id=t, agent=t) if isinstance(t, str) else t
-        if task.task_id in seen:
-            raise PipelineDefinitionError(
-                f"task id {task.task_id!r} is declared twice for session {where}; task ids must be unique",
-                task_id=task.task_id,
-            )
-        seen.add(task.task_id)
-        out.append(task)
-    return out
-
-
-def _final_status(status: SessionStatus | str, session_id: str) -> SessionStatus:
-    try:
-        final = SessionStatus(status.upper() if isinstance(status, str) else status)
-    except ValueError:
-        final = SessionStatus.PENDING
-    if final not in _FINAL:
-        raise ValidationError(
-            f"session {session_id} cannot finish with status {status!r}; use COMPLETED, FAILED or CANCELLED",
-            session_id=session_id,
-        )
-    return final
