@@ -187,6 +187,15 @@ class PayloadTooLargeError(ValidationError):
 class VersionMismatchError(ValidationError):
     """The session was started by another version of the pipeline than the code's."""
 
+    @classmethod
+    def reshaped(cls, pipeline: str, version: str, stored_digest: str, digest: str) -> VersionMismatchError:
+        """A pipeline version is stored with other tasks or dependencies than the code's."""
+        return cls(
+            f"pipeline {pipeline} version {version} is already stored with another shape (digest "
+            f"{stored_digest}, this one {digest}); bump the pipeline's version when you change its tasks",
+            pipeline=pipeline, version=version, stored_digest=stored_digest, digest=digest,
+        )
+
 
 class NotFoundError(OrchestratorError, LookupError):
     """Something named by id does not exist in the store."""
@@ -219,6 +228,14 @@ class TaskNotFoundError(NotFoundError):
 class PipelineNotFoundError(NotFoundError):
     """No stored definition for this pipeline name and version."""
 
+    @classmethod
+    def missing(cls, pipeline: str, version: str, store: str) -> PipelineNotFoundError:
+        return cls(
+            f"pipeline {pipeline} version {version} is not stored in {store}; it is stored when a session of it "
+            f"is first run (or with put_pipeline)",
+            pipeline=pipeline, version=version,
+        )
+
 
 class UserProjectNotFoundError(NotFoundError):
     """No project with this id in the user's project history; `user_id`, `project_id` name it."""
@@ -234,6 +251,15 @@ class StoreUnavailableError(StoreError, ConnectionError):
 
 class SchemaError(StoreError):
     """The table or an item is not what this SDK wrote (or was written by a newer one)."""
+
+    @classmethod
+    def newer(cls, what: str, version: int, known: int, **ids: Any) -> SchemaError:
+        """`what` (an item or row, with where it is) has a schema version this code does not know."""
+        return cls(
+            f"{what} has schema version {version}, newer than this SDK's {known}: it was written by a newer "
+            f"durable-orchestrator. Upgrade this process (pip install -U durable-orchestrator) to read it",
+            schema_version=version, **ids,
+        )
 
 
 class ConflictError(OrchestratorError):

@@ -9,7 +9,7 @@ import pytest
 from orchestrator.errors import (
     PipelineNotFoundError,
     SessionNotFoundError,
-    ValidationError,
+    VersionMismatchError,
 )
 from orchestrator.store import (
     MetricSummary,
@@ -70,7 +70,7 @@ class HistoryContract:
         got = await store.get_pipeline("build", "2")
         assert (got.name, got.version, got.digest) == ("build", "2", definition.digest)
         assert {t.task_id for t in got.tasks} == {"plan", "code"}
-        with pytest.raises(ValidationError):
+        with pytest.raises(VersionMismatchError, match="bump the pipeline's version"):
             await store.put_pipeline(PipelineDefinition("build", "2", tasks[:1]))
         assert (await store.get_pipeline("build", "2")).digest == definition.digest
         with pytest.raises(PipelineNotFoundError):

@@ -129,11 +129,7 @@ class ItemCodec:
                 f"other data out of the SDK's key prefixes (SESSION#, PIPELINE#, METRIC#, USER#) "
                 f"[table={self.table}, session={session or '-'}, task={task or '-'}]", **ctx)
         if version > SCHEMA_VERSION:
-            raise SchemaError(
-                f"{where} has schema version {version}, newer than this SDK's {SCHEMA_VERSION}: it was "
-                f"written by a newer durable-orchestrator. Upgrade this process (pip install -U "
-                f"durable-orchestrator) [table={self.table}, session={session or '-'}, task={task or '-'}]",
-                **ctx, version=version)
+            raise SchemaError.newer(where, version, SCHEMA_VERSION, **ctx)
         cls = self.models.by_kind(found)
         if found != kind or cls is None:
             raise SchemaError(

@@ -7,7 +7,7 @@ from typing import Any
 
 from pynamodb.expressions.operand import Path
 
-from orchestrator.errors import PipelineDefinitionError, PipelineNotFoundError, ValidationError
+from orchestrator.errors import PipelineNotFoundError, ValidationError, VersionMismatchError
 from orchestrator.store import rules
 from orchestrator.store.dynamodb.base import DynamoDBBase, gather
 from orchestrator.store.dynamodb.connection import DynamoCallError
@@ -89,17 +89,14 @@ class HistoryOps(DynamoDBBase):
                 raise self._caller.to_error(exc) from exc
             stored = await self.get_pipeline(definition.name, definition.version)
             if stored.digest != definition.digest:
-                raise PipelineDefinitionError(
-                    f"pipeline {definition.name} version {definition.version} is stored with another shape; bump "
-                    f"the version when you change the tasks or their dependencies", pipeline=definition.name,
-                    version=definition.version) from None
+                raise VersionMismatchError.reshaped(definition.name, definition.version, stored.digest,
+                                                    definition.digest) from None
 
     async def get_pipeline(self, name: str, version: str) -> PipelineDefinition:
         pk, sk = pipeline_key(name, version)
         raw = await self.get_raw(pk, sk)
         if raw is None:
-            raise PipelineNotFoundError(f"pipeline {name} version {version} is not stored in {self.describe()}; "
-                                        f"run it once (or put_pipeline) to store it", pipeline=name, version=version)
+            raise PipelineNotFoundError.missing(name, version, str(self.describe()))
         return self.items.pipeline(raw)
 
 

@@ -86,12 +86,7 @@ def _decode(what: str, fn: Callable[[], T], **ids: str) -> T:
 
 def _check_v(v: int, what: str, **ids: str) -> None:
     if v > SCHEMA_VERSION:
-        raise SchemaError(
-            f"{what} was written by a newer orchestrator (schema {v}; this code knows "
-            f"{SCHEMA_VERSION}); upgrade durable-orchestrator to read it",
-            schema_version=v,
-            **ids,
-        )
+        raise SchemaError.newer(what, v, SCHEMA_VERSION, **ids)
 
 
 # -- SDK structures ------------------------------------------------------------------------

@@ -158,11 +158,7 @@ def put_pipeline(conn: sqlite3.Connection, definition: PipelineDefinition, text:
             (name, version, SCHEMA_VERSION, digest, text, definition.created_at or now),
         )
     elif row[0] != digest:
-        raise VersionMismatchError(
-            f"pipeline {name} version {version} is already stored with another shape (digest {row[0]}, "
-            f"this one {digest}); bump the pipeline's version when you change its tasks",
-            pipeline=name, version=version, stored_digest=row[0], digest=digest,
-        )
+        raise VersionMismatchError.reshaped(name, version, row[0], digest)
 
 
 def get_pipeline(conn: sqlite3.Connection, name: str, version: str, codec: Codec, where: str) -> PipelineDefinition:
@@ -170,18 +166,10 @@ def get_pipeline(conn: sqlite3.Connection, name: str, version: str, codec: Codec
         "SELECT v, definition, created_at FROM pipelines WHERE name = ? AND version = ?", (name, version)
     ).fetchone()
     if row is None:
-        raise PipelineNotFoundError(
-            f"pipeline {name} version {version} is not stored in {where}; it is stored when a session of it "
-            f"is first run (or with put_pipeline)",
-            pipeline=name, version=version,
-        )
+        raise PipelineNotFoundError.missing(name, version, where)
     what = f"pipeline {name} version {version} in {where}"
     if int(row[0]) > SCHEMA_VERSION:
-        raise SchemaError(
-            f"{what} was written by a newer orchestrator (schema {row[0]}); upgrade durable-orchestrator to "
-            f"read it",
-            pipeline=name, schema_version=int(row[0]),
-        )
+        raise SchemaError.newer(what, int(row[0]), SCHEMA_VERSION, pipeline=name)
     try:
         tasks = tuple(
             NewTask(task_id=tid, agent=agent, input=codec.decode(inp), priority=prio, max_attempts=att,

@@ -38,11 +38,8 @@ def not_found(user_id: str, project_id: str, where: str) -> UserProjectNotFoundE
 def _record(row: Any, codec: Codec, where: str) -> UserProjectRecord:
     uid, pid, v = row[0], row[1], int(row[2])
     if v > SCHEMA_VERSION:
-        raise SchemaError(
-            f"project {pid} of user {uid} in {where} was written by a newer orchestrator (schema {v}; this "
-            f"code knows {SCHEMA_VERSION}); upgrade durable-orchestrator to read or change it",
-            user_id=uid, project_id=pid, schema_version=v,
-        )
+        raise SchemaError.newer(f"project {pid} of user {uid} in {where}", v, SCHEMA_VERSION, user_id=uid,
+                                project_id=pid)
     try:
         return UserProjectRecord(
             user_id=uid, project_id=pid, project_name=row[3], description=row[4],

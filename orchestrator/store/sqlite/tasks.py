@@ -175,12 +175,8 @@ def adopt(conn: sqlite3.Connection, session_id: str, parent: str, fence: int, at
     rows: list[TaskRow] = []
     for tid, v, agent, text, prio, max_att, deps in staged:
         if v > SCHEMA_VERSION:
-            raise SchemaError(
-                f"task {tid} staged by {parent} in session {session_id} in {where} was written by a newer "
-                f"orchestrator (schema {v}); upgrade durable-orchestrator",
-                session_id=session_id,
-                task_id=tid,
-            )
+            raise SchemaError.newer(f"task {tid} staged by {parent} in session {session_id} in {where}", v,
+                                    SCHEMA_VERSION, session_id=session_id, task_id=tid)
         rows.append((tid, agent, text, prio, max_att, json.loads(deps), parent))
     insert_tasks(conn, session_id, rows, now)
     # The parent is COMPLETED for good: other attempts' staged tasks can never be adopted.
