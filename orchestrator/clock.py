@@ -17,18 +17,25 @@ __all__ = ["Clock", "SystemClock", "format_ts"]
 
 @runtime_checkable
 class Clock(Protocol):
-    """Wall time in epoch seconds and an async sleep that honours it."""
+    """Wall time in epoch seconds, a monotonic reading for durations, and an async sleep."""
 
     def now(self) -> float: ...
+
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary origin that never go back: measure durations with it."""
+        ...
 
     async def sleep(self, seconds: float) -> None: ...
 
 
 class SystemClock:
-    """The real clock: `time.time()` and `anyio.sleep()`."""
+    """The real clock: `time.time()`, `time.monotonic()` and `anyio.sleep()`."""
 
     def now(self) -> float:
         return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(max(0.0, seconds))

@@ -6,7 +6,6 @@ writes nothing itself (checkpoints excepted, through the context).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +67,7 @@ async def run_attempt(
         state=state, wait_deadline=wait_deadline,
     )
     outcome = AgentOutcome(task_id, attempt)
-    started = time.monotonic()
+    started = runner.clock.monotonic()
     with runner.telemetry.task_span(runner.session_id, task_id, spec.name, attempt) as span:
         with scope:
             try:
@@ -105,7 +104,7 @@ async def run_attempt(
         if scope.cancelled_caught:
             ctx._cancel()
             outcome.cancelled = True
-    outcome.duration = time.monotonic() - started
+    outcome.duration = runner.clock.monotonic() - started
     status = ("CANCELLED" if outcome.cancelled else "WAITING" if outcome.suspended else
               "FAILED" if outcome.error is not None else "COMPLETED")
     runner.telemetry.task_finished(spec.name, status, outcome.duration)

@@ -10,7 +10,7 @@ __all__ = ["FakeClock"]
 class FakeClock:
     """Manual time for leases, heartbeats and backoff, without real sleeping.
 
-    `now()` returns the fake time; `sleep(s)` returns once `advance()` has moved the
+    `now()` and `monotonic()` return the fake time; `sleep(s)` returns once `advance()` has moved the
     time `s` seconds past the call (or at once for `s <= 0`, after a checkpoint).
     Only use it within one event loop.
     """
@@ -20,6 +20,10 @@ class FakeClock:
         self._changed = anyio.Event() if _in_loop() else None
 
     def now(self) -> float:
+        return self._now
+
+    def monotonic(self) -> float:
+        """The fake time too: it only moves forward, and only when a test moves it."""
         return self._now
 
     def set(self, ts: float) -> None:
