@@ -5,12 +5,13 @@ Layout (imports point down only):
     cli          orchestrator/cli/           command line: parses, calls the API, prints
     recovery     orchestrator/recovery.py    resume-failed sweep, worker loop
                  orchestrator/fork.py        a new session from part of an old one
-    scheduler    orchestrator/scheduler.py   run, submit, resume, execute (the entry points)
-                 orchestrator/session_runner.py  the dispatcher of one claimed session
-                 orchestrator/run_options.py RunOptions, RunResult, WorkerLimits
-                 orchestrator/lease.py       lease renewal and the local deadline
-                 orchestrator/task_runner.py one attempt of one task on its executor
-                 orchestrator/context.py     the engine's AgentContext
+    scheduler    orchestrator/scheduler/     the anyio DAG runner of claimed sessions:
+                   entry.py                  run, submit, resume, execute (the entry points)
+                   runner.py                 SessionRunner: the dispatcher of one claimed session
+                   options.py                RunOptions, RunResult, WorkerLimits
+                   lease_keeper.py           lease renewal and the local deadline
+                   attempt.py                one attempt of one task on its executor
+                   context.py                the engine's AgentContext
     state        orchestrator/state/         recording external sessions without a scheduler
     graph        orchestrator/graph.py       Pipeline, validation, ready sets (networkx)
     store        orchestrator/store/         Store protocol, records, rules; sqlite, dynamodb

@@ -35,7 +35,7 @@ def _importers(prefix: str) -> set[str]:
 
 
 def test_the_tree_was_found() -> None:
-    assert "orchestrator/scheduler.py" in MODULES and "agents/spec.py" in MODULES
+    assert "orchestrator/scheduler/__init__.py" in MODULES and "agents/spec.py" in MODULES
 
 
 def test_only_the_dynamodb_backend_imports_pynamodb() -> None:
@@ -66,9 +66,7 @@ _ABOVE = {
     "orchestrator/store/": ["orchestrator.graph", "orchestrator.scheduler", "orchestrator.recovery",
                             "orchestrator.cli", "orchestrator.state", "orchestrator.fork"],
     "orchestrator/graph.py": ["orchestrator.scheduler", "orchestrator.recovery", "orchestrator.cli"],
-    "orchestrator/scheduler.py": ["orchestrator.recovery", "orchestrator.cli", "orchestrator.fork"],
-    "orchestrator/session_runner.py": ["orchestrator.scheduler", "orchestrator.recovery", "orchestrator.cli"],
-    "orchestrator/run_options.py": ["orchestrator.scheduler", "orchestrator.session_runner", "orchestrator.recovery"],
+    "orchestrator/scheduler/": ["orchestrator.recovery", "orchestrator.cli", "orchestrator.fork"],
     "orchestrator/recovery.py": ["orchestrator.cli"],
     "orchestrator/state/": ["orchestrator.scheduler", "orchestrator.recovery", "orchestrator.cli"],
 }

@@ -20,7 +20,7 @@ from orchestrator.errors import PipelineDefinitionError
 from orchestrator.store.records import NewTask, Progress, TaskWrite, TaskWriteKind, check_id
 
 if TYPE_CHECKING:
-    from orchestrator.session_runner import SessionRunner
+    from orchestrator.scheduler.runner import SessionRunner
 
 __all__ = ["SuspendForSignal", "SyncTaskContext", "TaskContext"]
 

@@ -16,12 +16,12 @@ import anyio.to_thread
 from agents.context import ProcessContext
 from agents.errors import AgentTimeoutError, NonRetryableError
 from agents.spec import AgentSpec
-from orchestrator.context import SuspendForSignal, SyncTaskContext, TaskContext
+from orchestrator.scheduler.context import SuspendForSignal, SyncTaskContext, TaskContext
 from orchestrator.errors import SerializationError
 from orchestrator.store.records import NewTask
 
 if TYPE_CHECKING:
-    from orchestrator.session_runner import SessionRunner
+    from orchestrator.scheduler.runner import SessionRunner
 
 __all__ = ["AgentOutcome", "run_attempt"]
 

@@ -26,7 +26,7 @@ from orchestrator.errors import (
 )
 from orchestrator.events import EventBuffer
 from orchestrator.graph import DagState, Pipeline
-from orchestrator.lease import LeaseKeeper
+from orchestrator.scheduler.lease_keeper import LeaseKeeper
 from orchestrator.metrics import MetricsRecorder, session_sample
 from orchestrator.store.protocol import Store, WriteResult
 from orchestrator.store.records import (
@@ -44,8 +44,8 @@ from orchestrator.store.records import (
     TaskWriteKind,
     WriteOutcome,
 )
-from orchestrator.run_options import RunOptions, RunResult, WorkerLimits
-from orchestrator.task_runner import AgentOutcome, run_attempt
+from orchestrator.scheduler.options import RunOptions, RunResult, WorkerLimits
+from orchestrator.scheduler.attempt import AgentOutcome, run_attempt
 from orchestrator.telemetry import Telemetry
 
 

@@ -22,7 +22,7 @@ from orchestrator.clock import format_ts
 from orchestrator.errors import LeaseLostError, OrchestratorError
 
 if TYPE_CHECKING:
-    from orchestrator.session_runner import SessionRunner
+    from orchestrator.scheduler.runner import SessionRunner
 
 __all__ = ["LeaseKeeper"]
 
