@@ -7,11 +7,16 @@ Layout (imports point down only):
                  orchestrator/fork.py        a new session from part of an old one
     scheduler    orchestrator/scheduler/     the anyio DAG runner of claimed sessions:
                    entry.py                  run, submit, resume, execute (the entry points)
-                   runner.py                 SessionRunner: the dispatcher of one claimed session
-                   options.py                RunOptions, RunResult, WorkerLimits
-                   lease_keeper.py           lease renewal and the local deadline
+                   runner.py                 SessionRunner: the I/O shell of one claimed session
+                   lease_keeper.py           owns the lease: renewal and the local deadline
                    attempt.py                one attempt of one task on its executor
                    context.py                the engine's AgentContext
+                   plan.py                   SessionPlan: the pure core (outcomes in, steps out)
+                   tasks.py                  TaskState (one record per task), TaskTable
+                   step.py                   Step: the writes, launches and notes decided
+                   ports.py                  protocols the runner's collaborators depend on
+                   messages.py               Launch and the typed attempt outcomes
+                   options.py                RunOptions, RunResult, WorkerLimits
     state        orchestrator/state/         recording external sessions without a scheduler
     graph        orchestrator/graph.py       Pipeline, validation, ready sets (networkx)
     store        orchestrator/store/         Store protocol, records, rules; sqlite, dynamodb
