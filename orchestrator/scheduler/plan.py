@@ -26,7 +26,6 @@ from orchestrator.store.protocol import WriteResult
 from orchestrator.store.records import (
     ErrorInfo,
     MetricSample,
-    NewTask,
     Progress,
     SessionRecord,
     SessionSnapshot,
@@ -178,7 +177,7 @@ class SessionPlan:
         """
         d = Draft()
         resets = 0
-        for write, result in zip(writes, results):
+        for write, result in zip(writes, results, strict=True):
             task = self._tasks[write.task_id]
             kind = write.kind
             if kind is TaskWriteKind.RESET:

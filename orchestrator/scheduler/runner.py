@@ -273,7 +273,7 @@ class SessionRunner:
         if step.writes:
             self._keeper.check()
             results = await self.store.write_tasks(self.lease, list(step.writes))
-            for write, result in zip(step.writes, results):
+            for write, result in zip(step.writes, results, strict=True):
                 self._check(write, result)
             await self._perform(self.plan.committed(step.writes, results))
         if step.adopt:
