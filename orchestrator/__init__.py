@@ -13,12 +13,18 @@ covers every module under it. Move a module, and update this map.
                  orchestrator/durations.py      `1h30m` -> seconds, for the entry points
     recovery     orchestrator/recovery.py       resume-failed sweep, worker loop
                  orchestrator/fork.py           a new session from part of an old one
-    scheduler    orchestrator/scheduler.py      run, submit, resume, execute (the entry points)
-                 orchestrator/session_runner.py the dispatcher of one claimed session
-                 orchestrator/run_options.py    RunOptions, RunResult, WorkerLimits
-                 orchestrator/lease.py          lease renewal and the local deadline
-                 orchestrator/task_runner.py    one attempt of one task on its executor
-                 orchestrator/context.py        the engine's AgentContext
+    scheduler    orchestrator/scheduler/__init__.py     the public names: run, submit, resume, ...
+                 orchestrator/scheduler/entry.py        run, submit, resume, execute (the entry points)
+                 orchestrator/scheduler/runner.py       SessionRunner: the I/O shell of one claimed session
+                 orchestrator/scheduler/lease_keeper.py owns the lease: renewal and the local deadline
+                 orchestrator/scheduler/attempt.py      one attempt of one task on its executor
+                 orchestrator/scheduler/context.py      the engine's AgentContext
+                 orchestrator/scheduler/plan.py         SessionPlan: the pure core (outcomes in, steps out)
+                 orchestrator/scheduler/tasks.py        TaskState (one record per task), TaskTable
+                 orchestrator/scheduler/step.py         Step: the writes, launches and notes decided
+                 orchestrator/scheduler/ports.py        protocols the runner's collaborators depend on
+                 orchestrator/scheduler/messages.py     Launch and the typed attempt outcomes
+                 orchestrator/scheduler/options.py      RunOptions, RunResult, WorkerLimits
                  orchestrator/events.py         session events, buffered and written in batches
     state        orchestrator/state/            recording external sessions without a scheduler
     metrics      orchestrator/metrics.py        per-writer metric counters, flushed to the store

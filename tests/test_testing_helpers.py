@@ -9,6 +9,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
 
+from orchestrator.clock import Clock, SystemClock
 from orchestrator.store import NewSession, NewTask, SessionStatus
 from orchestrator.testing import FakeClock, temporary_store
 from orchestrator.testing.moto_server import moto_server, reset_moto
@@ -23,6 +24,21 @@ async def test_temporary_store_is_a_working_sqlite_store_removed_afterwards() ->
         assert (created.status, created.created_at) == (SessionStatus.PENDING, clock.now())
         location = store.describe().location
     assert not Path(location).parent.exists()
+
+
+def test_fake_clock_monotonic_reading_moves_only_when_the_test_moves_time() -> None:
+    clock = FakeClock(100.0)
+    first = clock.monotonic()
+    assert clock.monotonic() == first
+    clock.advance(2.5)
+    assert clock.monotonic() - first == 2.5
+
+
+def test_system_clock_monotonic_reading_never_goes_back() -> None:
+    clock = SystemClock()
+    readings = [clock.monotonic() for _ in range(100)]
+    assert readings == sorted(readings)
+    assert isinstance(clock, Clock) and isinstance(FakeClock(), Clock)
 
 
 @pytest.mark.slow

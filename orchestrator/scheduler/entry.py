@@ -1,20 +1,12 @@
-"""The anyio DAG runner: claim a session, run ready tasks under limits, checkpoint every step.
+"""The entry points: `run`, `submit`, `resume` (async), their `*_sync` twins, and `execute`.
 
-One `SessionRunner` drives one claimed session. Its dispatcher is the only writer of
-task transitions: an agent's completion and the starts it unlocks go to the store as
-one `write_tasks` batch (one request where the backend has transactions), and agents
-are launched only after their START is durable. Around it run a heartbeat (lease
-renewal, cancel requests, signals), a watchdog (stops everything at the local lease
-deadline if renewals fail), and a flusher (coalesced progress, events, metrics).
-
-Public entry points: `run`, `submit`, `resume` (async) and their `*_sync` wrappers.
-The scheduler knows the Store protocol only, never a backend.
+They validate and create or claim a session, then hand it to a `SessionRunner`; the
+scheduler knows the Store protocol only, never a backend.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -27,6 +19,8 @@ from orchestrator.errors import (
 )
 from orchestrator.graph import Pipeline
 from orchestrator.metrics import MetricsRecorder
+from orchestrator.scheduler.options import RunOptions, RunResult, WorkerLimits, default_worker_id
+from orchestrator.scheduler.runner import SessionRunner
 from orchestrator.store.protocol import Store
 from orchestrator.store.records import (
     ClaimPolicy,
@@ -40,19 +34,7 @@ from orchestrator.store.records import (
 )
 from orchestrator.telemetry import Telemetry
 
-
-_log = logging.getLogger("orchestrator.scheduler")
-
-
-from orchestrator.run_options import RunOptions, RunResult, WorkerLimits, default_worker_id
-from orchestrator.session_runner import SessionRunner
-
 __all__ = [
-    "RunOptions",
-    "RunResult",
-    "SessionRunner",
-    "WorkerLimits",
-    "default_worker_id",
     "execute",
     "resume",
     "resume_sync",

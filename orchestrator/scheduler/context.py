@@ -4,23 +4,23 @@ Progress and log lines are buffered and written by the session runner (coalesced
 batched); `checkpoint` writes at once (fenced); `add_task` stages tasks that the store
 adopts with this attempt's completion; `wait_for_signal` either returns a stored
 payload or suspends the attempt so the session can go WAITING without holding a lease.
+It sees the session only through a `SessionPort`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.from_thread
 
 from agents.context import TaskSpec
 from agents.errors import SignalTimeoutError
-from orchestrator.errors import PipelineDefinitionError
-from orchestrator.store.records import NewTask, Progress, TaskWrite, TaskWriteKind, check_id
-
-if TYPE_CHECKING:
-    from orchestrator.session_runner import SessionRunner
+from orchestrator.errors import CycleError, PipelineDefinitionError
+from orchestrator.scheduler.messages import Launch
+from orchestrator.scheduler.ports import SessionPort
+from orchestrator.store.records import NewTask, Progress, check_id
 
 __all__ = ["SuspendForSignal", "SyncTaskContext", "TaskContext"]
 
@@ -41,33 +41,22 @@ class SuspendForSignal(BaseException):
 class TaskContext:
     """`AgentContext` for one attempt of one task."""
 
-    def __init__(
-        self,
-        runner: SessionRunner,
-        *,
-        task_id: str,
-        agent: str,
-        attempt: int,
-        input: Any,
-        deps: Mapping[str, Any],
-        state: Any,
-        wait_deadline: float | None,
-    ) -> None:
-        self._runner = runner
-        self._task_id = task_id
-        self._agent = agent
-        self._attempt = attempt
-        self._input = input
-        self._deps = dict(deps)
-        self._state = state
-        self._wait_deadline = wait_deadline
+    def __init__(self, port: SessionPort, launch: Launch) -> None:
+        self._port = port
+        self._task_id = launch.task_id
+        self._agent = launch.agent
+        self._attempt = launch.attempt
+        self._input = launch.input
+        self._deps = dict(launch.deps)
+        self._state = launch.state
+        self._wait_deadline = launch.wait_deadline
         self._cancelled = False
         self.added: dict[str, NewTask] = {}
 
     # -- identity -----------------------------------------------------------------------
     @property
     def session_id(self) -> str:
-        return self._runner.session_id
+        return self._port.session_id
 
     @property
     def task_id(self) -> str:
@@ -83,7 +72,7 @@ class TaskContext:
 
     @property
     def fence(self) -> int:
-        return self._runner.lease.fence
+        return self._port.fence
 
     @property
     def input(self) -> Any:
@@ -91,7 +80,7 @@ class TaskContext:
 
     @property
     def session_input(self) -> Any:
-        return self._runner.session_input
+        return self._port.session_input
 
     @property
     def deps(self) -> Mapping[str, Any]:
@@ -103,56 +92,54 @@ class TaskContext:
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled or self._runner.stopping
+        return self._cancelled or self._port.stopping
 
-    def _cancel(self) -> None:
+    def mark_cancelled(self) -> None:
+        """The attempt was cancelled: `cancelled` reads True from now on."""
         self._cancelled = True
 
     # -- buffered reports -----------------------------------------------------------------
     def progress(self, current: int, total: int, phase: str | None = None, step: str | None = None) -> None:
-        self._runner.report_progress(self._task_id, self._attempt, Progress(current, total, phase, step))
+        self._port.report_progress(self._task_id, self._attempt, Progress(current, total, phase, step))
 
     def log(self, message: str, *, level: str = "INFO", **data: Any) -> None:
-        self._runner.events.add(
-            "log", message, task_id=self._task_id, level=level, data={"attempt": self._attempt, **data}
-        )
+        self._port.log(self._task_id, self._attempt, message, level, data)
 
     def heartbeat(self) -> None:
-        self._runner.touch(self._task_id)
+        self._port.heartbeat(self._task_id)
 
     # -- durable operations ---------------------------------------------------------------
     async def checkpoint(self, state: Any) -> None:
-        write = TaskWrite(TaskWriteKind.CHECKPOINT, self._task_id, self._attempt, checkpoint=state)
-        await self._runner.write_now(write)
+        await self._port.checkpoint(self._task_id, self._attempt, state)
         self._state = state
 
     async def add_task(self, task: TaskSpec) -> str:
-        runner = self._runner
+        port = self._port
         check_id("task", task.task_id, where=f"add_task from task {self._task_id!r}")
-        spec = runner.pipeline.agents.get(task.agent)
+        spec = port.agents.get(task.agent)
         if spec is None:
             raise PipelineDefinitionError(
-                f"task {self._task_id!r} of session {runner.session_id} added task {task.task_id!r} "
-                f"with unknown agent {task.agent!r}; known agents: {', '.join(sorted(runner.pipeline.agents))}",
-                session_id=runner.session_id,
+                f"task {self._task_id!r} of session {port.session_id} added task {task.task_id!r} "
+                f"with unknown agent {task.agent!r}; known agents: {', '.join(sorted(port.agents))}",
+                session_id=port.session_id,
                 task_id=task.task_id,
             )
         for dep in task.depends_on:
-            if dep not in runner.dag_known and dep not in self.added:
+            if port.task_origin(dep) is None and dep not in self.added:
                 raise PipelineDefinitionError(
                     f"task {task.task_id!r} added by {self._task_id!r} depends on unknown task {dep!r}; "
                     f"add {dep!r} first or depend on an existing task",
-                    session_id=runner.session_id,
+                    session_id=port.session_id,
                     task_id=task.task_id,
                 )
-        if task.task_id in runner.dag_known and task.task_id not in self.added:
-            existing = runner.snapshot_task(task.task_id)
-            if existing is not None and existing.added_by == self._task_id and existing.agent == task.agent:
+        existing = port.task_origin(task.task_id)
+        if existing is not None and task.task_id not in self.added:
+            if existing.added_by == self._task_id and existing.agent == task.agent:
                 return task.task_id  # adopted by an earlier completion of this very task
             raise PipelineDefinitionError(
                 f"task {self._task_id!r} tried to add task {task.task_id!r}, which already exists in "
-                f"session {runner.session_id}; derive added task ids from the input so they are unique",
-                session_id=runner.session_id,
+                f"session {port.session_id}; derive added task ids from the input so they are unique",
+                session_id=port.session_id,
                 task_id=task.task_id,
             )
         new = NewTask(
@@ -164,28 +151,28 @@ class TaskContext:
             depends_on=tuple(task.depends_on),
             added_by=self._task_id,
         )
-        runner.store.codec.to_jsonable(task.input, where=f"input of added task {task.task_id!r}")
+        port.codec.to_jsonable(task.input, where=f"input of added task {task.task_id!r}")
         previous = self.added.get(task.task_id)
         if previous is not None and previous != new:
             raise PipelineDefinitionError(
                 f"task {self._task_id!r} added task {task.task_id!r} twice with different definitions",
-                session_id=runner.session_id,
+                session_id=port.session_id,
                 task_id=task.task_id,
             )
         self.added[task.task_id] = new
-        _reject_cycles(self.added, runner.session_id)
+        _reject_cycles(self.added, port.session_id)
         return task.task_id
 
     async def wait_for_signal(self, name: str, timeout: float | None = None) -> Any:
-        runner = self._runner
-        signal = runner.signal_for(self._task_id, name)
+        port = self._port
+        signal = port.signal(self._task_id, name)
         if signal is not None:
             return signal.payload
-        now = runner.clock.now()
+        now = port.clock.now()
         if self._wait_deadline is None and timeout is not None:
             self._wait_deadline = now + timeout
         if self._wait_deadline is not None and now >= self._wait_deadline:
-            raise SignalTimeoutError(name, timeout or 0.0, session_id=runner.session_id, task_id=self._task_id)
+            raise SignalTimeoutError(name, timeout or 0.0, session_id=port.session_id, task_id=self._task_id)
         raise SuspendForSignal(name, self._wait_deadline)
 
 
@@ -207,8 +194,6 @@ def _reject_cycles(added: Mapping[str, NewTask], session_id: str) -> None:
                 ready.append(child)
     stuck = sorted(tid for tid, n in unmet.items() if n > 0)
     if stuck:
-        from orchestrator.errors import CycleError
-
         raise CycleError(
             f"tasks added to session {session_id} form a cycle among {', '.join(stuck)}; remove one of "
             f"their dependencies",
