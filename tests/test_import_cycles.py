@@ -40,7 +40,8 @@ def _graph() -> networkx.DiGraph:
                     anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                     base = ".".join([*anchor, *([base] if base else [])])
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
-            for target in targets:
+            for imported in targets:
+                target = imported
                 while target and target not in files:  # `import a.b.c` of a name inside a module
                     target = target.rpartition(".")[0]
                 if target and target != name:

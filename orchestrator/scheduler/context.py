@@ -17,10 +17,11 @@ import anyio.from_thread
 
 from agents.context import TaskSpec
 from agents.errors import SignalTimeoutError
-from orchestrator.errors import CycleError, PipelineDefinitionError
+from orchestrator.errors import PipelineDefinitionError
 from orchestrator.scheduler.messages import Launch
 from orchestrator.scheduler.ports import SessionPort
 from orchestrator.store.records import NewTask, Progress, check_id
+from orchestrator.store.rules import check_graph
 
 __all__ = ["SuspendForSignal", "SyncTaskContext", "TaskContext"]
 
@@ -124,14 +125,12 @@ class TaskContext:
                 session_id=port.session_id,
                 task_id=task.task_id,
             )
-        for dep in task.depends_on:
-            if port.task_origin(dep) is None and dep not in self.added:
-                raise PipelineDefinitionError(
-                    f"task {task.task_id!r} added by {self._task_id!r} depends on unknown task {dep!r}; "
-                    f"add {dep!r} first or depend on an existing task",
-                    session_id=port.session_id,
-                    task_id=task.task_id,
-                )
+        # Dependencies must exist already (in the session, or added before by this attempt),
+        # so nothing added earlier can depend on this task: a cycle can only be a self-loop,
+        # and checking the one new task is enough (linear over many add_task calls).
+        check_graph([(task.task_id, tuple(task.depends_on))], where=f"the tasks added by {self._task_id}",
+                    known=lambda dep: dep in self.added or port.task_origin(dep) is not None,
+                    session_id=port.session_id)
         existing = port.task_origin(task.task_id)
         if existing is not None and task.task_id not in self.added:
             if existing.added_by == self._task_id and existing.agent == task.agent:
@@ -160,7 +159,6 @@ class TaskContext:
                 task_id=task.task_id,
             )
         self.added[task.task_id] = new
-        _reject_cycles(self.added, port.session_id)
         return task.task_id
 
     async def wait_for_signal(self, name: str, timeout: float | None = None) -> Any:
@@ -174,32 +172,6 @@ class TaskContext:
         if self._wait_deadline is not None and now >= self._wait_deadline:
             raise SignalTimeoutError(name, timeout or 0.0, session_id=port.session_id, task_id=self._task_id)
         raise SuspendForSignal(name, self._wait_deadline)
-
-
-def _reject_cycles(added: Mapping[str, NewTask], session_id: str) -> None:
-    """Kahn's algorithm over the added tasks, O(tasks + edges).
-
-    Existing tasks cannot gain dependencies, so a cycle can only form among added ones.
-    """
-    unmet = {tid: len({d for d in t.depends_on if d in added}) for tid, t in added.items()}
-    dependents: dict[str, list[str]] = {tid: [] for tid in added}
-    for tid, t in added.items():
-        for dep in {d for d in t.depends_on if d in added}:
-            dependents[dep].append(tid)
-    ready = [tid for tid, n in unmet.items() if n == 0]
-    while ready:
-        for child in dependents[ready.pop()]:
-            unmet[child] -= 1
-            if unmet[child] == 0:
-                ready.append(child)
-    stuck = sorted(tid for tid, n in unmet.items() if n > 0)
-    if stuck:
-        raise CycleError(
-            f"tasks added to session {session_id} form a cycle among {', '.join(stuck)}; remove one of "
-            f"their dependencies",
-            session_id=session_id,
-            cycle=stuck,
-        )
 
 
 class SyncTaskContext:

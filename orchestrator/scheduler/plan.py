@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from orchestrator.errors import ValidationError
 from orchestrator.graph import Pipeline
 from orchestrator.scheduler.messages import AttemptOutcome, Cancelled, Failed, Finished, Launch, TimedOut, Waiting
 from orchestrator.scheduler.step import Addition, Draft, Finish, Retry, Step, Suspend
@@ -357,7 +358,10 @@ class SessionPlan:
         """Retry with backoff while the agent's policy allows; else FAIL and skip dependents."""
         tid = task.task_id
         policy = self._pipeline.agents[task.agent].retry
-        info = ErrorInfo.from_exception(error, retryable=policy.is_retryable(error))
+        # Bad input from the agent to the engine (a checkpoint over its size limit, a value
+        # the codec cannot encode, an invalid added task) fails the same way every time.
+        retryable = policy.is_retryable(error) and not isinstance(error, ValidationError)
+        info = ErrorInfo.from_exception(error, retryable=retryable)
         used = attempt - task.attempt_base
         if info.retryable and used < task.max_attempts:
             delay = policy.delay(used, self._rng)

@@ -348,3 +348,25 @@ async def test_a_retry_in_the_same_run_sees_the_checkpoint_of_the_failed_attempt
 
     assert result.status is SessionStatus.COMPLETED
     assert seen == [None, {"step": 3}]
+
+
+async def test_a_checkpoint_over_its_limit_fails_the_task_once_without_retries(backend: Backend) -> None:
+    from orchestrator.errors import PayloadTooLargeError
+
+    calls: list[int] = []
+
+    @agent(name="hoarder", retry=FAST)
+    async def hoarder(ctx: AgentContext) -> dict[str, Any]:
+        calls.append(ctx.attempt)
+        await ctx.checkpoint({"blob": "x" * 200_000})
+        return {}
+
+    pipe = Pipeline("hoard", agents=[hoarder]).task("h", "hoarder")
+    result = await run(pipe, store=backend.store)
+
+    assert result.status is SessionStatus.FAILED
+    assert calls == [1]
+    task = (await backend.store.load_session(result.session_id)).tasks["h"]
+    assert (task.status, task.attempt, task.checkpoint) == (TaskStatus.FAILED, 1, None)
+    assert task.last_error is not None and task.last_error.type.endswith(PayloadTooLargeError.__name__)
+    assert "98,304" in task.last_error.message
