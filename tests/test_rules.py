@@ -1,4 +1,4 @@
-"""The fencing rules of DESIGN.md §6 as pure functions (orchestrator/store/rules.py)."""
+"""The fencing and transition rules of DESIGN.md §6 as pure functions (orchestrator/store/rules/)."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ __all__ = [
     "missing_added_tables",
     "create_file",
     "file_problems",
+    "pragmas",
     "inspect",
     "is_busy",
     "verify_or_create",
@@ -322,3 +323,13 @@ def connect(path: Path) -> sqlite3.Connection:
         raise StoreError(f"cannot open store file {path}: {exc}; check the path and its permissions") from exc
     conn.execute("PRAGMA busy_timeout = 0")
     return conn
+
+
+def pragmas(conn: sqlite3.Connection) -> dict[str, str]:
+    """The connection's journal mode, synchronous level and busy timeout, as `doctor` shows them."""
+    sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+    return {
+        "journal_mode": str(conn.execute("PRAGMA journal_mode").fetchone()[0]).upper(),
+        "synchronous": {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(sync, str(sync)),
+        "busy_timeout_ms": str(conn.execute("PRAGMA busy_timeout").fetchone()[0]),
+    }

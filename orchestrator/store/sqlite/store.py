@@ -1,12 +1,10 @@
-"""The embedded backend: one SQLite file in WAL mode, safe for several processes on a machine.
+"""`SQLiteStore`: the Store protocol on one SQLite file (WAL mode, several processes on a machine).
 
-Each operation reads its rows inside one transaction, decides with
-`orchestrator.store.rules`, and writes: the conditional writes of DESIGN.md §6 hold
-because `BEGIN IMMEDIATE` holds the write lock from the read to the commit. Values are
-encoded (and validated) before `BEGIN`, so nothing is half-written. How the file is
-opened and locked lives in `sqlite_db` / `sqlite_schema`; task rows in `sqlite_tasks`;
-events, metrics, pipelines and retention in `sqlite_history`; the users' project
-history in `sqlite_projects`.
+Each operation reads its rows inside one `BEGIN IMMEDIATE` transaction, lets the
+rulebook (`orchestrator.store.rules`) decide, and writes; values are encoded and
+size-checked before `BEGIN`, so nothing is half-written. Sessions live in `sessions`,
+task rows in `tasks`, history in `history`, projects in `projects`, the file in
+`connection` and `schema`.
 """
 
 from __future__ import annotations
@@ -58,7 +56,7 @@ from orchestrator.store.sqlite.encoding import (
     signal_from_row,
     task_from_row,
 )
-from orchestrator.store.sqlite.schema import file_problems
+from orchestrator.store.sqlite.schema import file_problems, pragmas
 from orchestrator.store.sqlite.tasks import EncodedWrite, TaskRow, apply_writes, read_task, stage_tasks
 
 __all__ = ["SQLiteStore"]
@@ -125,16 +123,7 @@ class SQLiteStore:
 
     async def settings(self) -> dict[str, str]:
         """The connection's journal mode, synchronous level and busy timeout, for `doctor` output."""
-
-        def read(conn: sqlite3.Connection, _: float) -> dict[str, str]:
-            sync = conn.execute("PRAGMA synchronous").fetchone()[0]
-            return {
-                "journal_mode": str(conn.execute("PRAGMA journal_mode").fetchone()[0]).upper(),
-                "synchronous": {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(sync, str(sync)),
-                "busy_timeout_ms": str(conn.execute("PRAGMA busy_timeout").fetchone()[0]),
-            }
-
-        return await self._run("settings", read, write=False)
+        return await self._run("settings", lambda conn, _: pragmas(conn), write=False)
 
     async def aclose(self) -> None:
         self._db.close()
@@ -248,7 +237,7 @@ class SQLiteStore:
             raise SessionNotFoundError.missing(session_id, self._where)
 
     def _missing_task(self, conn: sqlite3.Connection, session_id: str, task_id: str) -> Exception:
-        self._require_session(conn, session_id)
+        self._require_session(conn, session_id)  # an unknown session says so, not "no task"
         return TaskNotFoundError.missing(session_id, task_id, self._where)
 
     async def claim_session(
@@ -507,6 +496,3 @@ class SQLiteStore:
     async def purge(self, *, ended_before: float) -> PurgeReport:
         retention = self.config.retention_days
         return await self._run("purge", lambda c, now: history.purge(c, ended_before, now, retention))
-
-
-# -- helpers ---------------------------------------------------------------------------------
