@@ -6,7 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.errors import LeaseLostError
+from orchestrator.codec import default_codec
+from orchestrator.errors import CycleError, LeaseLostError, PayloadTooLargeError, PipelineDefinitionError
+from orchestrator.store import rules as rb
+from orchestrator.store.rules.change import NEVER
 from orchestrator.store.records import (
     ATTEMPT_HISTORY_LIMIT,
     ClaimPolicy,
@@ -299,3 +302,65 @@ def test_wait_progress_and_checkpoint_keep_the_status_where_expected() -> None:
     assert (progressed.status, progressed.progress) == (TaskStatus.RUNNING, Progress(2, 5))
     saved = apply_task_write(t, LEASE1, TaskWrite(TaskWriteKind.CHECKPOINT, "t1", 1, checkpoint={"k": 1}), NOW)
     assert (saved.status, saved.checkpoint) == (TaskStatus.RUNNING, {"k": 1})
+
+
+# -- the rulebook's values ------------------------------------------------------------------
+
+
+def test_check_graph_names_the_cycle_from_its_smallest_id() -> None:
+    with pytest.raises(CycleError) as info:
+        rb.check_graph([("b", ("c",)), ("c", ("a",)), ("a", ("b",))], where="pipeline p")
+    assert info.value.cycle == ["a", "b", "c"]
+    assert "pipeline p has a cycle: a -> b -> c -> a" in str(info.value)
+
+
+def test_check_graph_reports_a_duplicate_id_before_an_unknown_dependency() -> None:
+    with pytest.raises(PipelineDefinitionError, match="two tasks with id 'a'"):
+        rb.check_graph([("a", ("zz",)), ("a", ())], where="session s")
+
+
+def test_check_graph_accepts_dependencies_on_known_tasks_and_suggests_close_ids() -> None:
+    rb.check_graph([("new", ("old",))], where="added", known={"old"})
+    with pytest.raises(PipelineDefinitionError, match="did you mean 'old'"):
+        rb.check_graph([("new", ("odl",))], where="added", known={"old"})
+
+
+def test_every_task_write_kind_has_a_transition() -> None:
+    assert set(rb.TRANSITIONS) == set(TaskWriteKind)
+
+
+def test_a_fenced_change_expects_the_fence_owner_and_running_status() -> None:
+    change = rb.Renew("s1", LEASE1, 30).decide(None, NOW)
+    assert change.expect == {"fence": 1, "lease_owner": "w1", "status": SessionStatus.RUNNING}
+    assert change.changes == {"lease_expires_at": NOW + 30}
+
+
+def test_a_newer_owners_equal_values_do_not_look_like_our_lost_write() -> None:
+    change = rb.Renew("s1", LEASE1, 30).decide(None, NOW)
+    theirs = running(owner="w2", fence=2, expires=NOW + 30)
+    assert not change.shown_by(theirs)
+    assert change.shown_by(running(expires=NOW + 30))
+
+
+def test_deciding_a_fenced_write_on_a_newer_claim_raises_lease_lost() -> None:
+    with pytest.raises(LeaseLostError):
+        rb.Finish("s1", LEASE1, SessionStatus.COMPLETED).decide(running(owner="w2", fence=2), NOW)
+
+
+def test_a_wait_without_wake_at_sorts_at_the_far_future_of_the_index() -> None:
+    change = rb.Wait("s1", LEASE1, None).decide(None, NOW)
+    assert change is not None and change.index_time() == (SessionStatus.WAITING, NEVER)
+
+
+def test_retention_is_counted_in_whole_seconds_on_every_backend() -> None:
+    assert rb.Retained(NOW + 0.75).resolve(86400.9) == float(int(NOW) + 86400)
+
+
+def test_payload_size_is_measured_in_utf8_bytes_of_the_stored_json() -> None:
+    limit = rb.Payload.TASK_INPUT.limit
+    assert limit is not None
+    fits = "é" * ((limit - 2) // 2)  # two bytes each, plus the two quotes of the JSON string
+    assert rb.encode(default_codec, rb.Payload.TASK_INPUT, fits, session_id="s", task_id="t")
+    with pytest.raises(PayloadTooLargeError) as info:
+        rb.encode(default_codec, rb.Payload.TASK_INPUT, fits + "é", session_id="s", task_id="t")
+    assert (info.value.session_id, info.value.task_id, info.value.limit) == ("s", "t", limit)
