@@ -279,6 +279,41 @@ class ClaimRejectedError(ConflictError):
 class LeaseLostError(ConflictError):
     """Another worker claimed the session: stop the agents and write nothing more."""
 
+    @classmethod
+    def claimed_by(cls, session_id: str, owner: str | None, fence: int, our_fence: int) -> LeaseLostError:
+        return cls(
+            f"session {session_id} was claimed by {owner or 'another worker'} (fence {fence}, ours {our_fence}); "
+            f"our agents are stopped and our writes discarded",
+            session_id=session_id, fence=fence, our_fence=our_fence, owner=owner,
+        )
+
+    @classmethod
+    def not_held(cls, session_id: str, status: str, our_owner: str, fence: int) -> LeaseLostError:
+        return cls(
+            f"session {session_id} is {status} and no longer held by {our_owner} (fence {fence}); claim it "
+            f"again to continue",
+            session_id=session_id, fence=fence, our_fence=fence, owner=None,
+        )
+
+    @classmethod
+    def write_rejected(cls, session_id: str, task_id: str, write: str, fence: int | None,
+                       our_fence: int) -> LeaseLostError:
+        """A fenced task write was refused because another writer changed the task."""
+        return cls(
+            f"session {session_id}: {write} of task {task_id} was rejected because another writer changed it "
+            f"(fence {'?' if fence is None else fence}, ours {our_fence}); stopping",
+            session_id=session_id, task_id=task_id, fence=fence, our_fence=our_fence,
+        )
+
+    @classmethod
+    def deadline_passed(cls, session_id: str, owner: str, fence: int, deadline: str) -> LeaseLostError:
+        return cls(
+            f"session {session_id}: the lease of {owner} (fence {fence}) could not be renewed before its local "
+            f"deadline {deadline}; agents stopped, nothing more is written. Another worker may resume it after "
+            f"the lease expires",
+            session_id=session_id, fence=fence, our_fence=fence,
+        )
+
 
 class TaskCompletedError(ConflictError):
     """The task is already COMPLETED; a second completion is discarded."""

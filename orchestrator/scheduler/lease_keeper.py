@@ -70,13 +70,7 @@ class LeaseKeeper:
 
     def _deadline_error(self) -> LeaseLostError:
         lease = self._lease
-        return LeaseLostError(
-            f"session {lease.session_id}: the lease of {lease.owner} (fence {lease.fence}) could not be renewed "
-            f"before its local deadline {format_ts(self.deadline)}; agents stopped, nothing more is written. "
-            f"Another worker may resume it after the lease expires",
-            session_id=lease.session_id,
-            fence=lease.fence,
-        )
+        return LeaseLostError.deadline_passed(lease.session_id, lease.owner, lease.fence, format_ts(self.deadline))
 
     def _lose(self, error: LeaseLostError) -> None:
         if self._error is None:

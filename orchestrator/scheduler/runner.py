@@ -174,12 +174,8 @@ class SessionRunner:
         write = TaskWrite(TaskWriteKind.CHECKPOINT, task_id, attempt, checkpoint=state)
         [result] = await self.store.write_tasks(self.lease, [write])
         if not result.ok:
-            raise LeaseLostError(
-                f"task {task_id} of session {self._session_id}: {write.kind.value} was rejected "
-                f"({result.outcome.value}); another owner has it",
-                session_id=self._session_id,
-                task_id=task_id,
-            )
+            raise LeaseLostError.write_rejected(self._session_id, task_id, write.kind.value,
+                                                result.task.fence if result.task else None, self.lease.fence)
         self.plan.checkpointed(task_id, state)
 
     # -- LeaseListener: news from the keeper --------------------------------------------------
@@ -303,13 +299,8 @@ class SessionRunner:
 
     def _check(self, write: TaskWrite, result: WriteResult) -> None:
         if result.outcome is WriteOutcome.STALE:
-            raise LeaseLostError(
-                f"session {self._session_id}: {write.kind.value} of task {write.task_id} was rejected "
-                f"because another writer changed it (fence {result.task.fence if result.task else '?'}, "
-                f"ours {self.lease.fence}); stopping",
-                session_id=self._session_id,
-                task_id=write.task_id,
-            )
+            raise LeaseLostError.write_rejected(self._session_id, write.task_id, write.kind.value,
+                                                result.task.fence if result.task else None, self.lease.fence)
 
     @property
     def _group(self) -> TaskGroup:

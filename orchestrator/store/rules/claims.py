@@ -116,20 +116,9 @@ def lease_lost(session: SessionRecord, lease: Lease) -> LeaseLostError | None:
     if (session.fence == lease.fence and session.lease_owner == lease.owner
             and session.status is SessionStatus.RUNNING):
         return None
-    sid = session.session_id
     if session.fence != lease.fence:
-        msg = (
-            f"session {sid} was claimed by {session.lease_owner or 'another worker'} (fence "
-            f"{session.fence}, ours {lease.fence}); our agents are stopped and our writes discarded"
-        )
-    else:
-        msg = (
-            f"session {sid} is {session.status.value} and no longer held by {lease.owner} "
-            f"(fence {lease.fence}); claim it again to continue"
-        )
-    return LeaseLostError(
-        msg, session_id=sid, fence=session.fence, our_fence=lease.fence, owner=session.lease_owner
-    )
+        return LeaseLostError.claimed_by(session.session_id, session.lease_owner, session.fence, lease.fence)
+    return LeaseLostError.not_held(session.session_id, session.status.value, lease.owner, lease.fence)
 
 
 # -- creation ---------------------------------------------------------------------------------
