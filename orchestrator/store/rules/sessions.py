@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from orchestrator.errors import (
     SessionStateError,
@@ -39,77 +39,85 @@ from orchestrator.store.rules.limits import reason as _reason
 from orchestrator.store.rules.change import Retained, SessionChange, SessionOp
 from orchestrator.store.rules.claims import check_lease_seconds, lease_lost
 
-__all__ = ["Cancel", "Finish", "FlagNeedsHuman", "Release", "Renew", "Signal", "Update", "Wait"]
+__all__ = ["Cancel", "FencedOp", "Finish", "FlagNeedsHuman", "Release", "Renew", "Signal", "Update", "Wait"]
 
-def _fenced(lease: Lease, **more: Any) -> dict[str, Any]:
-    return {"fence": lease.fence, "lease_owner": lease.owner, "status": SessionStatus.RUNNING, **more}
-
-
-def _refuse_fenced(change: SessionChange, current: SessionRecord, lease: Lease) -> None:
-    """Raise why a fenced write cannot apply to `current` (a newer claim, or another status)."""
-    if change.holds(current):
-        return
-    err = lease_lost(current, lease)
-    if err is not None:
-        raise err
-    raise SessionStateError.kept_changing(current.session_id, change.action, 1)
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
-class Renew(SessionOp[tuple[Lease, SessionRecord]]):
-    """Extend the lease; an external session's lease (no expiry) stays without one."""
+class FencedOp(SessionOp[R]):
+    """A write by the session's holder: it holds only while fence, owner and RUNNING are as the lease says.
+
+    Decided without a read (`reads_first = False`); given the stored session (SQLite,
+    or DynamoDB after a failed condition) it returns None when the operation already
+    holds, or raises why the holder lost the session.
+    """
 
     lease: Lease
-    lease_seconds: float
     reads_first = False
+
+    def expect(self) -> dict[str, Any]:
+        return {"fence": self.lease.fence, "lease_owner": self.lease.owner, "status": SessionStatus.RUNNING}
+
+    def changes(self, now: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def done_already(self, current: SessionRecord) -> bool:
+        """Whether `current` makes the write unnecessary (a repeat whose first try landed)."""
+        return False
+
+    def decide(self, current: SessionRecord | None, now: float) -> SessionChange | None:
+        if current is not None and self.done_already(current):
+            return None
+        change = SessionChange(self.session_id, self.action, self.expect(), self.changes(now))
+        if current is not None and not change.holds(current):
+            err = lease_lost(current, self.lease)
+            raise err if err is not None else SessionStateError.kept_changing(current.session_id, self.action, 1)
+        return change
+
+
+@dataclass(frozen=True, slots=True)
+class Renew(FencedOp[tuple[Lease, SessionRecord]]):
+    """Extend the lease; an external session's lease (no expiry) stays without one."""
+
+    lease_seconds: float
     action = "renew the lease of"
 
     def __post_init__(self) -> None:
         check_lease_seconds(self.lease_seconds, f"the lease renewal of session {self.session_id}",
                             self.session_id, optional=False)
 
-    def decide(self, current: SessionRecord | None, now: float) -> SessionChange:
-        expires = None if self.lease.expires_at is None else now + self.lease_seconds
-        change = SessionChange(self.session_id, self.action, _fenced(self.lease), {"lease_expires_at": expires})
-        if current is not None:
-            _refuse_fenced(change, current, self.lease)
-        return change
+    def changes(self, now: float) -> dict[str, Any]:
+        return {"lease_expires_at": None if self.lease.expires_at is None else now + self.lease_seconds}
 
     def result(self, record: SessionRecord) -> tuple[Lease, SessionRecord]:
         return replace(self.lease, expires_at=record.lease_expires_at, signal_seq=record.signal_seq), record
 
 
 @dataclass(frozen=True, slots=True)
-class Release(SessionOp[None]):
+class Release(FencedOp[None]):
     """Give the session back (RUNNING -> PENDING) for another worker to claim now."""
 
-    lease: Lease
-    reads_first = False
     action = "release"
 
-    def decide(self, current: SessionRecord | None, now: float) -> SessionChange | None:
-        if current is not None and current.status is SessionStatus.PENDING and current.fence == self.lease.fence:
-            return None  # released already (a retry)
-        change = SessionChange(self.session_id, self.action, _fenced(self.lease), dict(
-            status=SessionStatus.PENDING, lease_owner=None, lease_expires_at=None, updated_at=now))
-        if current is not None:
-            _refuse_fenced(change, current, self.lease)
-        return change
+    def changes(self, now: float) -> dict[str, Any]:
+        return dict(status=SessionStatus.PENDING, lease_owner=None, lease_expires_at=None, updated_at=now)
+
+    def done_already(self, current: SessionRecord) -> bool:
+        return current.status is SessionStatus.PENDING and current.fence == self.lease.fence
 
     def result(self, record: SessionRecord) -> None:
         return None
 
 
 @dataclass(frozen=True, slots=True)
-class Update(SessionOp[SessionRecord]):
+class Update(FencedOp[SessionRecord]):
     """Fenced update of progress, current agents, metadata and trace context (those given)."""
 
-    lease: Lease
     progress: Progress | None = None
     current_agents: Sequence[str] | None = None
     metadata: Mapping[str, Any] | None = None
     trace_context: Mapping[str, str] | None = None
-    reads_first = False
     action = "update"
 
     def __post_init__(self) -> None:
@@ -118,7 +126,7 @@ class Update(SessionOp[SessionRecord]):
             raise ValidationError.bad_value("trace_context", self.trace_context, "a mapping of strings to strings",
                                             f"session {self.session_id}", session_id=self.session_id)
 
-    def decide(self, current: SessionRecord | None, now: float) -> SessionChange:
+    def changes(self, now: float) -> dict[str, Any]:
         changes: dict[str, Any] = {"updated_at": now}
         if self.progress is not None:
             changes["progress"] = self.progress
@@ -128,24 +136,19 @@ class Update(SessionOp[SessionRecord]):
             changes["metadata"] = dict(self.metadata)
         if self.trace_context is not None:
             changes["trace_context"] = dict(self.trace_context)
-        change = SessionChange(self.session_id, self.action, _fenced(self.lease), changes)
-        if current is not None:
-            _refuse_fenced(change, current, self.lease)
-        return change
+        return changes
 
     def result(self, record: SessionRecord) -> SessionRecord:
         return record
 
 
 @dataclass(frozen=True, slots=True)
-class Finish(SessionOp[SessionRecord]):
+class Finish(FencedOp[SessionRecord]):
     """End the session COMPLETED, FAILED or CANCELLED; frees the lease and starts its retention."""
 
-    lease: Lease
     status: SessionStatus
     reason: str | None = None
     needs_human_reason: str | None = None
-    reads_first = False
     action = "finish"
 
     def __post_init__(self) -> None:
@@ -158,51 +161,42 @@ class Finish(SessionOp[SessionRecord]):
                                             f"None: only a FAILED session is flagged (got {self.status.value})",
                                             where, session_id=self.session_id)
 
-    def decide(self, current: SessionRecord | None, now: float) -> SessionChange | None:
-        if (current is not None and current.status is self.status and current.fence == self.lease.fence
-                and current.completed_at is not None):
-            return None  # finished already by this owner (a retry)
-        change = SessionChange(self.session_id, self.action, _fenced(self.lease), dict(
-            status=self.status, reason=_reason(self.reason), completed_at=now, updated_at=now, lease_owner=None,
-            lease_expires_at=None, wake_at=None, current_agents=(), needs_human=self.needs_human_reason is not None,
-            needs_human_reason=_reason(self.needs_human_reason), expires_at=Retained(now)))
-        if current is not None:
-            _refuse_fenced(change, current, self.lease)
-        return change
+    def changes(self, now: float) -> dict[str, Any]:
+        return dict(status=self.status, reason=_reason(self.reason), completed_at=now, updated_at=now,
+                    lease_owner=None, lease_expires_at=None, wake_at=None, current_agents=(),
+                    needs_human=self.needs_human_reason is not None,
+                    needs_human_reason=_reason(self.needs_human_reason), expires_at=Retained(now))
+
+    def done_already(self, current: SessionRecord) -> bool:
+        return (current.status is self.status and current.fence == self.lease.fence
+                and current.completed_at is not None)
 
     def result(self, record: SessionRecord) -> SessionRecord:
         return record
 
 
 @dataclass(frozen=True, slots=True)
-class Wait(SessionOp[bool]):
+class Wait(FencedOp[bool]):
     """RUNNING -> WAITING, freeing the lease, unless a signal arrived since the lease saw the sequence."""
 
-    lease: Lease
     wake_at: float | None
-    reads_first = False
     action = "wait"
 
-    def decide(self, current: SessionRecord | None, now: float) -> SessionChange | None:
-        change = SessionChange(
-            self.session_id, self.action, _fenced(self.lease, signal_seq=self.lease.signal_seq),
-            dict(status=SessionStatus.WAITING, wake_at=self.wake_at, wait_seq=self.lease.signal_seq,
-                 lease_owner=None, lease_expires_at=None, updated_at=now))
-        if current is None:
-            return change
-        if self._waiting(current):
-            return None  # waiting already (a retry)
-        if lease_lost(current, self.lease) is None and current.signal_seq != self.lease.signal_seq:
-            return None  # a signal arrived: the caller reads it instead of sleeping
-        _refuse_fenced(change, current, self.lease)
-        return change
+    def expect(self) -> dict[str, Any]:
+        return {**FencedOp.expect(self), "signal_seq": self.lease.signal_seq}
 
-    def _waiting(self, record: SessionRecord) -> bool:
-        return (record.status is SessionStatus.WAITING and record.fence == self.lease.fence
-                and record.wait_seq == self.lease.signal_seq)
+    def changes(self, now: float) -> dict[str, Any]:
+        return dict(status=SessionStatus.WAITING, wake_at=self.wake_at, wait_seq=self.lease.signal_seq,
+                    lease_owner=None, lease_expires_at=None, updated_at=now)
+
+    def done_already(self, current: SessionRecord) -> bool:
+        # Waiting already (a retry), or a signal arrived: the caller reads it instead of sleeping.
+        return self.result(current) or (
+            lease_lost(current, self.lease) is None and current.signal_seq != self.lease.signal_seq)
 
     def result(self, record: SessionRecord) -> bool:
-        return self._waiting(record)
+        return (record.status is SessionStatus.WAITING and record.fence == self.lease.fence
+                and record.wait_seq == self.lease.signal_seq)
 
 
 @dataclass(frozen=True, slots=True)

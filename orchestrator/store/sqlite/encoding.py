@@ -22,7 +22,6 @@ from orchestrator.store.records import (
     ErrorInfo,
     Event,
     MetricSummary,
-    NewTask,
     OwnerKind,
     Progress,
     SessionRecord,
@@ -42,7 +41,6 @@ __all__ = [
     "TASK_COLS",
     "TASK_INSERT",
     "RawJSON",
-    "definition_matches",
     "dump",
     "error_to_json",
     "event_from_row",
@@ -241,21 +239,6 @@ def task_from_row(
         )
 
     return _decode(what, build, session_id=session_id, task_id=tid)
-
-
-def definition_matches(stored: Sequence[Any], task: NewTask, input_text: str) -> bool:
-    """Whether a stored (agent, input, priority, max_attempts, depends_on) equals `task`.
-
-    Inputs compare as decoded JSON, so key order does not matter; dependencies as sets.
-    """
-    agent, stored_input, priority, max_attempts, depends_on = stored
-    return (
-        agent == task.agent
-        and int(priority) == task.priority
-        and int(max_attempts) == task.max_attempts
-        and set(depends_on) == set(task.depends_on)
-        and json.loads(stored_input or "null") == json.loads(input_text)
-    )
 
 
 # -- signals, events, metrics --------------------------------------------------------------
