@@ -331,12 +331,14 @@ def test_every_task_write_kind_has_a_transition() -> None:
 
 def test_a_fenced_change_expects_the_fence_owner_and_running_status() -> None:
     change = rb.Renew("s1", LEASE1, 30).decide(None, NOW)
+    assert change is not None
     assert change.expect == {"fence": 1, "lease_owner": "w1", "status": SessionStatus.RUNNING}
     assert change.changes == {"lease_expires_at": NOW + 30}
 
 
 def test_a_newer_owners_equal_values_do_not_look_like_our_lost_write() -> None:
     change = rb.Renew("s1", LEASE1, 30).decide(None, NOW)
+    assert change is not None
     theirs = running(owner="w2", fence=2, expires=NOW + 30)
     assert not change.shown_by(theirs)
     assert change.shown_by(running(expires=NOW + 30))

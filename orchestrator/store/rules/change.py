@@ -5,6 +5,8 @@ See `orchestrator.store.rules.sessions` for how backends apply a `SessionChange`
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
@@ -89,7 +91,7 @@ class SessionChange:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionOp(Generic[R]):
+class SessionOp(ABC, Generic[R]):
     """Base of the operations: the session they write, and whether deciding needs a read."""
 
     session_id: str
@@ -98,8 +100,10 @@ class SessionOp(Generic[R]):
     reads_first = True
     action = "write"
 
+    @abstractmethod
     def decide(self, current: SessionRecord | None, now: float) -> SessionChange | None:
-        raise NotImplementedError
+        """The change to write given the stored session (None before a read), None if it holds already."""
 
+    @abstractmethod
     def result(self, record: SessionRecord) -> R:
-        raise NotImplementedError
+        """What the operation returns, from the session as stored after it."""

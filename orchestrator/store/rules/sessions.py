@@ -20,6 +20,8 @@ test in tests/store proves it). Claimability and lease-loss messages live here t
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -59,8 +61,9 @@ class FencedOp(SessionOp[R]):
     def expect(self) -> dict[str, Any]:
         return {"fence": self.lease.fence, "lease_owner": self.lease.owner, "status": SessionStatus.RUNNING}
 
+    @abstractmethod
     def changes(self, now: float) -> dict[str, Any]:
-        raise NotImplementedError
+        """The fields the write sets, at time `now`."""
 
     def done_already(self, current: SessionRecord) -> bool:
         """Whether `current` makes the write unnecessary (a repeat whose first try landed)."""
