@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from orchestrator.codec import Codec
 from orchestrator.errors import SessionNotFoundError, SessionStateError, ValidationError
 from orchestrator.store.records import SCHEMA_VERSION, Page, SessionRecord, SessionStatus
-from orchestrator.store.rules import SessionChange, SessionOp
+from orchestrator.store.rules import Retained, SessionChange, SessionOp
 from orchestrator.store.sqlite.encoding import (
     SESSION_COLS,
     SESSION_INSERT,
@@ -82,7 +82,9 @@ def settle(
     change = op.decide(current, now)
     if change is None:
         return op.result(current)
-    new = change.apply(current, _ttl(conn, op.session_id, default_ttl))
+    # The stored retention is read only by a write that starts it (finish, cancel), not on the hot path.
+    starts_retention = any(isinstance(v, Retained) for v in change.changes.values())
+    new = change.apply(current, _ttl(conn, op.session_id, default_ttl) if starts_retention else default_ttl)
     write(conn, new, change, encoded or {})
     return op.result(new)
 
