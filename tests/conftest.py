@@ -122,7 +122,9 @@ async def store(
         mock = mock_aws()
         mock.start()
         tx = "&transactions=0" if store_backend.endswith("-notx") else ""
-        url = f"dynamodb://t-{uuid.uuid4().hex[:12]}?region=us-east-1{tx}"
+        # In-process moto is not thread-safe (a transaction deep-copies the table while
+        # another thread writes it), so one request at a time.
+        url = f"dynamodb://t-{uuid.uuid4().hex[:12]}?region=us-east-1&connections=1{tx}"
     else:
         url = store_url
     opened = open_store(url, clock=fake_clock)

@@ -101,7 +101,8 @@ async def _workload(url: str, tmp: Path) -> set[str]:
 
 
 def test_policy_allows_exactly_the_observed_operations_and_never_scan(moto: None, tmp_path: Path) -> None:
-    url = f"dynamodb://iam-{uuid.uuid4().hex[:8]}?region=us-east-1"
+    # connections=1: in-process moto is not thread-safe under concurrent transactions
+    url = f"dynamodb://iam-{uuid.uuid4().hex[:8]}?region=us-east-1&connections=1"
     observed = anyio.run(_workload, url, tmp_path)
     config = StoreConfig.from_url(url).dynamodb
     assert config is not None

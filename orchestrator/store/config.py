@@ -92,6 +92,8 @@ class DynamoDBConfig:
             raise ConfigError(f"status_shards={self.status_shards} must be between 1 and 64")
         if self.max_attempts < 1:
             raise ConfigError(f"DYNAMODB_MAX_ATTEMPTS={self.max_attempts} must be at least 1")
+        if self.max_pool_connections < 1:
+            raise ConfigError(f"connections={self.max_pool_connections} must be at least 1")
         if self.timeout_s <= 0:
             raise ConfigError(f"DYNAMODB_TIMEOUT={self.timeout_s} must be > 0 seconds")
         if self.billing_mode not in ("PAY_PER_REQUEST", "PROVISIONED"):
@@ -213,6 +215,7 @@ def _dynamodb_from_url(url: str, env: Mapping[str, str]) -> DynamoDBConfig:
         {
             "region", "endpoint", "timeout", "max_attempts", "initial_backoff_ms", "max_backoff_sec",
             "prefix", "shards", "transactions", "billing_mode", "pitr", "deletion_protection", "ttl_days",
+            "connections",
         },
     )
     src = "environment"
@@ -229,6 +232,7 @@ def _dynamodb_from_url(url: str, env: Mapping[str, str]) -> DynamoDBConfig:
         "max_backoff_s": ("max_backoff_sec", "DYNAMODB_MAX_BACKOFF_SEC"),
         "status_shards": ("shards", None),
         "ttl_days": ("ttl_days", None),
+        "max_pool_connections": ("connections", None),
     }
     for attr, (param, env_name) in numeric.items():
         if param in params:
@@ -237,7 +241,7 @@ def _dynamodb_from_url(url: str, env: Mapping[str, str]) -> DynamoDBConfig:
             value = _number(src, env_name, env[env_name])
         else:
             continue
-        kwargs[attr] = int(value) if attr in ("max_attempts", "status_shards") else value
+        kwargs[attr] = int(value) if attr in ("max_attempts", "status_shards", "max_pool_connections") else value
     for attr, param in (("transactions", "transactions"), ("point_in_time_recovery", "pitr"),
                         ("deletion_protection", "deletion_protection")):
         if param in params:
