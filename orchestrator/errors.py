@@ -318,6 +318,14 @@ class LeaseLostError(ConflictError):
 class TaskCompletedError(ConflictError):
     """The task is already COMPLETED; a second completion is discarded."""
 
+    @classmethod
+    def adding_to(cls, session_id: str, parent: str) -> TaskCompletedError:
+        return cls(
+            f"task {parent} of session {session_id} is already COMPLETED, so tasks it adds now would never be "
+            f"adopted; add tasks from the agent before it returns (ctx.add_task)",
+            session_id=session_id, task_id=parent,
+        )
+
 
 class SessionStateError(ConflictError):
     """The session's status does not allow this operation."""

@@ -25,7 +25,6 @@ import pytest
 from orchestrator.codec import default_codec
 from orchestrator.errors import (
     ClaimRejectedError,
-    LeaseLostError,
     SchemaError,
     SessionNotFoundError,
     StoreError,
@@ -42,7 +41,6 @@ from orchestrator.store import (
     TaskWrite,
     TaskWriteKind,
     UserProjectRecord,
-    WriteOutcome,
     open_store,
 )
 from orchestrator.store.sqlite import SQLiteStore
@@ -225,22 +223,6 @@ async def test_unknown_session_error_names_the_store(store: SQLiteStore, db_path
 
 
 # -- batches -------------------------------------------------------------------------------
-
-
-@pytest.mark.anyio
-async def test_a_batch_with_a_lease_lost_rejection_is_rolled_back_whole(store: SQLiteStore, clock: FakeClock) -> None:
-    await store.create_session(NewSession("s1", "p"), chain(2))
-    old = await store.claim_session("s1", "w1", 30)
-    await store.write_tasks(old, [TaskWrite(TaskWriteKind.START, "t1", 1)])
-    clock.advance(31)
-    new = await store.claim_session("s1", "w2", 30)
-    [started] = await store.write_tasks(new, [TaskWrite(TaskWriteKind.START, "t1", 1)])
-    assert started.outcome is WriteOutcome.APPLIED
-    with pytest.raises(LeaseLostError):
-        # t0 alone would apply for the stale owner; t1 (now at fence 2) explains the loss.
-        await store.write_tasks(old, [TaskWrite(TaskWriteKind.START, "t0", 1), TaskWrite(TaskWriteKind.PROGRESS, "t1", 1)])
-    t0 = await store.get_task("s1", "t0")
-    assert t0.status is TaskStatus.PENDING and t0.fence == 0
 
 
 @pytest.mark.anyio

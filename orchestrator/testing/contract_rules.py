@@ -11,6 +11,19 @@ Each test names the decision and why it was taken (the rulebook in
 - Values over their size limit (`store/rules/limits.py`, from DynamoDB's 400 KB item)
   are refused on every backend with PayloadTooLargeError naming the ids, the size and
   the limit, before anything is written.
+
+Found by the differential test (`tests/store/test_differential.py`), decided so:
+
+- A batch is checked in order: sizes first (input checks need no read), then unknown
+  tasks (the first in write order is named), before any write.
+- Each write of a batch is decided alone: a rejection explained by a lost lease keeps
+  the writes the fence still allows and raises LeaseLostError after them. DynamoDB
+  without transactions cannot undo a write, so all-or-nothing could not hold there.
+- A session is gone once `expires_at <= now`, on every read, whether or not the backend
+  has deleted it yet (DynamoDB's TTL deletes days late).
+- A staged task is unknown (to reads, writes and signals) until its parent's attempt
+  completes; adopted, it keeps its staging time. Adding tasks from a COMPLETED parent
+  is refused (they could never be adopted).
 """
 
 from __future__ import annotations
@@ -20,8 +33,12 @@ import pytest
 from orchestrator.errors import (
     ClaimRejectedError,
     CycleError,
+    LeaseLostError,
     PayloadTooLargeError,
     RedriveLimitError,
+    SessionNotFoundError,
+    TaskCompletedError,
+    TaskNotFoundError,
     ValidationError,
 )
 from orchestrator.store import (
@@ -37,7 +54,14 @@ from orchestrator.store import (
     TaskWriteKind,
 )
 from orchestrator.store.rules import Payload
-from orchestrator.testing.contract_base import LEASE, assert_no_session, clock_of, make_session, start
+from orchestrator.testing.contract_base import (
+    LEASE,
+    assert_no_session,
+    clock_of,
+    complete,
+    make_session,
+    start,
+)
 
 __all__ = ["RulebookContract"]
 
@@ -219,3 +243,74 @@ class RulebookContract:
         with pytest.raises(PayloadTooLargeError):
             await store.create_session(NewSession("s1", "p", metadata={"m": "m" * MB}), [NewTask("t1", "a")])
         await assert_no_session(store)
+
+    # -- found by the differential test ----------------------------------------------------
+
+    async def test_a_size_refusal_comes_before_an_unknown_task(self, store: Store) -> None:
+        await make_session(store)
+        lease = await store.claim_session("s1", "w1", LEASE)
+        big = "c" * (_limit(Payload.CHECKPOINT) + 1)
+        with pytest.raises(PayloadTooLargeError):
+            await store.write_tasks(lease, [start("t1"), TaskWrite(TaskWriteKind.CHECKPOINT, "nope", 1, checkpoint=big)])
+        assert (await store.get_task("s1", "t1")).status is TaskStatus.PENDING
+
+    async def test_an_unknown_task_fails_the_batch_naming_the_first_in_write_order(self, store: Store) -> None:
+        await make_session(store)
+        lease = await store.claim_session("s1", "w1", LEASE)
+        with pytest.raises(TaskNotFoundError) as info:
+            await store.write_tasks(lease, [start("t1"), start("zz"), start("aa")])
+        assert info.value.task_id == "zz"
+        assert (await store.get_task("s1", "t1")).status is TaskStatus.PENDING
+
+    async def test_a_lease_lost_rejection_keeps_the_writes_the_fence_allows(self, store: Store) -> None:
+        await make_session(store, tasks=[NewTask("t1", "a"), NewTask("t2", "b")])
+        old = await store.claim_session("s1", "w1", LEASE)
+        await store.write_tasks(old, [start("t1")])
+        clock_of(store).advance(LEASE + 1)
+        new = await store.claim_session("s1", "w2", LEASE)
+        await store.write_tasks(new, [start("t2")])
+        with pytest.raises(LeaseLostError):
+            # t1 is still the old owner's (fence 1): its completion applies; t2 explains the loss.
+            await store.write_tasks(old, [complete("t1", output="done"), TaskWrite(TaskWriteKind.PROGRESS, "t2", 1)])
+        t1, t2 = await store.get_task("s1", "t1"), await store.get_task("s1", "t2")
+        assert (t1.status, t1.output) == (TaskStatus.COMPLETED, "done")
+        assert (t2.status, t2.fence) == (TaskStatus.RUNNING, new.fence)
+
+    async def test_a_session_past_its_retention_reads_as_gone(self, store: Store) -> None:
+        await make_session(store, ttl_seconds=3600)
+        lease = await store.claim_session("s1", "w1", LEASE)
+        ended = await store.finish_session(lease, SessionStatus.COMPLETED)
+        assert ended.expires_at is not None
+        clock_of(store).set(ended.expires_at)
+        for read in (store.get_session("s1"), store.load_session("s1"), store.get_task("s1", "t1")):
+            with pytest.raises(SessionNotFoundError):
+                await read
+        assert (await store.list_sessions(SessionStatus.COMPLETED)).items == ()
+
+    async def test_a_staged_task_is_unknown_until_its_parent_completes(self, store: Store) -> None:
+        await make_session(store)
+        lease = await store.claim_session("s1", "w1", LEASE)
+        await store.write_tasks(lease, [start("t1")])
+        staged_at = clock_of(store).now()
+        await store.add_tasks(lease, "t1", 1, [NewTask("t9", "c", depends_on=("t1",), added_by="t1")])
+        clock_of(store).advance(5)
+        with pytest.raises(TaskNotFoundError):
+            await store.send_signal("s1", "t9", "go", None)
+        with pytest.raises(TaskNotFoundError):
+            await store.write_tasks(lease, [start("t9")])
+        with pytest.raises(TaskNotFoundError):
+            await store.get_task("s1", "t9")
+        await store.write_tasks(lease, [complete("t1")])
+        adopted = await store.get_task("s1", "t9")
+        assert (adopted.status, adopted.updated_at, adopted.added_by) == (TaskStatus.PENDING, staged_at, "t1")
+        [started] = await store.write_tasks(lease, [start("t9")])
+        assert started.ok
+
+    async def test_adding_tasks_from_a_completed_parent_is_refused(self, store: Store) -> None:
+        await make_session(store)
+        lease = await store.claim_session("s1", "w1", LEASE)
+        await store.write_tasks(lease, [start("t1")])
+        await store.write_tasks(lease, [complete("t1")])
+        with pytest.raises(TaskCompletedError, match="already COMPLETED"):
+            await store.add_tasks(lease, "t1", 1, [NewTask("t9", "c", added_by="t1")])
+        assert "t9" not in (await store.load_session("s1")).tasks

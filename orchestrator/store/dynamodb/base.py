@@ -26,6 +26,7 @@ from orchestrator.store.dynamodb.connection import Caller
 from orchestrator.store.dynamodb.encoding import ItemCodec, Staged
 from orchestrator.store.dynamodb.models import bind_models, session_pk, task_range, task_sk
 from orchestrator.store.dynamodb.schema import meta_table
+from orchestrator.store import rules
 from orchestrator.store.records import (
     Edge,
     SessionRecord,
@@ -51,21 +52,22 @@ def put(attr: Any, value: Any) -> Action:
 
 
 async def gather(funcs: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
-    """Run concurrently; re-raise the first failure itself (not an ExceptionGroup)."""
+    """Run concurrently; re-raise the failure of the earliest function given (not an
+    ExceptionGroup), so which error a caller sees does not depend on response timing."""
     results: list[Any] = [None] * len(funcs)
-    errors: list[BaseException] = []
+    errors: dict[int, BaseException] = {}
 
     async def run(i: int, fn: Callable[[], Awaitable[T]]) -> None:
         try:
             results[i] = await fn()
-        except Exception as exc:  # noqa: BLE001 - collected and re-raised below, first one wins
-            errors.append(exc)
+        except Exception as exc:  # noqa: BLE001 - collected and re-raised below, earliest one wins
+            errors[i] = exc
 
     async with anyio.create_task_group() as tg:
         for i, fn in enumerate(funcs):
             tg.start_soon(run, i, fn)
     if errors:
-        raise errors[0]
+        raise errors[min(errors)]
     return results
 
 
@@ -91,17 +93,31 @@ class DynamoDBBase:
         # Task ids seen per session (LRU): write_tasks checks unseen ids with a read before
         # its first write, so an unknown task fails the batch without writing any of it.
         self._known: OrderedDict[str, set[str]] = OrderedDict()
+        # Tasks staged by (session, parent, fence, attempt): they join `_known` when that
+        # attempt's COMPLETE applies (adoption), never before; until then they are unknown.
+        self._staged: dict[tuple[str, str, int, int], set[str]] = {}
+
+    def stage(self, sid: str, parent: str, fence: int, attempt: int, task_ids: Iterable[str]) -> None:
+        self._staged.setdefault((sid, parent, fence, attempt), set()).update(task_ids)
+
+    def adopted(self, sid: str, parent: str, fence: int, attempt: int) -> None:
+        ids = self._staged.pop((sid, parent, fence, attempt), None)
+        if ids:
+            self.remember(sid, ids)
 
     def remember(self, sid: str, task_ids: Iterable[str]) -> None:
         known = self._known.setdefault(sid, set())
         known.update(task_ids)
         self._known.move_to_end(sid)
         while len(self._known) > _KNOWN_SESSIONS:
-            self._known.popitem(last=False)
+            gone, _ = self._known.popitem(last=False)
+            for key in [k for k in self._staged if k[0] == gone]:
+                del self._staged[key]
 
     def unknown(self, sid: str, task_ids: Iterable[str]) -> list[str]:
+        """The ids not yet seen in `sid`, each once, in the order given."""
         known = self._known.get(sid, set())
-        return sorted({t for t in task_ids if t not in known})
+        return list(dict.fromkeys(t for t in task_ids if t not in known))
 
     @property
     def client_events(self) -> Any:
@@ -213,7 +229,7 @@ class DynamoDBBase:
 
     def expired(self, raw: dict[str, Any], now: float) -> bool:
         ttl = raw.get("ttl", {}).get("N")
-        return ttl is not None and float(ttl) < now
+        return rules.expired(None if ttl is None else float(ttl), now)
 
     def session_or_missing(self, raw: dict[str, Any] | None, sid: str, now: float) -> SessionRecord:
         if raw is None or self.expired(raw, now):

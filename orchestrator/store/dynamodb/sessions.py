@@ -19,12 +19,12 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.operand import Path
 from pynamodb.expressions.update import Action
 
-from orchestrator.errors import SessionStateError, TaskNotFoundError, ValidationError
+from orchestrator.errors import SessionStateError, ValidationError
 from orchestrator.store import rules
 from orchestrator.store.dynamodb.base import DynamoDBBase, gather, put
 from orchestrator.store.dynamodb.connection import DynamoCallError
 from orchestrator.store.dynamodb.encoding import Staged, progress_json
-from orchestrator.store.dynamodb.models import GSI1, GSI2, fmt_time, gsi1, session_pk, task_sk
+from orchestrator.store.dynamodb.models import GSI1, GSI2, fmt_time, gsi1, session_pk
 from orchestrator.store.records import (
     ClaimPolicy,
     Lease,
@@ -223,9 +223,8 @@ class SessionOps(DynamoDBBase):
         op = rules.Signal(sid, task_id, name)
         text = rules.encode(self.codec, Payload.SIGNAL_PAYLOAD, payload, session_id=sid, task_id=task_id, name=name)
 
-        async def task_exists() -> None:
-            if await self.get_raw(session_pk(sid), task_sk(task_id), session=sid, task=task_id) is None:
-                raise TaskNotFoundError.missing(sid, task_id, str(self.describe()))
+        async def task_exists() -> None:  # as a read sees it: a staged task is not there yet
+            await self.read_task(sid, task_id)
 
         def signal_item(change: SessionChange, now: float) -> dict[str, Any]:
             return self.items.signal_item(sid, task_id, name, text, int(change.changes["signal_seq"]), now)

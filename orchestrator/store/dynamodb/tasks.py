@@ -19,6 +19,7 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.operand import Path
 from pynamodb.expressions.update import Action
 
+from orchestrator.errors import LeaseLostError
 from orchestrator.store.dynamodb.base import DynamoDBBase, gather, put
 from orchestrator.store.dynamodb.connection import DynamoCallError
 from orchestrator.store import rules
@@ -121,9 +122,6 @@ class TaskOps(DynamoDBBase):
         if not writes:
             return []
         sid = lease.session_id
-        unseen = self.unknown(sid, [w.task_id for w in writes])
-        if unseen:  # TaskNotFoundError before anything is written
-            await gather([lambda t=t: self.read_task(sid, t) for t in unseen])  # type: ignore[misc]
         now = self.clock.now()
         chunk_ttl = int(now + 2 * self.config.ttl_days * 86400)  # unadopted chunks expire; named ones are kept
         params: list[dict[str, Any]] = []
@@ -144,20 +142,34 @@ class TaskOps(DynamoDBBase):
             actions = self.task_actions(lease, w, now, output, output_ref, checkpoint)
             params.append(self.update_params(session_pk(sid), task_sk(w.task_id), actions,
                                              self.task_condition(lease, w)))
+        # Sizes are input checks and come first (as on SQLite); then an unknown task
+        # fails the batch (TaskNotFoundError, the first in write order) before any write.
+        unseen = self.unknown(sid, [w.task_id for w in writes])
+        if unseen:
+            await gather([lambda t=t: self.read_task(sid, t) for t in unseen])  # type: ignore[misc]
         if chunks:
             await self.batch_put(chunks, session=sid)
         results: list[WriteResult | None] = [None] * len(writes)
+        lost: LeaseLostError | None = None
         for wave in _waves(writes):
-            if self.config.transactions and len(wave) > 1:
-                for group in _groups(wave, params):
+            # Each write is decided alone: a rejection explained by a lost lease does not
+            # stop the writes the fence still allows; the first one is raised at the end.
+            groups = _groups(wave, params) if self.config.transactions and len(wave) > 1 else [wave]
+            for group in groups:
+                try:
                     await self._transact(lease, writes, params, group, results)
-            else:
-                await self._singles(lease, writes, params, wave, results)
+                except LeaseLostError as exc:
+                    lost = lost or exc
+        for w, r in zip(writes, results, strict=True):
+            if r is not None and w.kind is TaskWriteKind.COMPLETE and r.ok:
+                self.adopted(sid, w.task_id, lease.fence, w.attempt)
+        if lost is not None:
+            raise lost
         return [r for r in results if r is not None]
 
     async def _transact(self, lease: Lease, writes: Sequence[TaskWrite], params: list[dict[str, Any]],
                         group: list[int], results: list[WriteResult | None]) -> None:
-        if len(group) == 1:
+        if len(group) == 1 or not self.config.transactions:
             await self._singles(lease, writes, params, group, results)
             return
         try:
@@ -209,7 +221,9 @@ class TaskOps(DynamoDBBase):
             raw = stored.get(tid)
             return [] if raw is None else [self.items.definition(raw)]
 
-        rules.check_added(snap.session, lease, parent, attempt, tasks, inputs, parent_exists=parent in snap.tasks,
+        parent_task = snap.tasks.get(parent)
+        rules.check_added(snap.session, lease, parent, attempt, tasks, inputs,
+                          parent_status=None if parent_task is None else parent_task.status,
                           known=set(snap.tasks) | here, stored=definitions, store=str(self.describe()))
         items: list[dict[str, Any]] = []
         now = self.clock.now()
@@ -220,7 +234,7 @@ class TaskOps(DynamoDBBase):
             items += [self.items.edge_item(sid, t.task_id, d, None, staged) for d in t.depends_on]
         if items:
             await self.batch_put(items, session=sid)
-        self.remember(sid, [t.task_id for t in tasks])
+        self.stage(sid, parent, lease.fence, attempt, [t.task_id for t in tasks if t.task_id not in snap.tasks])
 
 
 def _waves(writes: Sequence[TaskWrite]) -> list[list[int]]:

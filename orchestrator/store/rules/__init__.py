@@ -15,7 +15,7 @@ operations against every backend and compares the outcomes.
 from orchestrator.store.rules.graph import check_graph, close_matches, find_cycle
 from orchestrator.store.rules.history import check_metric_keys, event_data
 from orchestrator.store.rules.limits import INLINE_OUTPUT_BYTES, MAX_PAGE, Payload, check_page_limit, encode
-from orchestrator.store.rules.change import Retained, SessionChange, SessionOp
+from orchestrator.store.rules.change import Retained, SessionChange, SessionOp, expired
 from orchestrator.store.rules.claims import (
     Claim,
     check_lease_seconds,
@@ -84,6 +84,7 @@ __all__ = [
     "encode",
     "event_data",
     "expected_attempt",
+    "expired",
     "find_cycle",
     "lease_lost",
     "new_session_record",

@@ -16,12 +16,18 @@ from orchestrator.store.records import (
     SessionStatus,
 )
 
-__all__ = ["NEVER", "Retained", "SessionChange", "SessionOp"]
+__all__ = ["NEVER", "Retained", "SessionChange", "SessionOp", "expired"]
 
 R = TypeVar("R")
 
 #: The status-index time of a WAITING session that only a signal can wake.
 NEVER = 9_999_999_999.0
+
+
+def expired(expires_at: float | None, now: float) -> bool:
+    """A session is gone once its retention has run out (`expires_at <= now`), on every
+    read, whether or not the backend has deleted it yet (DynamoDB's TTL lags by days)."""
+    return expires_at is not None and expires_at <= now
 
 
 @dataclass(frozen=True, slots=True)

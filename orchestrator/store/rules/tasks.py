@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 
-from orchestrator.errors import PipelineDefinitionError, TaskNotFoundError
+from orchestrator.errors import PipelineDefinitionError, TaskCompletedError, TaskNotFoundError
 from orchestrator.store.records import (
     ATTEMPT_HISTORY_LIMIT,
     AttemptRecord,
@@ -203,14 +203,15 @@ def check_added(
     tasks: Sequence[NewTask],
     inputs: Sequence[str],
     *,
-    parent_exists: bool,
+    parent_status: TaskStatus | None,
     known: Collection[str],
     stored: Callable[[str], Sequence[Definition]],
     store: str,
 ) -> None:
     """Raise for tasks an agent may not add; checked in this order on every backend.
 
-    The writer must hold the session (LeaseLostError), the parent must exist, the batch
+    The writer must hold the session (LeaseLostError), the parent must exist and not be
+    COMPLETED (its completion adopted what it staged; later additions never would be), the batch
     must be a valid graph over `known` (adopted tasks and those this attempt staged),
     and an id already defined (adopted or staged by any attempt) must keep its definition.
     """
@@ -218,8 +219,10 @@ def check_added(
     err = lease_lost(session, lease)
     if err is not None:
         raise err
-    if not parent_exists:
+    if parent_status is None:
         raise TaskNotFoundError.missing(sid, parent, store)
+    if parent_status is TaskStatus.COMPLETED:
+        raise TaskCompletedError.adding_to(sid, parent)
     where = f"the tasks added by {parent} (attempt {attempt}) to session {sid}"
     check_graph(((t.task_id, t.depends_on) for t in tasks), where=where, known=known, session_id=sid)
     for t, text in zip(tasks, inputs, strict=True):

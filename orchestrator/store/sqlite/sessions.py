@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from orchestrator.codec import Codec
 from orchestrator.errors import SessionNotFoundError, SessionStateError, ValidationError
 from orchestrator.store.records import SCHEMA_VERSION, Page, SessionRecord, SessionStatus
+from orchestrator.store import rules
 from orchestrator.store.rules import Retained, SessionChange, SessionOp
 from orchestrator.store.sqlite.encoding import (
     SESSION_COLS,
@@ -39,15 +40,19 @@ _SIGNAL_UPSERT = (
 )
 
 
-def exists(conn: sqlite3.Connection, session_id: str) -> bool:
-    return conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)).fetchone() is not None
+def exists(conn: sqlite3.Connection, session_id: str, now: float | None = None) -> bool:
+    """Whether the id is taken; with `now`, whether the session is still readable (not expired)."""
+    row = conn.execute("SELECT expires_at FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+    return row is not None and (now is None or not rules.expired(row[0], now))
 
 
-def read(conn: sqlite3.Connection, session_id: str, codec: Codec, where: str) -> SessionRecord:
+def read(conn: sqlite3.Connection, session_id: str, codec: Codec, where: str, now: float) -> SessionRecord:
+    """The session, or SessionNotFoundError if absent or expired (`rules.expired`)."""
     row = conn.execute(_SELECT, (session_id,)).fetchone()
-    if row is None:
+    record = None if row is None else session_from_row(row, codec, where)
+    if record is None or rules.expired(record.expires_at, now):
         raise SessionNotFoundError.missing(session_id, where)
-    return session_from_row(row, codec, where)
+    return record
 
 
 def create(conn: sqlite3.Connection, record: SessionRecord, *, input_text: str, metadata_text: str,
@@ -76,7 +81,7 @@ def settle(
     `encoded` holds the stored text of metadata / trace context (encoded and size-checked
     before the transaction); `check` runs after the session was read, before the decision.
     """
-    current = read(conn, op.session_id, codec, where)
+    current = read(conn, op.session_id, codec, where, now)
     if check is not None:
         check(current)
     change = op.decide(current, now)

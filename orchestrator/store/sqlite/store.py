@@ -19,7 +19,7 @@ import anyio.lowlevel
 
 from orchestrator.clock import Clock
 from orchestrator.codec import Codec
-from orchestrator.errors import SessionNotFoundError, TaskNotFoundError
+from orchestrator.errors import LeaseLostError, SessionNotFoundError, TaskNotFoundError
 from orchestrator.store import rules
 from orchestrator.store.config import SQLiteConfig
 from orchestrator.store.protocol import WriteResult
@@ -142,8 +142,8 @@ class SQLiteStore:
 
     # -- shared reads and checks --------------------------------------------------------
 
-    def _session(self, conn: sqlite3.Connection, session_id: str) -> SessionRecord:
-        return sessions.read(conn, session_id, self.codec, self._where)
+    def _session(self, conn: sqlite3.Connection, session_id: str, now: float) -> SessionRecord:
+        return sessions.read(conn, session_id, self.codec, self._where, now)
 
     def _settle(self, op: SessionOp[R], *, encoded: Mapping[str, str] | None = None,
                 check: Callable[[sqlite3.Connection, SessionRecord], None] | None = None,
@@ -190,20 +190,20 @@ class SQLiteStore:
         ]
         ttl = session.ttl_seconds if session.ttl_seconds is not None else self._default_ttl
 
-        def create(conn: sqlite3.Connection, _: float) -> SessionRecord:
+        def create(conn: sqlite3.Connection, now: float) -> SessionRecord:
             sessions.create(conn, record, input_text=input_text, metadata_text=metadata_text, trace_text=trace_text,
                             ttl_seconds=ttl, tasks=rows, where=self._where)
-            return self._session(conn, sid)
+            return self._session(conn, sid, now)
 
         return await self._run("create_session", create, session_id=sid)
 
     async def get_session(self, session_id: str) -> SessionRecord:
-        return await self._run("get_session", lambda c, _: self._session(c, session_id), write=False,
+        return await self._run("get_session", lambda c, now: self._session(c, session_id, now), write=False,
                                session_id=session_id)
 
     async def load_session(self, session_id: str) -> SessionSnapshot:
-        def load(conn: sqlite3.Connection, _: float) -> SessionSnapshot:
-            session = self._session(conn, session_id)
+        def load(conn: sqlite3.Connection, now: float) -> SessionSnapshot:
+            session = self._session(conn, session_id, now)
             deps: dict[str, list[str]] = {}
             edges = []
             for tid, dep in conn.execute(
@@ -224,20 +224,21 @@ class SQLiteStore:
         return await self._run("load_session", load, write=False, session_id=session_id)
 
     async def get_task(self, session_id: str, task_id: str) -> TaskRecord:
-        def get(conn: sqlite3.Connection, _: float) -> TaskRecord:
+        def get(conn: sqlite3.Connection, now: float) -> TaskRecord:
             task = read_task(conn, session_id, task_id, self.codec, self._where)
             if task is None:
-                raise self._missing_task(conn, session_id, task_id)
+                raise self._missing_task(conn, session_id, task_id, now)
+            self._require_session(conn, session_id, now)
             return task
 
         return await self._run("get_task", get, write=False, session_id=session_id)
 
-    def _require_session(self, conn: sqlite3.Connection, session_id: str) -> None:
-        if not sessions.exists(conn, session_id):
+    def _require_session(self, conn: sqlite3.Connection, session_id: str, now: float) -> None:
+        if not sessions.exists(conn, session_id, now):
             raise SessionNotFoundError.missing(session_id, self._where)
 
-    def _missing_task(self, conn: sqlite3.Connection, session_id: str, task_id: str) -> Exception:
-        self._require_session(conn, session_id)  # an unknown session says so, not "no task"
+    def _missing_task(self, conn: sqlite3.Connection, session_id: str, task_id: str, now: float) -> Exception:
+        self._require_session(conn, session_id, now)  # an unknown session says so, not "no task"
         return TaskNotFoundError.missing(session_id, task_id, self._where)
 
     async def claim_session(
@@ -253,7 +254,7 @@ class SQLiteStore:
         # The unsafe read-then-write of the negative control (see the class docstring).
 
         def decide(conn: sqlite3.Connection, now: float) -> tuple[SessionRecord, SessionChange]:
-            current = self._session(conn, session_id)
+            current = self._session(conn, session_id, now)
             change = op.decide(current, now)
             return current, change
 
@@ -333,14 +334,17 @@ class SQLiteStore:
             for w in writes
         ]
 
-        def write(conn: sqlite3.Connection, now: float) -> list[WriteResult]:
+        def write(conn: sqlite3.Connection, now: float) -> tuple[list[WriteResult], LeaseLostError | None]:
             return apply_writes(
                 conn, lease, encoded, now, codec=self.codec, where=self._where,
-                load_session=lambda: self._session(conn, sid),
-                missing=lambda tid: self._missing_task(conn, sid, tid),
+                load_session=lambda: self._session(conn, sid, now),
+                missing=lambda tid: self._missing_task(conn, sid, tid, now),
             )
 
-        return await self._run("write_tasks", write, session_id=sid)
+        results, lost = await self._run("write_tasks", write, session_id=sid)
+        if lost is not None:  # after the commit: the writes the fence allowed stay applied
+            raise lost
+        return results
 
     async def add_tasks(self, lease: Lease, parent: str, attempt: int, tasks: Sequence[NewTask]) -> None:
         sid = lease.session_id
@@ -350,7 +354,7 @@ class SQLiteStore:
                   for t in tasks]
 
         def stage(conn: sqlite3.Connection, now: float) -> None:
-            stage_tasks(conn, self._session(conn, sid), lease, parent, attempt, tasks, inputs, now, self._where)
+            stage_tasks(conn, self._session(conn, sid, now), lease, parent, attempt, tasks, inputs, now, self._where)
 
         await self._run("add_tasks", stage, session_id=sid)
 
@@ -423,7 +427,7 @@ class SQLiteStore:
         def read(conn: sqlite3.Connection, now: float) -> Page[Event]:
             page = history.read_events(conn, session_id, after, limit, now, self.codec, self._where)
             if not page.items and after is None:  # as on DynamoDB: only an empty first page asks
-                self._require_session(conn, session_id)
+                self._require_session(conn, session_id, now)
             return page
 
         return await self._run("read_events", read, write=False, session_id=session_id)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.codec import Codec
-from orchestrator.errors import SchemaError
+from orchestrator.errors import LeaseLostError, SchemaError
 from orchestrator.store import rules
 from orchestrator.store.protocol import WriteResult
 from orchestrator.store.records import (
@@ -23,6 +23,7 @@ from orchestrator.store.records import (
     NewTask,
     SessionRecord,
     TaskRecord,
+    TaskStatus,
     TaskWrite,
     TaskWriteKind,
     WriteOutcome,
@@ -57,7 +58,7 @@ _TASK_UPDATE = (
 )
 _EDGE_INSERT = "INSERT OR IGNORE INTO edges (session_id, task_id, depends_on, pos, v) VALUES (?, ?, ?, ?, ?)"
 _STAGED_FOR_ATTEMPT = (
-    "SELECT task_id, v, agent, input, priority, max_attempts, depends_on FROM staged_tasks "
+    "SELECT task_id, v, agent, input, priority, max_attempts, depends_on, created_at FROM staged_tasks "
     "WHERE session_id = ? AND parent = ? AND fence = ? AND attempt = ?"
 )
 
@@ -126,24 +127,39 @@ def apply_writes(
     where: str,
     load_session: Callable[[], SessionRecord],
     missing: Callable[[str], Exception],
-) -> list[WriteResult]:
+) -> tuple[list[WriteResult], LeaseLostError | None]:
     """Apply each fenced write in order; the caller commits them together.
 
-    LeaseLostError from a rejection propagates, so the caller rolls the whole batch back.
+    Each write is decided alone, as on DynamoDB (where a batch is not atomic without
+    transactions): a rejection explained by a lost lease does not undo the writes the
+    fence still allows. It is returned (the first one), for the caller to raise after
+    the commit. An unknown task raises before anything is written.
     """
     sid = lease.session_id
-    results: list[WriteResult] = []
-    session: SessionRecord | None = None
+    rows = []
     for enc in writes:
-        w = enc.write
-        row = conn.execute(_SELECT_TASK, (sid, w.task_id)).fetchone()
+        row = conn.execute(_SELECT_TASK, (sid, enc.write.task_id)).fetchone()
         if row is None:
-            raise missing(w.task_id)
+            raise missing(enc.write.task_id)
+        rows.append(row)
+    results: list[WriteResult] = []
+    lost: LeaseLostError | None = None
+    session: SessionRecord | None = None
+    written: set[str] = set()
+    for enc, first_row in zip(writes, rows, strict=True):
+        w = enc.write
+        # A task already written by this batch is read again.
+        row = conn.execute(_SELECT_TASK, (sid, w.task_id)).fetchone() if w.task_id in written else first_row
+        written.add(w.task_id)
         task = task_from_row(row, sid, codec, where, raw=True)
         if not rules.task_write_allowed(task, lease, w):
             if session is None:
                 session = load_session()
-            outcome = rules.classify_rejection(task, session, lease, w)
+            try:
+                outcome = rules.classify_rejection(task, session, lease, w)
+            except LeaseLostError as exc:
+                lost = lost or exc
+                outcome = WriteOutcome.STALE
             results.append(WriteResult(w.task_id, outcome, read_task(conn, sid, w.task_id, codec, where)))
             continue
         new = rules.apply_task_write(task, lease, w, now)
@@ -161,24 +177,26 @@ def apply_writes(
             ),
         )
         if w.kind is TaskWriteKind.COMPLETE:
-            adopt(conn, sid, w.task_id, lease.fence, w.attempt, now, where)
+            adopt(conn, sid, w.task_id, lease.fence, w.attempt, where)
         results.append(WriteResult(w.task_id, WriteOutcome.APPLIED))
-    return results
+    return results, lost
 
 
-def adopt(conn: sqlite3.Connection, session_id: str, parent: str, fence: int, attempt: int, now: float,
-          where: str) -> None:
+def adopt(conn: sqlite3.Connection, session_id: str, parent: str, fence: int, attempt: int, where: str) -> None:
     """Make the tasks staged by `parent`'s (fence, attempt) real, with its completion."""
     staged = conn.execute(_STAGED_FOR_ATTEMPT, (session_id, parent, fence, attempt)).fetchall()
     if not staged:
         return
-    rows: list[TaskRow] = []
-    for tid, v, agent, text, prio, max_att, deps in staged:
+    # An adopted task keeps its staging time as `updated_at`, as on DynamoDB, where
+    # adoption is visibility and the staged item is not written again.
+    batches: dict[float, list[TaskRow]] = {}
+    for tid, v, agent, text, prio, max_att, deps, staged_at in staged:
         if v > SCHEMA_VERSION:
             raise SchemaError.newer(f"task {tid} staged by {parent} in session {session_id} in {where}", v,
                                     SCHEMA_VERSION, session_id=session_id, task_id=tid)
-        rows.append((tid, agent, text, prio, max_att, json.loads(deps), parent))
-    insert_tasks(conn, session_id, rows, now)
+        batches.setdefault(staged_at, []).append((tid, agent, text, prio, max_att, json.loads(deps), parent))
+    for staged_at, rows in batches.items():
+        insert_tasks(conn, session_id, rows, staged_at)
     # The parent is COMPLETED for good: other attempts' staged tasks can never be adopted.
     conn.execute("DELETE FROM staged_tasks WHERE session_id = ? AND parent = ?", (session_id, parent))
 
@@ -208,7 +226,8 @@ def stage_tasks(
             key,
         )
     }
-    adopted = {r[0] for r in conn.execute("SELECT task_id FROM tasks WHERE session_id = ?", (sid,))}
+    statuses = dict(conn.execute("SELECT task_id, status FROM tasks WHERE session_id = ?", (sid,)).fetchall())
+    adopted = set(statuses)
 
     def stored(tid: str) -> list[rules.Definition]:
         found: list[rules.Definition] = []
@@ -227,7 +246,7 @@ def stage_tasks(
         )
         return found
 
-    rules.check_added(session, lease, parent, attempt, tasks, inputs, parent_exists=parent in adopted,
+    rules.check_added(session, lease, parent, attempt, tasks, inputs, parent_status=TaskStatus(statuses[parent]) if parent in statuses else None,
                       known=adopted | staged_here, stored=stored, store=where)
     conn.executemany(
         "INSERT OR IGNORE INTO staged_tasks (session_id, parent, fence, attempt, task_id, v, agent, input, "
