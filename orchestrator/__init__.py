@@ -29,7 +29,7 @@ covers every module under it. Move a module, and update this map.
     state        orchestrator/state/            recording external sessions without a scheduler
     metrics      orchestrator/metrics.py        per-writer metric counters, flushed to the store
     graph        orchestrator/graph/            Pipeline (validated), DagState (ready sets), render
-    store        orchestrator/store/            Store protocol (role protocols), records, config
+    store        orchestrator/store/            Store protocol (role protocols), records, config, call deadlines
                  orchestrator/store/rules/      the rulebook: every decision, pure, both backends call it
                  orchestrator/store/sqlite/     the embedded backend (module names match dynamodb/)
                  orchestrator/store/dynamodb/   the DynamoDB backend (the only pynamodb importer)

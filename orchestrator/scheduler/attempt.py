@@ -17,7 +17,7 @@ import anyio.to_thread
 from agents.context import ProcessContext
 from agents.errors import AgentTimeoutError, NonRetryableError
 from agents.spec import AgentSpec
-from orchestrator.errors import SerializationError
+from orchestrator.errors import LeaseLostError, SerializationError
 from orchestrator.scheduler.context import SuspendForSignal, SyncTaskContext, TaskContext
 from orchestrator.scheduler.messages import AttemptOutcome, Cancelled, Failed, Finished, Launch, TimedOut, Waiting
 from orchestrator.scheduler.options import WorkerLimits
@@ -39,8 +39,12 @@ async def _invoke(spec: AgentSpec, ctx: TaskContext) -> Any:
     return await anyio.to_process.run_sync(spec.fn, pctx, cancellable=True)
 
 
-async def _run_agent(spec: AgentSpec, ctx: TaskContext, limits: WorkerLimits | None) -> Any:
-    """The agent under the worker's shared limits and its own timeout."""
+class _NotStarted(Exception):
+    """The lease was lost before the agent could start: the attempt never ran."""
+
+
+async def _run_agent(spec: AgentSpec, ctx: TaskContext, limits: WorkerLimits | None, port: SessionPort) -> Any:
+    """The agent under the worker's shared limits and its own timeout, if the lease still holds."""
     limiters = []
     if limits is not None:
         limiters.append(limits.total)
@@ -49,6 +53,10 @@ async def _run_agent(spec: AgentSpec, ctx: TaskContext, limits: WorkerLimits | N
     for limiter in limiters:
         await limiter.acquire()
     try:
+        try:  # right before the start: waiting for a slot may have outlasted the lease
+            port.check_lease()
+        except LeaseLostError as exc:
+            raise _NotStarted() from exc
         if spec.timeout is None:
             return await _invoke(spec, ctx)
         with anyio.move_on_after(spec.timeout):
@@ -86,11 +94,12 @@ async def run_attempt(
     output: Any = None
     error: BaseException | None = None
     suspended: SuspendForSignal | None = None
+    not_started = False
     started = port.clock.monotonic()
     with telemetry.task_span(port.session_id, tid, spec.name, attempt) as span:
         with scope:
             try:
-                output = await _run_agent(spec, ctx, limits)
+                output = await _run_agent(spec, ctx, limits, port)
                 try:
                     port.codec.to_jsonable(output, where=f"output of task {tid!r}")
                 except SerializationError as exc:
@@ -98,6 +107,8 @@ async def run_attempt(
                 span.set_status_ok()
             except SuspendForSignal as suspend:
                 suspended = suspend
+            except _NotStarted:
+                not_started = True  # reported as cancelled: the stopping runner writes nothing for it
             except Exception as exc:  # noqa: BLE001 - every agent failure is recorded, then judged
                 error = exc
                 span.record_exception(exc)
@@ -107,7 +118,7 @@ async def run_attempt(
     outcome: AttemptOutcome
     if suspended is not None:
         outcome = Waiting(tid, attempt, suspended.name, suspended.deadline, duration)
-    elif scope.cancelled_caught:
+    elif scope.cancelled_caught or not_started:
         outcome = Cancelled(tid, attempt, duration)
     elif isinstance(error, AgentTimeoutError):
         outcome = TimedOut(tid, attempt, error, duration)

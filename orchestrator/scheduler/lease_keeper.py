@@ -4,7 +4,9 @@ The keeper owns the `Lease`: nobody else replaces it. The renewal loop also carr
 news from the session item (a stored cancel request, a newer signal sequence), which
 it reports to a `LeaseListener`. A watchdog compares the clock with the local deadline
 (the lease expiry of the last successful renewal, minus the clock-skew margin): past
-it, the listener hears `lease_lost` even if no write was rejected. Renewals run on the
+it, the listener hears `lease_lost` even if no write was rejected. The keeper is also
+the `orchestrator.store.deadline.Deadline` of every store call of its run: none is sent
+past the deadline. Renewals run on the
 event loop; an agent that blocks the loop delays them, which is why every write also
 calls `check()` first (run CPU-bound agents with executor="thread" or "process").
 """
@@ -58,6 +60,18 @@ class LeaseKeeper:
     def signals_loaded(self, signal_seq: int) -> None:
         """The runner loaded signals up to `signal_seq`: a wait may now be recorded over them."""
         self._lease = replace(self._lease, signal_seq=signal_seq)
+
+    # -- orchestrator.store.deadline.Deadline: every store call of the run is bounded ------
+
+    def deadline_at(self) -> float | None:
+        return None if self._lease.expires_at is None else self.deadline
+
+    def deadline_error(self) -> Exception:
+        """The lost lease a store call raises instead of sending past the deadline."""
+        if self._error is None:
+            self._lose(self._deadline_error())
+        assert self._error is not None
+        return self._error
 
     def check(self) -> None:
         """Raise LeaseLostError if the lease was lost or its local deadline passed."""

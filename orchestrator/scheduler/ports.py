@@ -45,6 +45,10 @@ class SessionPort(Protocol):
         """True once the session stops (lease lost): agents should stop too."""
         ...
 
+    def check_lease(self) -> None:
+        """Raise LeaseLostError if the lease was lost or its local deadline passed."""
+        ...
+
     @property
     def clock(self) -> Clock: ...
 

@@ -35,6 +35,7 @@ from orchestrator.scheduler.options import RunOptions, RunResult, WorkerLimits
 from orchestrator.scheduler.plan import SessionPlan
 from orchestrator.scheduler.ports import TaskOrigin
 from orchestrator.scheduler.step import Finish, Step, Suspend
+from orchestrator.store.deadline import bounded_by
 from orchestrator.store.protocol import Store, WriteResult
 from orchestrator.store.records import (
     Lease,
@@ -166,6 +167,9 @@ class SessionRunner:
     def log(self, task_id: str, attempt: int, message: str, level: str, data: Mapping[str, Any]) -> None:
         self.events.add("log", message, task_id=task_id, level=level, data={"attempt": attempt, **data})
 
+    def check_lease(self) -> None:
+        self._keeper.check()
+
     def heartbeat(self, task_id: str) -> None:
         self._keeper.touch()
 
@@ -183,6 +187,8 @@ class SessionRunner:
     def lease_lost(self, error: LeaseLostError) -> None:
         self.plan.halt()
         self._send.send_nowait(_LeaseLost(error))
+        if self._tg is not None:  # stop at once, even a store call or an agent in progress
+            self._tg.cancel_scope.cancel()
 
     def cancel_requested(self, reason: str) -> None:
         self._send.send_nowait(_CancelRequested(reason))
@@ -193,6 +199,12 @@ class SessionRunner:
     # -- the run ------------------------------------------------------------------------------
 
     async def run(self) -> RunResult:
+        # Every store call of the run, in this task and the tasks it starts, is bounded by
+        # the lease's local deadline (orchestrator.store.deadline): none is sent past it.
+        with bounded_by(self._keeper):
+            return await self._run()
+
+    async def _run(self) -> RunResult:
         links = dict(self._session.trace_context) or None
         with self.telemetry.session_span(
             self._session_id, self.pipeline.name, resumed=links is not None, links_from=links
@@ -202,6 +214,7 @@ class SessionRunner:
                 ctx = self.telemetry.inject()
                 if ctx:
                     await self.store.update_session(self.lease, trace_context=ctx)
+            result: RunResult | None = None
             try:
                 try:
                     async with anyio.create_task_group() as tg:
@@ -214,12 +227,16 @@ class SessionRunner:
                             tg.cancel_scope.cancel()
                 except BaseExceptionGroup as group:
                     raise _unwrap(group) from None
+                if result is None:  # the lost lease cancelled the dispatch
+                    self._keeper.check()
+                    raise AssertionError("the run was cancelled without a lost lease")
             except LeaseLostError as exc:
                 span.record_exception(exc)
                 raise
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._final_flush()
+            assert result is not None
             if result.status is SessionStatus.COMPLETED:
                 span.set_status_ok()
             return result
@@ -308,6 +325,7 @@ class SessionRunner:
         return self._tg
 
     def _launch(self, launch: Launch) -> None:
+        self._keeper.check()  # no agent starts past the deadline, even after a commit that took long
         scope = anyio.CancelScope()
         self._scopes[launch.task_id] = scope
         spec = self.pipeline.agents[launch.agent]
@@ -392,6 +410,9 @@ class SessionRunner:
         for flush in flushes:
             try:
                 await flush()
+            except LeaseLostError as exc:  # past the deadline nothing more is written, history included
+                _log.warning("session %s: buffered events and metrics not written: %s", self._session_id, exc)
+                return
             except (OrchestratorError, OSError):
                 _log.warning("session %s: final flush failed", self._session_id, exc_info=True)
 

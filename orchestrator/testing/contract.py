@@ -39,6 +39,7 @@ for a third-party backend.
 from __future__ import annotations
 
 from orchestrator.testing.contract_base import BIG, LEASE, clock_of, complete, make_session, start
+from orchestrator.testing.contract_deadline import DeadlineContract
 from orchestrator.testing.contract_history import HistoryContract
 from orchestrator.testing.contract_rules import RulebookContract
 from orchestrator.testing.contract_sessions import SessionContract
@@ -47,6 +48,7 @@ from orchestrator.testing.contract_tasks import TaskContract
 __all__ = [
     "BIG",
     "LEASE",
+    "DeadlineContract",
     "HistoryContract",
     "RulebookContract",
     "SessionContract",
@@ -59,11 +61,12 @@ __all__ = [
 ]
 
 
-class StoreContract(SessionContract, TaskContract, HistoryContract, RulebookContract):
+class StoreContract(SessionContract, TaskContract, HistoryContract, RulebookContract, DeadlineContract):
     """Single-process behaviour of a whole Store; needs a `store` fixture (see module doc).
 
     A backend or wrapper that serves one role subclasses that role's contract alone:
     `SessionContract` and `TaskContract` (what a runner needs), `HistoryContract`
     (events, metrics, pipelines, retention), `UserProjectContract` (contract_projects).
-    `RulebookContract` pins the decisions the backends once took differently.
+    `RulebookContract` pins the decisions the backends once took differently;
+    `DeadlineContract` that no call is made past its context's deadline.
     """

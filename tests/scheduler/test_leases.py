@@ -13,6 +13,7 @@ from orchestrator.errors import LeaseLostError
 from orchestrator.graph import Pipeline
 from orchestrator.scheduler import RunOptions, RunResult, execute, run
 from orchestrator.store import Lease, Progress, SessionStatus, Store, TaskStatus
+from orchestrator.store.deadline import unbounded
 from orchestrator.testing import FakeClock
 
 from .conftest import Backend
@@ -66,7 +67,8 @@ async def test_runner_whose_lease_is_taken_stops_its_agents_and_new_owner_comple
             clock.advance(LEASE.lease_seconds)
             # Shielded: the first runner may notice its local deadline (and cancel this
             # heartbeat) while the other worker's claim is in flight.
-            with anyio.CancelScope(shield=True):
+            # Unbounded: the claim is the other worker's, not bound by this runner's deadline.
+            with anyio.CancelScope(shield=True), unbounded():
                 taken.append(await theirs.claim_session(sid, "w2", LEASE.lease_seconds))
 
     faulty = FaultyStore(mine, before={"renew_lease": take_over})

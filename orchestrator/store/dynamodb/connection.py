@@ -8,7 +8,8 @@ the store does next:
   retried here with exponential backoff and full jitter on the injected clock, up to
   `max_attempts`, then `StoreUnavailableError` naming the endpoint. botocore's own
   retries are off (see `bind_models`), so these are the only retries; throttling never
-  reaches an agent as a failure;
+  reaches an agent as a failure. Under a deadline (`orchestrator.store.deadline`) no
+  attempt is sent at or after it and no backoff crosses it;
 - conflict (ConditionalCheckFailed, a transaction cancelled by a condition):
   `DynamoCallError`, for the caller's fence logic to classify;
 - fatal: ResourceNotFound -> `SchemaError` (the table is missing: run `orchestrator
@@ -40,6 +41,7 @@ from pynamodb.connection import Connection
 
 from orchestrator.clock import Clock
 from orchestrator.errors import OrchestratorError, SchemaError, StoreError, StoreUnavailableError
+from orchestrator.store import deadline
 from orchestrator.store.config import DynamoDBConfig
 
 __all__ = ["Caller", "DynamoCallError", "RETRYABLE_CODES"]
@@ -123,14 +125,16 @@ class Caller:
         for attempt in range(attempts):
             if attempt:
                 cap = min(self._config.max_backoff_s, self._config.initial_backoff_ms / 1000.0 * 2 ** (attempt - 1))
-                await self._clock.sleep(self._rng.uniform(0.0, cap))
+                pause = self._rng.uniform(0.0, cap)
+                left = deadline.remaining(self._clock.now())
+                await self._clock.sleep(pause if left is None else max(0.0, min(pause, left)))
             fn: Callable[[], dict[str, Any]]
             if op in _DATA_OPS:  # PynamoDB's dispatch (asks for ConsumedCapacity TOTAL)
                 fn = partial(self._connection.dispatch, op, dict(params))
             else:  # control plane: the same client, through its public method
                 fn = partial(getattr(self._connection.client, xform_name(op)), **params)
             try:
-                return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
+                return await anyio.to_thread.run_sync(partial(self._send, fn), limiter=self._limiter)
             except ClientError as exc:
                 err = exc.response.get("Error", {})
                 code = str(err.get("Code", "Unknown"))
@@ -172,6 +176,12 @@ class Caller:
             session_id=session, task_id=task, table=self._config.table_name, op=op,
             endpoint=self._config.endpoint,
         ) from last
+
+    def _send(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        # In the worker thread, right before the request: a call that waited for the
+        # limiter or a backoff past the caller's deadline is never sent.
+        deadline.check(self._clock.now())
+        return fn()
 
     def _fatal(self, op: str, code: str, message: str, session: str | None, task: str | None) -> OrchestratorError:
         ctx = self.context(op, session, task)

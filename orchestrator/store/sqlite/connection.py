@@ -22,6 +22,8 @@ import anyio
 from orchestrator.clock import Clock
 from orchestrator.errors import SchemaError, StoreError, StoreUnavailableError
 from orchestrator.store.config import SQLiteConfig
+from orchestrator.store.deadline import check as check_deadline
+from orchestrator.store.deadline import remaining as deadline_remaining
 from orchestrator.store.sqlite.schema import (
     add_missing_tables,
     connect,
@@ -124,9 +126,15 @@ class SQLiteDatabase:
         if conn is None:
             raise self._closed_error()
         begin = "BEGIN IMMEDIATE" if write else "BEGIN"
-        return await self._retrying(
-            op, lambda: _transaction(conn, begin, lambda: fn(conn, self.clock.now())), session_id
-        )
+
+        def bounded() -> T:
+            # Inside the transaction, once the lock is ours: past the caller's deadline
+            # (`orchestrator.store.deadline`) nothing is read or written; it rolls back.
+            now = self.clock.now()
+            check_deadline(now)
+            return fn(conn, now)
+
+        return await self._retrying(op, lambda: _transaction(conn, begin, bounded), session_id)
 
     async def _retrying(self, op: str, attempt: Callable[[], T], session_id: str | None = None) -> T:
         """Run `attempt`, retrying on a locked file with jittered exponential backoff.
@@ -157,7 +165,10 @@ class SQLiteDatabase:
                         session_id=session_id,
                     ) from exc
                 self.busy_retries += 1
-                await anyio.sleep(min(delay * (0.5 + self._rng.random()), deadline - now))
+                check_deadline(self.clock.now())  # no waiting for the lock past the caller's deadline
+                left = deadline_remaining(self.clock.now())
+                pause = min(delay * (0.5 + self._rng.random()), deadline - now)
+                await anyio.sleep(pause if left is None else max(0.0, min(pause, left)))
                 delay = min(delay * 2, _MAX_BACKOFF_S)
 
     def _error(self, exc: sqlite3.Error, op: str, session_id: str | None) -> StoreError:
