@@ -110,6 +110,8 @@ async def measure(endpoint: str, transactions: bool) -> list[tuple[str, str, str
         page = await store.list_sessions(SessionStatus.FAILED, updated_before=store.clock.now() + 1)
         assert [s.session_id for s in page.items] == ["failed-1"]
         rows.append((f"list failed sessions ({store.config.status_shards} shards)", *meter.take()))
+        await store.finish_session(lease, SessionStatus.FAILED, "bench")
+        rows.append((f"finish: retention on {2 * TASKS - 1} items", *meter.take()))
     return rows
 
 

@@ -34,6 +34,7 @@ from orchestrator.store.dynamodb import DynamoDBStore
 from orchestrator.store.dynamodb import DATA_ACTIONS, cloudformation, iam_policy, table_definition, terraform
 from orchestrator.testing.moto_server import moto_server
 from orchestrator.store.records import (
+    ClaimPolicy,
     NewSession,
     NewTask,
     SessionStatus,
@@ -390,3 +391,48 @@ async def test_store_works_against_a_moto_server_over_http(moto_http: str, monke
         assert (snap.tasks["t0"].output, snap.tasks["t1"].status) == ("ok", TaskStatus.RUNNING)
         assert str(store.describe()) == f"dynamodb:orch-http, region={REGION}, endpoint={moto_http}"
 
+
+
+# -- retention -------------------------------------------------------------------------------
+
+
+def _partition(table: str, sid: str) -> list[dict[str, Any]]:
+    client = boto3.client("dynamodb", region_name=REGION)
+    items: list[dict[str, Any]] = client.query(TableName=table, KeyConditionExpression="PK = :pk",
+                                               ExpressionAttributeValues={":pk": {"S": f"SESSION#{sid}"}})["Items"]
+    return items
+
+
+async def _ended_session(store: DynamoDBStore, sid: str) -> float:
+    """A finished session with a task, an edge, a signal, a chunked output and an event."""
+    await store.create_session(NewSession(sid, "p", ttl_seconds=3600),
+                               [NewTask("a", "x"), NewTask("b", "y", depends_on=("a",))])
+    lease = await store.claim_session(sid, "w1", 30)
+    await store.write_tasks(lease, [TaskWrite(TaskWriteKind.START, "a", 1)])
+    await store.send_signal(sid, "a", "go", {"ok": True})
+    await store.write_tasks(lease, [TaskWrite(TaskWriteKind.COMPLETE, "a", 1, output="o" * 300_000)])
+    ended = await store.finish_session(lease, SessionStatus.FAILED, "b never ran")
+    assert ended.expires_at is not None
+    return ended.expires_at
+
+
+@pytest.mark.anyio
+async def test_every_item_of_an_ended_session_expires_with_it(aws: None) -> None:
+    async with make_store("orch-ttl") as store:
+        expires_at = await _ended_session(store, "r1")
+        items = _partition("orch-ttl", "r1")
+    kinds = {i["SK"]["S"].split("#")[0] + ("#" + i["SK"]["S"].split("#")[2] if i["SK"]["S"].count("#") >= 2 else "")
+             for i in items}
+    assert {"META", "TASK", "TASK#DEP", "TASK#CHUNK", "TASK#SIGNAL"} <= kinds, kinds
+    late = [i["SK"]["S"] for i in items if "ttl" not in i or float(i["ttl"]["N"]) > expires_at]
+    assert late == [], f"items that would outlive the session's retention: {late}"
+
+
+@pytest.mark.anyio
+async def test_a_redriven_session_takes_the_expiry_off_its_tasks(aws: None) -> None:
+    async with make_store("orch-ttl2") as store:
+        await _ended_session(store, "r2")
+        await store.claim_session("r2", "w2", 30, ClaimPolicy(redrive_failed=True, force=True))
+        items = _partition("orch-ttl2", "r2")
+    expiring = [i["SK"]["S"] for i in items if i["SK"]["S"].startswith(("TASK#", "META")) and "ttl" in i]
+    assert expiring == [], f"a live session's items must not expire: {expiring}"

@@ -193,6 +193,8 @@ class DynamoDBBase:
             params["ScanIndexForward"] = False
         if projection:
             params["ProjectionExpression"] = projection
+            if "#ttl" in projection:  # TTL is a reserved word in expressions
+                params["ExpressionAttributeNames"] = {**params.get("ExpressionAttributeNames", {}), "#ttl": "ttl"}
         items: list[dict[str, Any]] = []
         while True:
             if start:

@@ -13,6 +13,7 @@ import base64
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from pynamodb.expressions.condition import Condition
@@ -187,7 +188,10 @@ class SessionOps(DynamoDBBase):
 
     async def claim_session(self, session_id: str, owner: str, lease_seconds: float,
                             policy: ClaimPolicy = ClaimPolicy()) -> Lease:
-        return await self._settle(rules.Claim(session_id, owner, lease_seconds, policy), conditioned=self._cas_claims)
+        lease = await self._settle(rules.Claim(session_id, owner, lease_seconds, policy), conditioned=self._cas_claims)
+        if policy.redrive_failed:  # a redriven session lives again: its items must not expire under it
+            await self._retain_items(session_id, None)
+        return lease
 
     async def renew_lease(self, lease: Lease, lease_seconds: float) -> tuple[Lease, SessionRecord]:
         return await self._settle(rules.Renew(lease.session_id, lease, lease_seconds))
@@ -207,13 +211,55 @@ class SessionOps(DynamoDBBase):
 
     async def finish_session(self, lease: Lease, status: SessionStatus, reason: str | None = None, *,
                              needs_human_reason: str | None = None) -> SessionRecord:
-        return await self._settle(rules.Finish(lease.session_id, lease, status, reason, needs_human_reason))
+        record = await self._settle(rules.Finish(lease.session_id, lease, status, reason, needs_human_reason))
+        await self._retain_items(record.session_id, record.expires_at)
+        return record
 
     async def wait_session(self, lease: Lease, wake_at: float | None) -> bool:
         return await self._settle(rules.Wait(lease.session_id, lease, wake_at))
 
     async def request_cancel(self, session_id: str, reason: str) -> SessionRecord:
-        return await self._settle(rules.Cancel(session_id, reason))
+        record = await self._settle(rules.Cancel(session_id, reason))
+        if record.status.is_final:  # nobody held it: cancelled at once
+            await self._retain_items(session_id, record.expires_at)
+        return record
+
+    async def _retain_items(self, sid: str, expires_at: float | None) -> None:
+        """Give every item of the session the session's expiry (None: take it away again).
+
+        DynamoDB's TTL deletes items one by one, so each item carries the `ttl` of its
+        session once it ends: nothing of it outlives its retention, even after META is
+        gone. Costs one Query per MB of the partition and one UpdateItem per item whose
+        `ttl` must change (a task, each dependency edge, chunk and signal); events keep an
+        earlier expiry of their own.
+        """
+        pk = session_pk(sid)
+        keys, _ = await self.query_raw(pk, Path("PK") == pk, projection="PK, SK, #ttl", session=sid)
+        target = None if expires_at is None else int(expires_at)
+        todo = []
+        for raw in keys:
+            sk = raw["SK"]["S"]
+            have = raw.get("ttl", {}).get("N")
+            current = None if have is None else int(float(have))
+            if sk == "META" or current == target:
+                continue
+            if target is None and not sk.startswith("TASK#"):
+                continue  # events keep their own expiry while the session lives again
+            if target is not None and current is not None and current < target and sk.startswith("EVENT#"):
+                continue
+            todo.append(sk)
+        item = self.models.task
+
+        async def stamp(sk: str) -> None:
+            action = item.ttl.remove() if target is None else item.ttl.set(target)
+            params = self.update_params(pk, sk, [action], item.PK.exists())
+            try:
+                await self._caller.call("UpdateItem", params, session=sid)
+            except DynamoCallError as exc:
+                if not exc.condition_failed:  # deleted meanwhile (purge): nothing to keep
+                    raise self._caller.to_error(exc, sid) from exc
+
+        await gather([partial(stamp, sk) for sk in todo])
 
     async def set_needs_human(self, session_id: str, reason: str | None) -> SessionRecord:
         return await self._settle(rules.FlagNeedsHuman(session_id, reason))
