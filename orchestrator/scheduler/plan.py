@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from orchestrator.errors import ValidationError
+from orchestrator.errors import StoreUnavailableError, ValidationError
 from orchestrator.graph import Pipeline
 from orchestrator.scheduler.messages import AttemptOutcome, Cancelled, Failed, Finished, Launch, TimedOut, Waiting
 from orchestrator.scheduler.step import Addition, Draft, Finish, Retry, Step, Suspend
@@ -195,7 +195,7 @@ class SessionPlan:
                 fresh = [pending_record(t) for t in task.staged if t.task_id not in self._tasks]
                 task.staged = ()
                 self._tasks.add(fresh)
-            elif kind in (TaskWriteKind.WAIT, TaskWriteKind.RETRY) and write.not_before is not None:
+            elif kind in (TaskWriteKind.WAIT, TaskWriteKind.RETRY, TaskWriteKind.REQUEUE) and write.not_before is not None:
                 d.timers.append(write.not_before)
         if resets:
             d.note("redrive", f"redrive {self._session.redrive_count}: reset {resets} task(s)")
@@ -362,6 +362,18 @@ class SessionPlan:
         # the codec cannot encode, an invalid added task) fails the same way every time.
         retryable = policy.is_retryable(error) and not isinstance(error, ValidationError)
         info = ErrorInfo.from_exception(error, retryable=retryable)
+        if isinstance(error, StoreUnavailableError):
+            # The store failed under the agent (in ctx.checkpoint), not the agent: run it
+            # again after a pause, without counting the attempt against its budget.
+            delay = policy.delay(1, self._rng)
+            self._queue.append(TaskWrite(TaskWriteKind.REQUEUE, tid, attempt, error=info, not_before=now + delay))
+            task.attempt_base += 1
+            self._tasks.move(task, TaskStatus.PENDING)
+            self._tasks.set_backoff(task, now + delay)
+            d.note("requeue", f"task {tid} attempt {attempt} stopped because the store failed ({info.message}); "
+                   f"run again in {delay:.2f}s, not counted as an attempt", task_id=tid, level="WARNING",
+                   data={"attempt": attempt, "error": info.type, "delay": delay})
+            return
         used = attempt - task.attempt_base
         if info.retryable and used < task.max_attempts:
             delay = policy.delay(used, self._rng)

@@ -92,6 +92,8 @@ class TaskOps(DynamoDBBase):
         actions: list[Action] = []
         if rule.rebase:  # attempt_base takes the attempt stored before this write
             actions.append(t.attempt_base.set(t.attempt))
+        if rule.forgive:
+            actions.append(t.attempt_base.add(1))
         actions += [t.fence.set(lease.fence), t.attempt.set(write.attempt), t.updated_at.set(now)]
         if rule.status is not None:
             actions.append(t.status.set(rule.status.value))

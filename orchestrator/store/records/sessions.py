@@ -334,6 +334,7 @@ class TaskWriteKind(str, enum.Enum):
     CHECKPOINT = "checkpoint"
     COMPLETE = "complete"
     RETRY = "retry"  # attempt failed, will retry at not_before -> PENDING
+    REQUEUE = "requeue"  # as RETRY, but the store failed, not the agent: the attempt is not counted
     FAIL = "fail"
     SKIP = "skip"
     CANCEL = "cancel"

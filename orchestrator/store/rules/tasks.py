@@ -69,6 +69,7 @@ class TaskTransition:
     history_status: TaskStatus | None = None  # status of the history entry (default: `status`)
     fresh_progress: bool = False  # progress back to 0/0 (a new attempt)
     rebase: bool = False  # attempt_base = the attempt stored before the write (a redrive)
+    forgive: bool = False  # attempt_base + 1: this attempt does not count toward the retry budget
 
 
 _ENDING = ("ended_at",)
@@ -84,6 +85,9 @@ TRANSITIONS: dict[TaskWriteKind, TaskTransition] = {
     TaskWriteKind.RETRY: TaskTransition(
         TaskStatus.PENDING, stamps=_ENDING, takes=("error", "not_before"), history=History.ALWAYS,
         history_status=TaskStatus.FAILED),
+    TaskWriteKind.REQUEUE: TaskTransition(
+        TaskStatus.PENDING, stamps=_ENDING, takes=("error", "not_before"), history=History.ALWAYS,
+        history_status=TaskStatus.FAILED, forgive=True),
     TaskWriteKind.FAIL: TaskTransition(
         TaskStatus.FAILED, stamps=_ENDING, clears=("not_before",), takes=("error",), history=History.ALWAYS),
     TaskWriteKind.SKIP: TaskTransition(
@@ -147,6 +151,8 @@ def apply_task_write(task: TaskRecord, lease: Lease, write: TaskWrite, now: floa
         values["status"] = rule.status
     if rule.rebase:
         values["attempt_base"] = task.attempt
+    if rule.forgive:
+        values["attempt_base"] = task.attempt_base + 1
     for name in rule.stamps:
         values[name] = now
     for name in rule.clears:
