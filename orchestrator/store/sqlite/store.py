@@ -25,7 +25,6 @@ from orchestrator.store.config import SQLiteConfig
 from orchestrator.store.protocol import WriteResult
 from orchestrator.store.records import (
     ClaimPolicy,
-    Edge,
     Event,
     Lease,
     MetricSummary,
@@ -38,7 +37,6 @@ from orchestrator.store.records import (
     SessionRecord,
     SessionSnapshot,
     SessionStatus,
-    SignalRecord,
     StoreDescription,
     TaskRecord,
     TaskWrite,
@@ -50,11 +48,7 @@ from orchestrator.store.rules import Payload, SessionChange, SessionOp
 from orchestrator.store.sqlite import history, projects, sessions
 from orchestrator.store.sqlite.connection import SQLiteDatabase
 from orchestrator.store.sqlite.encoding import (
-    SIGNAL_COLS,
-    TASK_COLS,
     dump,
-    signal_from_row,
-    task_from_row,
 )
 from orchestrator.store.sqlite.schema import file_problems, pragmas
 from orchestrator.store.sqlite.tasks import EncodedWrite, TaskRow, apply_writes, read_task, stage_tasks
@@ -203,23 +197,7 @@ class SQLiteStore:
 
     async def load_session(self, session_id: str) -> SessionSnapshot:
         def load(conn: sqlite3.Connection, now: float) -> SessionSnapshot:
-            session = self._session(conn, session_id, now)
-            deps: dict[str, list[str]] = {}
-            edges = []
-            for tid, dep in conn.execute(
-                "SELECT task_id, depends_on FROM edges WHERE session_id = ? ORDER BY task_id, pos", (session_id,)
-            ):
-                deps.setdefault(tid, []).append(dep)
-                edges.append(Edge(tid, dep))
-            tasks = {}
-            for row in conn.execute(f"SELECT {TASK_COLS} FROM tasks WHERE session_id = ?", (session_id,)):
-                task = task_from_row(row, session_id, self.codec, self._where, tuple(deps.get(row[0], ())))
-                tasks[task.task_id] = task
-            signals: dict[tuple[str, str], SignalRecord] = {}
-            for row in conn.execute(f"SELECT {SIGNAL_COLS} FROM signals WHERE session_id = ?", (session_id,)):
-                signal = signal_from_row(row, session_id, self.codec, self._where)
-                signals[(signal.task_id, signal.name)] = signal
-            return SessionSnapshot(session=session, tasks=tasks, edges=tuple(edges), signals=signals)
+            return sessions.snapshot(conn, self._session(conn, session_id, now), self.codec, self._where)
 
         return await self._run("load_session", load, write=False, session_id=session_id)
 
