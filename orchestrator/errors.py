@@ -112,6 +112,11 @@ class OrchestratorError(Exception):
 class ConfigError(OrchestratorError, ValueError):
     """A store URL, environment variable or option is invalid."""
 
+    @classmethod
+    def bad_setting(cls, source: str, name: str, value: Any, expected: str) -> ConfigError:
+        """`name` in `source` (a URL, a variable, a constructor) is out of its domain: say what is accepted."""
+        return cls(f"{source}: {name}={value!r} is not valid; use {expected}", setting=name, value=value)
+
 
 class ValidationError(OrchestratorError, ValueError):
     """Input rejected before anything was written."""
@@ -244,9 +249,27 @@ class UserProjectNotFoundError(NotFoundError):
 class StoreError(OrchestratorError):
     """The store failed to serve a request after its own retries."""
 
+    @classmethod
+    def read_only(cls, store: str, op: str) -> StoreError:
+        """A write on a store opened read-only (`?mode=ro`, as the CLI's reading commands open it)."""
+        return cls(
+            f"the store {store} was opened read-only, so {op} (a write) is refused; open it without "
+            f"?mode=ro to change it",
+            store=store, op=op,
+        )
+
 
 class StoreUnavailableError(StoreError, ConnectionError):
     """The store could not be reached, or kept throttling, within the retry budget."""
+
+    @classmethod
+    def no_file(cls, path: str, state: str) -> StoreUnavailableError:
+        """A reader found no store at `path` (`state`: "does not exist", "is empty"); readers never create one."""
+        return cls(
+            f"store file {path} {state}: nothing has been recorded there yet. Check --store or "
+            f"ORCHESTRATOR_STORE, or create the store with `orchestrator init`",
+            path=path,
+        )
 
 
 class SchemaError(StoreError):

@@ -147,9 +147,17 @@ def store_config(g: Globals, **dynamodb_overrides: Any) -> StoreConfig:
 
 
 @asynccontextmanager
-async def open_cli_store(g: Globals, *, initialize: bool = True, **overrides: Any) -> AsyncIterator[Store]:
-    """The store a command works on, initialized (created if missing) unless told otherwise."""
-    store = open_store(store_config(g, **overrides))
+async def open_cli_store(g: Globals, *, initialize: bool = True, read_only: bool = False,
+                         **overrides: Any) -> AsyncIterator[Store]:
+    """The store a command works on, initialized (created if missing) unless told otherwise.
+
+    `read_only`: for commands that only read. A SQLite file is then opened `mode=ro`:
+    never created or purged, readable without write access, never waiting for a writer.
+    """
+    config = store_config(g, **overrides)
+    if read_only and config.sqlite is not None:
+        config = StoreConfig(sqlite=replace(config.sqlite, read_only=True), env=config.env)
+    store = open_store(config)
     if g.verbose:
         err_console.print(f"store: {store.describe()}", highlight=False)
     try:

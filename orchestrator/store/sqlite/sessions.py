@@ -14,21 +14,34 @@ from typing import Any, TypeVar
 
 from orchestrator.codec import Codec
 from orchestrator.errors import SessionNotFoundError, SessionStateError, ValidationError
-from orchestrator.store.records import SCHEMA_VERSION, Page, SessionRecord, SessionStatus
+from orchestrator.store.records import (
+    SCHEMA_VERSION,
+    Edge,
+    Page,
+    SessionRecord,
+    SessionSnapshot,
+    SessionStatus,
+    SignalRecord,
+)
 from orchestrator.store import rules
 from orchestrator.store.rules import Retained, SessionChange, SessionOp
 from orchestrator.store.sqlite.encoding import (
     SESSION_COLS,
     SESSION_INSERT,
     SESSION_UPDATE,
+    SIGNAL_COLS,
+    TASK_COLS,
     dump,
     session_from_row,
     session_insert_params,
     session_update_params,
+    signal_from_row,
+    task_from_row,
 )
 from orchestrator.store.sqlite.tasks import TaskRow, insert_tasks
 
-__all__ = ["by_project", "by_status", "create", "decode_cursor", "exists", "read", "settle", "store_signal", "write"]
+__all__ = ["by_project", "by_status", "create", "decode_cursor", "exists", "load", "read", "settle", "store_signal",
+           "write"]
 
 R = TypeVar("R")
 
@@ -53,6 +66,27 @@ def read(conn: sqlite3.Connection, session_id: str, codec: Codec, where: str, no
     if record is None or rules.expired(record.expires_at, now):
         raise SessionNotFoundError.missing(session_id, where)
     return record
+
+
+def load(conn: sqlite3.Connection, session_id: str, codec: Codec, where: str, now: float) -> SessionSnapshot:
+    """The session with its tasks, edges and signals (one read transaction)."""
+    session = read(conn, session_id, codec, where, now)
+    deps: dict[str, list[str]] = {}
+    edges = []
+    for tid, dep in conn.execute(
+        "SELECT task_id, depends_on FROM edges WHERE session_id = ? ORDER BY task_id, pos", (session_id,)
+    ):
+        deps.setdefault(tid, []).append(dep)
+        edges.append(Edge(tid, dep))
+    tasks = {}
+    for row in conn.execute(f"SELECT {TASK_COLS} FROM tasks WHERE session_id = ?", (session_id,)):
+        task = task_from_row(row, session_id, codec, where, tuple(deps.get(row[0], ())))
+        tasks[task.task_id] = task
+    signals: dict[tuple[str, str], SignalRecord] = {}
+    for row in conn.execute(f"SELECT {SIGNAL_COLS} FROM signals WHERE session_id = ?", (session_id,)):
+        signal = signal_from_row(row, session_id, codec, where)
+        signals[(signal.task_id, signal.name)] = signal
+    return SessionSnapshot(session=session, tasks=tasks, edges=tuple(edges), signals=signals)
 
 
 def create(conn: sqlite3.Connection, record: SessionRecord, *, input_text: str, metadata_text: str,
