@@ -117,6 +117,32 @@ class ConfigError(OrchestratorError, ValueError):
         """`name` in `source` (a URL, a variable, a constructor) is out of its domain: say what is accepted."""
         return cls(f"{source}: {name}={value!r} is not valid; use {expected}", setting=name, value=value)
 
+    @classmethod
+    def app_import_failed(cls, spec: str, module: str, exc: BaseException) -> ConfigError:
+        """Importing the module of `--app` raised: name the error and where it was raised."""
+        where = ""
+        if isinstance(exc, SyntaxError) and exc.filename:
+            where = f" at {exc.filename}:{exc.lineno}"
+        elif exc.__traceback__ is not None:
+            tb = exc.__traceback__
+            while tb.tb_next is not None:
+                tb = tb.tb_next
+            where = f" at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+        return cls(
+            f"app {spec!r}: importing module {module!r} raised {type(exc).__name__}: {exc}{where}; fix the module "
+            f"(`python -c 'import {module}'` shows the traceback)",
+            app=spec, module=module,
+        )
+
+    @classmethod
+    def app_factory_failed(cls, spec: str, exc: BaseException) -> ConfigError:
+        """The zero-argument factory `--app` names raised instead of returning a Pipeline."""
+        return cls(
+            f"app {spec!r}: calling the factory raised {type(exc).__name__}: {exc}; fix the factory, or point "
+            f"at a Pipeline",
+            app=spec,
+        )
+
 
 class ValidationError(OrchestratorError, ValueError):
     """Input rejected before anything was written."""
@@ -268,6 +294,15 @@ class StoreUnavailableError(StoreError, ConnectionError):
         return cls(
             f"store file {path} {state}: nothing has been recorded there yet. Check --store or "
             f"ORCHESTRATOR_STORE, or create the store with `orchestrator init`",
+            path=path,
+        )
+
+    @classmethod
+    def cannot_create(cls, what: str, path: str, exc: OSError) -> StoreUnavailableError:
+        """The store's directory or file could not be created (`what`: "directory", "file")."""
+        return cls(
+            f"cannot create the store {what} {path}: {exc.strerror or exc}; choose a writable location with "
+            f"--store sqlite:///PATH (or ORCHESTRATOR_STORE), or create it with the right owner and mode",
             path=path,
         )
 

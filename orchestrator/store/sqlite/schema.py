@@ -174,11 +174,16 @@ def create_file(path: Path) -> None:
             )
         _check_header(path)
         return
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreUnavailableError.cannot_create("directory", str(path.parent), exc) from exc
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:  # another process created it meanwhile: fine, it checks it too
         return
+    except OSError as exc:
+        raise StoreUnavailableError.cannot_create("file", str(path), exc) from exc
     os.close(fd)
 
 
