@@ -133,6 +133,17 @@ def test_a_store_directory_in_an_unwritable_directory_is_one_error_line_and_exit
     assert not target.parent.exists()
 
 
+# -- a bad store URL ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("query", ["busy_timeout=-1", "lease_seconds=60"])
+def test_a_bad_sqlite_url_parameter_is_refused_before_the_file_is_created(query: str, tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    result = cli("run", "demo_app:small", store=f"sqlite://{db}?{query}", tmp=tmp_path)
+    assert_one_error_line(result, EXIT_USAGE, query.split("=")[0])
+    assert not db.exists()
+
+
 # -- the one place errors are rendered --------------------------------------------------------
 
 

@@ -55,7 +55,6 @@ class SQLiteConfig:
     busy_timeout_s: float = 30.0  # how long a write waits for another connection's lock
     retention_days: float = 90.0  # ended sessions and events older than this are purged
     read_only: bool = False
-    lease_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         if self.synchronous not in ("NORMAL", "FULL"):
@@ -63,8 +62,14 @@ class SQLiteConfig:
                 f"sqlite synchronous={self.synchronous!r} is not supported; use NORMAL "
                 f"(durable across process crashes) or FULL (also across power loss)"
             )
-        if self.retention_days <= 0:
-            raise ConfigError(f"sqlite retention_days={self.retention_days} must be > 0")
+        if not self.retention_days > 0:
+            raise ConfigError.bad_setting(f"sqlite store {self.path}", "retention_days", self.retention_days,
+                                          "a number of days > 0")
+        if not 0 <= self.busy_timeout_s < float("inf"):
+            raise ConfigError.bad_setting(
+                f"sqlite store {self.path}", "busy_timeout", self.busy_timeout_s,
+                "a number of seconds >= 0 (0: fail at once when another process holds the write lock)",
+            )
 
     @property
     def url(self) -> str:
@@ -197,6 +202,13 @@ def _number(source: str, key: str, value: str) -> float:
 def _sqlite_from_url(url: str, env: Mapping[str, str]) -> SQLiteConfig:
     body, _, raw_query = url[len("sqlite:") :].partition("?")
     params = _query(url, raw_query, {"synchronous", "retention_days", "busy_timeout", "mode", "lease_seconds"})
+    if "lease_seconds" in params:
+        # Accepted once and never used: the lease belongs to a run, not to the file.
+        raise ConfigError(
+            f"store URL {url!r}: lease_seconds is not a store setting (the lease is a run's); remove it and "
+            f"set RunOptions(lease_seconds=...) for the runs that need it",
+            setting="lease_seconds",
+        )
     if body.startswith("//"):
         body = body[2:]  # sqlite:///abs/path -> /abs/path ; sqlite:// -> default
     path = Path(body) if body else default_sqlite_path(env)
@@ -212,8 +224,6 @@ def _sqlite_from_url(url: str, env: Mapping[str, str]) -> SQLiteConfig:
         cfg = replace(cfg, retention_days=_number(url, "retention_days", params["retention_days"]))
     if "busy_timeout" in params:
         cfg = replace(cfg, busy_timeout_s=_number(url, "busy_timeout", params["busy_timeout"]))
-    if "lease_seconds" in params:
-        cfg = replace(cfg, lease_seconds=_number(url, "lease_seconds", params["lease_seconds"]))
     return cfg
 
 
