@@ -403,6 +403,15 @@ class SessionStateError(ConflictError):
                    session_id=session_id, status=status, **ids)
 
     @classmethod
+    def signal_unread(cls, session_id: str, task_id: str, what: str, status: str) -> SessionStateError:
+        """A signal nothing will ever read (`what`, the task or its session, is `status` for good)."""
+        return cls(
+            f"{what} is {status}: nothing will ever read a signal sent to task {task_id}, so none was sent; "
+            f"signal a task that has not completed (see `orchestrator status {session_id}`)",
+            session_id=session_id, task_id=task_id, status=status,
+        )
+
+    @classmethod
     def kept_changing(cls, session_id: str, action: str, attempts: int) -> SessionStateError:
         return cls(
             f"session {session_id} changed under each of {attempts} attempts to {action} (other writers are "
