@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -25,8 +26,12 @@ conn.execute("COMMIT")
 
 
 @contextmanager
-def lock_held_by_another_process(path: Path) -> Iterator[Callable[[], None]]:
-    """A second process holds the write lock until the returned function is called."""
+def lock_held_by_another_process(path: Path, *, paused: bool = False) -> Iterator[Callable[[], None]]:
+    """A second process holds the write lock until the returned function is called.
+
+    `paused`: the holder is stopped (SIGSTOP) while it holds the lock, as a debugger or a
+    frozen VM would stop it; releasing continues it (SIGCONT) first.
+    """
     proc = subprocess.Popen(
         [sys.executable, "-c", _HOLD_LOCK, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
@@ -34,12 +39,16 @@ def lock_held_by_another_process(path: Path) -> Iterator[Callable[[], None]]:
     stdin = proc.stdin
 
     def release() -> None:
+        if paused:
+            proc.send_signal(signal.SIGCONT)
         if not stdin.closed:
             stdin.write("\n")
             stdin.close()
 
     try:
         assert proc.stdout.readline().strip() == "locked"
+        if paused:
+            proc.send_signal(signal.SIGSTOP)
         yield release
     finally:
         release()

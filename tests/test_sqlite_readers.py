@@ -162,6 +162,27 @@ async def test_reads_do_not_wait_for_another_process_holding_the_write_lock(db_p
 
 
 @pytest.mark.anyio
+async def test_a_paused_process_holding_the_lock_delays_writers_up_to_busy_timeout_and_readers_not_at_all(
+    db_path: Path,
+) -> None:
+    clock = FakeClock()
+    async with make_store(db_path, clock) as first:
+        await ended(first, "s1")
+    async with make_store(db_path, clock, busy_timeout_s=0.5) as writer:
+        await writer.get_session("s1")
+        with lock_held_by_another_process(db_path, paused=True) as release:
+            with anyio.fail_after(1):
+                assert (await writer.get_session("s1")).status is SessionStatus.COMPLETED
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError, match="busy_timeout") as err:
+                await writer.create_session(NewSession("s2", "p"), [NewTask("t", "a")])
+            assert 0.5 <= time.monotonic() - started < 5
+            assert str(db_path) in str(err.value)
+            release()
+        await writer.create_session(NewSession("s2", "p"), [NewTask("t", "a")])
+
+
+@pytest.mark.anyio
 async def test_a_read_only_url_refuses_every_write_naming_the_store(db_path: Path) -> None:
     clock = FakeClock()
     async with make_store(db_path, clock) as writer:
