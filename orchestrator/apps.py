@@ -40,6 +40,8 @@ def _import(module_name: str, spec: str) -> Any:
             f"from the directory that holds it, set PYTHONPATH, or install the package",
             app=spec,
         ) from exc
+    except Exception as exc:  # the user's module, run at import: any error is the app's, said in one line
+        raise ConfigError.app_import_failed(spec, module_name, exc) from exc
 
 
 def load_pipeline(spec: str) -> Pipeline:
@@ -72,6 +74,8 @@ def load_pipeline(spec: str) -> Pipeline:
                 f"point at a Pipeline or a zero-argument factory",
                 app=spec,
             ) from exc
+        except Exception as exc:  # the user's factory: its error is the app's, said in one line
+            raise ConfigError.app_factory_failed(spec, exc) from exc
     if not isinstance(obj, Pipeline):
         raise ConfigError(
             f"app {spec!r}: {attr_path!r} is a {type(obj).__name__}, not an orchestrator Pipeline (or a "

@@ -112,6 +112,37 @@ class OrchestratorError(Exception):
 class ConfigError(OrchestratorError, ValueError):
     """A store URL, environment variable or option is invalid."""
 
+    @classmethod
+    def bad_setting(cls, source: str, name: str, value: Any, expected: str) -> ConfigError:
+        """`name` in `source` (a URL, a variable, a constructor) is out of its domain: say what is accepted."""
+        return cls(f"{source}: {name}={value!r} is not valid; use {expected}", setting=name, value=value)
+
+    @classmethod
+    def app_import_failed(cls, spec: str, module: str, exc: BaseException) -> ConfigError:
+        """Importing the module of `--app` raised: name the error and where it was raised."""
+        where = ""
+        if isinstance(exc, SyntaxError) and exc.filename:
+            where = f" at {exc.filename}:{exc.lineno}"
+        elif exc.__traceback__ is not None:
+            tb = exc.__traceback__
+            while tb.tb_next is not None:
+                tb = tb.tb_next
+            where = f" at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+        return cls(
+            f"app {spec!r}: importing module {module!r} raised {type(exc).__name__}: {exc}{where}; fix the module "
+            f"(`python -c 'import {module}'` shows the traceback)",
+            app=spec, module=module,
+        )
+
+    @classmethod
+    def app_factory_failed(cls, spec: str, exc: BaseException) -> ConfigError:
+        """The zero-argument factory `--app` names raised instead of returning a Pipeline."""
+        return cls(
+            f"app {spec!r}: calling the factory raised {type(exc).__name__}: {exc}; fix the factory, or point "
+            f"at a Pipeline",
+            app=spec,
+        )
+
 
 class ValidationError(OrchestratorError, ValueError):
     """Input rejected before anything was written."""
@@ -244,9 +275,36 @@ class UserProjectNotFoundError(NotFoundError):
 class StoreError(OrchestratorError):
     """The store failed to serve a request after its own retries."""
 
+    @classmethod
+    def read_only(cls, store: str, op: str) -> StoreError:
+        """A write on a store opened read-only (`?mode=ro`, as the CLI's reading commands open it)."""
+        return cls(
+            f"the store {store} was opened read-only, so {op} (a write) is refused; open it without "
+            f"?mode=ro to change it",
+            store=store, op=op,
+        )
+
 
 class StoreUnavailableError(StoreError, ConnectionError):
     """The store could not be reached, or kept throttling, within the retry budget."""
+
+    @classmethod
+    def no_file(cls, path: str, state: str) -> StoreUnavailableError:
+        """A reader found no store at `path` (`state`: "does not exist", "is empty"); readers never create one."""
+        return cls(
+            f"store file {path} {state}: nothing has been recorded there yet. Check --store or "
+            f"ORCHESTRATOR_STORE, or create the store with `orchestrator init`",
+            path=path,
+        )
+
+    @classmethod
+    def cannot_create(cls, what: str, path: str, exc: OSError) -> StoreUnavailableError:
+        """The store's directory or file could not be created (`what`: "directory", "file")."""
+        return cls(
+            f"cannot create the store {what} {path}: {exc.strerror or exc}; choose a writable location with "
+            f"--store sqlite:///PATH (or ORCHESTRATOR_STORE), or create it with the right owner and mode",
+            path=path,
+        )
 
 
 class SchemaError(StoreError):
@@ -343,6 +401,15 @@ class SessionStateError(ConflictError):
         """`action` is refused in `status`; `next_step` says what to do instead."""
         return cls(f"session {session_id} is {status}: {action} is refused; {next_step}",
                    session_id=session_id, status=status, **ids)
+
+    @classmethod
+    def signal_unread(cls, session_id: str, task_id: str, what: str, status: str) -> SessionStateError:
+        """A signal nothing will ever read (`what`, the task or its session, is `status` for good)."""
+        return cls(
+            f"{what} is {status}: nothing will ever read a signal sent to task {task_id}, so none was sent; "
+            f"signal a task that has not completed (see `orchestrator status {session_id}`)",
+            session_id=session_id, task_id=task_id, status=status,
+        )
 
     @classmethod
     def kept_changing(cls, session_id: str, action: str, attempts: int) -> SessionStateError:

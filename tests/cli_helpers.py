@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,9 @@ def cli_env(tmp: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]
 
 
 def cli(*args: str, store: str | None, tmp: Path, timeout: float = 90.0,
-        env: Mapping[str, str] | None = None) -> Result:
-    """`orchestrator [--store URL] ARGS...` run from the demo apps' directory."""
-    argv = [console_script(), *(["--store", store] if store else []), *args]
+        env: Mapping[str, str] | None = None, wrapper: Sequence[str] = ()) -> Result:
+    """`orchestrator [--store URL] ARGS...` run from the demo apps' directory (under `wrapper`, e.g. setpriv)."""
+    argv = [*wrapper, console_script(), *(["--store", store] if store else []), *args]
     proc = subprocess.run(argv, cwd=APPS, env=cli_env(tmp, env), capture_output=True, text=True, timeout=timeout,
                           check=False)  # tests assert on the exit code
     return Result(proc.returncode, proc.stdout, proc.stderr)

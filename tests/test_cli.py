@@ -145,10 +145,19 @@ def test_factory_attribute_is_called_to_get_the_pipeline(tmp_path: Path) -> None
 def test_expected_errors_print_one_line_and_exit_with_their_code(
     args: list[str], code: int, message: str, sqlite_url: str, tmp_path: Path
 ) -> None:
+    assert cli("init", store=sqlite_url, tmp=tmp_path).code == 0
     result = cli(*args, store=sqlite_url, tmp=tmp_path)
     assert result.code == code, result.err
     assert message in result.err
     assert "Traceback" not in result.err
+
+
+def test_reading_a_store_that_does_not_exist_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "typo" / "cli.db"
+    result = cli("status", "s1", store=f"sqlite://{db}", tmp=tmp_path)
+    assert result.code == 5, result.err
+    assert f"store file {db} does not exist" in result.err and "orchestrator init" in result.err
+    assert not db.parent.exists()
 
 
 def test_a_taken_session_id_is_a_conflict(sqlite_url: str, tmp_path: Path) -> None:
@@ -283,6 +292,7 @@ def test_json_logs_go_to_stderr_one_object_per_line(sqlite_url: str, tmp_path: P
 
 
 def test_verbose_says_which_store_is_used(sqlite_url: str, tmp_path: Path) -> None:
+    assert cli("init", store=sqlite_url, tmp=tmp_path).code == 0
     result = cli("-v", "list", store=sqlite_url, tmp=tmp_path)
     assert result.code == 0
     assert f"store: sqlite:{sqlite_url.removeprefix('sqlite://')}" in result.err

@@ -14,13 +14,13 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from sqlite_helpers import lock_held_by_another_process
 
 from orchestrator.codec import default_codec
 from orchestrator.errors import (
@@ -289,50 +289,7 @@ async def test_expired_events_are_not_read(db_path: Path, clock: FakeClock) -> N
         assert (await s.read_events("s1")).items == ()
 
 
-@pytest.mark.anyio
-async def test_opening_the_store_purges_expired_rows(db_path: Path, clock: FakeClock) -> None:
-    async with make_store(db_path, clock) as s:
-        await finished_session(s, "short", ttl_seconds=60)
-    clock.advance(61)
-    async with make_store(db_path, clock) as s:
-        with pytest.raises(SessionNotFoundError):
-            await s.get_session("short")
-
-
 # -- locking between processes ---------------------------------------------------------------
-
-_HOLD_LOCK = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.readline()
-conn.execute("COMMIT")
-"""
-
-
-@contextmanager
-def lock_held_by_another_process(path: Path) -> Iterator[Callable[[], None]]:
-    """A second process holds the write lock until the returned function is called."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    stdin = proc.stdin
-
-    def release() -> None:
-        if not stdin.closed:
-            stdin.write("\n")
-            stdin.close()
-
-    try:
-        assert proc.stdout.readline().strip() == "locked"
-        yield release
-    finally:
-        release()
-        proc.wait(timeout=10)
-        proc.stdout.close()
-
 
 @pytest.mark.anyio
 async def test_a_write_waits_for_another_process_to_release_its_lock(store: SQLiteStore, db_path: Path) -> None:

@@ -14,8 +14,7 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli import admin, control, inspect, running
-from orchestrator.cli._common import Globals, err_console, exit_code_for, setup_logging
-from orchestrator.errors import OrchestratorError
+from orchestrator.cli._common import Globals, err_console, exit_code_for, operational_error, setup_logging
 
 __all__ = ["app", "main"]
 
@@ -60,15 +59,23 @@ control.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: expected errors print one line on stderr and exit with their code."""
+    """Console-script entry point: the one place errors are rendered.
+
+    An operational error (one of `orchestrator.errors`, alone or in an ExceptionGroup of
+    them) prints one `error:` line on stderr, unwrapped, and exits with its code. Anything
+    else is a bug and keeps its traceback.
+    """
     try:
         app(args=argv, prog_name="orchestrator")
-    except OrchestratorError as exc:
-        err_console.print(f"error: {exc}", style="red", highlight=False, markup=False)
-        sys.exit(exit_code_for(exc))
     except KeyboardInterrupt:
         err_console.print("interrupted", highlight=False)
         sys.exit(130)
+    except BaseException as exc:
+        error = operational_error(exc)
+        if error is None:
+            raise
+        err_console.print(f"error: {error}", style="red", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(exit_code_for(error))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from orchestrator.errors import (
     ConfigError,
     ConflictError,
     NotFoundError,
+    OrchestratorError,
     StoreError,
     ValidationError,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "EXIT_USAGE",
     "STATUS_STYLE",
     "Globals",
+    "TextLogFormatter",
     "add_row",
     "console",
     "decode_cursor",
@@ -57,6 +59,7 @@ __all__ = [
     "globals_of",
     "jsonable",
     "open_cli_store",
+    "operational_error",
     "parse_json_arg",
     "run_async",
     "setup_logging",
@@ -128,7 +131,7 @@ def setup_logging(log_format: str, log_level: str) -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     elif log_format == "text":
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextLogFormatter(tracebacks=level <= logging.DEBUG))
     else:
         raise ValidationError(f"--log-format {log_format!r} is not supported; use text or json")
     root = logging.getLogger()
@@ -147,9 +150,17 @@ def store_config(g: Globals, **dynamodb_overrides: Any) -> StoreConfig:
 
 
 @asynccontextmanager
-async def open_cli_store(g: Globals, *, initialize: bool = True, **overrides: Any) -> AsyncIterator[Store]:
-    """The store a command works on, initialized (created if missing) unless told otherwise."""
-    store = open_store(store_config(g, **overrides))
+async def open_cli_store(g: Globals, *, initialize: bool = True, read_only: bool = False,
+                         **overrides: Any) -> AsyncIterator[Store]:
+    """The store a command works on, initialized (created if missing) unless told otherwise.
+
+    `read_only`: for commands that only read. A SQLite file is then opened `mode=ro`:
+    never created or purged, readable without write access, never waiting for a writer.
+    """
+    config = store_config(g, **overrides)
+    if read_only and config.sqlite is not None:
+        config = StoreConfig(sqlite=replace(config.sqlite, read_only=True), env=config.env)
+    store = open_store(config)
     if g.verbose:
         err_console.print(f"store: {store.describe()}", highlight=False)
     try:
@@ -165,6 +176,42 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
     """Run a command's coroutine on a fresh event loop (asyncio)."""
     result: T = anyio.run(fn)
     return result
+
+
+def operational_error(exc: BaseException) -> OrchestratorError | None:
+    """The error to print for `exc`, or None when it is not operational (a bug: keep its traceback).
+
+    A task group (the progress display beside a run) raises an ExceptionGroup: when every
+    error in it is one of ours, the first one is what went wrong; the rest followed it.
+    """
+    if isinstance(exc, OrchestratorError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        found = [operational_error(e) for e in exc.exceptions]
+        if found and all(e is not None for e in found):
+            return found[0]
+    return None
+
+
+class TextLogFormatter(logging.Formatter):
+    """Text log lines; an operational error attached to a record is summed up on the same line.
+
+    Its traceback is for debugging the SDK, not for operating it: shown at DEBUG only.
+    Any other exception (a bug) keeps its traceback.
+    """
+
+    def __init__(self, *, tracebacks: bool) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        error = operational_error(record.exc_info[1]) if record.exc_info and record.exc_info[1] else None
+        if error is None or self._tracebacks:
+            return super().format(record)
+        brief = logging.makeLogRecord(record.__dict__)
+        brief.msg, brief.args = f"{record.getMessage()} ({type(error).__name__}: {error})", None
+        brief.exc_info = brief.exc_text = None
+        return super().format(brief)
 
 
 def exit_code_for(exc: BaseException) -> int:

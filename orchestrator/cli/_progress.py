@@ -6,6 +6,7 @@ failures printed as they happen. Elsewhere: one plain line per task transition.
 
 from __future__ import annotations
 
+import logging
 from typing import IO, Any
 
 import anyio
@@ -14,10 +15,12 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 
 from orchestrator.cli._common import fmt_time
 from orchestrator.durations import format_duration
-from orchestrator.errors import NotFoundError
+from orchestrator.errors import NotFoundError, StoreError
 from orchestrator.store import SessionSnapshot, Store, TaskRecord, TaskStatus
 
 __all__ = ["SessionWatcher", "poll_session"]
+
+_log = logging.getLogger("orchestrator.cli")
 
 
 class SessionWatcher:
@@ -112,6 +115,8 @@ async def poll_session(
     """Feed `watcher` a fresh snapshot every `interval` seconds until `stop` is set (and once more).
 
     `created_after` ignores an older session under the same id (a `run` whose id is taken).
+    A failed poll is skipped: the display never ends a run, and an outage that matters is
+    reported by the run's own store calls.
     """
     while True:
         try:
@@ -120,6 +125,8 @@ async def poll_session(
                 watcher.update(snap)
         except NotFoundError:
             pass  # not created yet
+        except StoreError as exc:
+            _log.debug("progress poll of session %s failed: %s", watcher.session_id, exc)
         if stop.is_set():
             return
         with anyio.move_on_after(interval):

@@ -79,7 +79,7 @@ def doctor_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     g = globals_of(ctx)
 
     async def go() -> tuple[StoreDescription, list[str]]:
-        async with open_cli_store(g, initialize=False) as store:
+        async with open_cli_store(g, initialize=False, read_only=True) as store:
             return store.describe(), await store.check()
 
     where, problems = run_async(go)

@@ -1,13 +1,22 @@
-"""Commands that change a session from outside: signal, approve, reject, cancel."""
+"""Commands that change a session from outside: signal, approve, reject, cancel.
+
+A signal nothing could ever read (its task COMPLETED, its session COMPLETED or
+CANCELLED) is refused before anything is written, as Temporal refuses a signal to a
+closed workflow. Any other is stored, and the command says what it will do: wake the
+waiting task, or wait for the task to ask for that name (a running task, a task waiting
+for another name, a failed task of a session that may be resumed).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 
 from orchestrator.cli._common import console, emit_json, globals_of, open_cli_store, parse_json_arg, run_async
-from orchestrator.store import SessionRecord
+from orchestrator.errors import SessionStateError
+from orchestrator.store import SessionRecord, SessionStatus, Store, TaskStatus
 
 __all__ = ["register"]
 
@@ -16,21 +25,84 @@ TaskArg = Annotated[str, typer.Argument(help="Task id (the waiting task).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
+#: Events read, newest page last, to learn which signal a waiting task waits for.
+_WAIT_SCAN_PAGES = 10
+_FINAL_SESSION = (SessionStatus.COMPLETED, SessionStatus.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What sending a signal did, as the task stood when it was sent."""
+
+    seq: int
+    task_status: TaskStatus
+    session_status: SessionStatus
+    waiting_for: str | None  # the signal the task waits for, if a "wait" event says so
+
+    def awaited(self, name: str) -> bool | None:
+        """Whether the task waits for `name` now: None when it waits but its event is not written yet."""
+        if self.task_status is not TaskStatus.WAITING:
+            return False
+        return None if self.waiting_for is None else self.waiting_for == name
+
+
+async def _waiting_for(store: Store, session_id: str, task_id: str) -> str | None:
+    """The signal named by the task's latest "wait" event (events are flushed within seconds)."""
+    name: str | None = None
+    after: str | None = None
+    for _ in range(_WAIT_SCAN_PAGES):
+        page = await store.read_events(session_id, after=after, limit=1000)
+        for event in page.items:
+            if event.kind == "wait" and event.task_id == task_id and isinstance(event.data.get("signal"), str):
+                name = event.data["signal"]
+        if page.cursor is None:
+            break
+        after = page.cursor
+    return name
+
+
 def _send(ctx: typer.Context, session: str, task: str, name: str, payload: Any, as_json: bool) -> None:
+    """Store a signal, refusing one nothing could read, and say truthfully what it will do."""
     g = globals_of(ctx)
 
-    async def go() -> int:
+    async def go() -> Sent:
         async with open_cli_store(g) as store:
             snap = await store.load_session(session)
-            snap.task(task)  # TaskNotFoundError naming the known tasks
-            return await store.send_signal(session, task, name, payload)
+            record = snap.task(task)  # TaskNotFoundError naming the known tasks
+            status = snap.session.status
+            if record.status is TaskStatus.COMPLETED:
+                raise SessionStateError.signal_unread(session, task, f"task {task} of session {session}", "COMPLETED")
+            if status in _FINAL_SESSION:
+                raise SessionStateError.signal_unread(session, task, f"session {session}", status.value)
+            waiting_for = await _waiting_for(store, session, task) if record.status is TaskStatus.WAITING else None
+            seq = await store.send_signal(session, task, name, payload)
+            return Sent(seq, record.status, status, waiting_for)
 
-    seq = run_async(go)
+    sent = run_async(go)
     if as_json:
-        emit_json({"session_id": session, "task_id": task, "name": name, "signal_seq": seq})
-    else:
-        console.print(f"signal {name!r} delivered to task {task} of session {session} (sequence {seq}); a worker "
-                      f"continues the session", highlight=False)
+        emit_json({"session_id": session, "task_id": task, "name": name, "signal_seq": sent.seq,
+                   "task_status": sent.task_status, "waiting_for": sent.waiting_for, "awaited": sent.awaited(name)})
+        return
+    console.print(_what_happened(sent, session, task, name), highlight=False)
+
+
+def _what_happened(sent: Sent, session: str, task: str, name: str) -> str:
+    stored = f"signal {name!r} stored for task {task} of session {session} (sequence {sent.seq})"
+    awaited = sent.awaited(name)
+    if awaited:
+        return (f"signal {name!r} delivered to waiting task {task} of session {session} (sequence {sent.seq}); "
+                + ("its worker continues the task at its next heartbeat" if sent.session_status is
+                   SessionStatus.RUNNING else "a worker continues the session"))
+    if awaited is None:
+        return (f"{stored}; the task is WAITING (for which signal is not recorded yet): if it waits for {name!r}, "
+                f"a worker continues the session")
+    if sent.task_status is TaskStatus.WAITING:
+        return (f"{stored}, but the task waits for {sent.waiting_for!r}, not {name!r}: nothing reads it unless the "
+                f"task waits for {name!r} later (the session is woken once, then waits again)")
+    if sent.task_status in (TaskStatus.PENDING, TaskStatus.RUNNING):
+        return f"{stored}; the task is {sent.task_status.value}, not waiting: it gets the signal when it waits for {name!r}"
+    return (f"{stored}; the task is {sent.task_status.value}: it gets the signal only if the session is resumed and "
+            f"the task waits for {name!r}")
 
 
 def signal_cmd(

@@ -1,4 +1,8 @@
-"""Commands that read: status, list, events, graph, metrics, projects."""
+"""Commands that read: status, list, events, graph, metrics, projects.
+
+Each opens the store read-only (`open_cli_store(read_only=True)`): none of them writes,
+so a SQLite file is read with `mode=ro` and never waits for a writer's lock.
+"""
 
 from __future__ import annotations
 
@@ -95,7 +99,7 @@ def status_cmd(
     g = globals_of(ctx)
 
     async def go() -> None:
-        async with open_cli_store(g) as store:
+        async with open_cli_store(g, read_only=True) as store:
             snap = await store.load_session(session)
             if not watch or snap.session.status.is_final:
                 if as_json:
@@ -158,7 +162,7 @@ def list_cmd(
     older_s = parse_duration(older_than, what="--older-than") if older_than else None
 
     async def go() -> tuple[list[SessionRecord], str | None]:
-        async with open_cli_store(g) as store:
+        async with open_cli_store(g, read_only=True) as store:
             now = store.clock.now()
             state = decode_cursor(cursor) if cursor else {}
             items: list[SessionRecord] = []
@@ -233,7 +237,7 @@ def events_cmd(
         sys.stdout.flush()
 
     async def go() -> None:
-        async with open_cli_store(g) as store:
+        async with open_cli_store(g, read_only=True) as store:
             await store.get_session(session)  # SessionNotFoundError before printing anything
             after: str | None = None
             while True:
@@ -274,7 +278,7 @@ def graph_cmd(
                 raise
 
     async def go() -> str:
-        async with open_cli_store(g) as store:
+        async with open_cli_store(g, read_only=True) as store:
             snap = await store.load_session(target)
             return render(snap.tasks, snap.edges, format=fmt)  # type: ignore[arg-type]
 
@@ -313,7 +317,7 @@ def metrics_cmd(
             raise ValidationError(f"--date {date!r} is not a date; use YYYY-MM-DD (UTC)") from None
 
     async def go() -> tuple[str, list[MetricSummary], list[MetricSummary], list[Any]]:
-        async with open_cli_store(g) as store:
+        async with open_cli_store(g, read_only=True) as store:
             day = date or day_of(store.clock.now())[0]
             hourly = await agent_stats(store, day, agent, by_hour=True)
             daily = await agent_stats(store, day, agent)
@@ -365,7 +369,7 @@ def projects_cmd(
     g = globals_of(ctx)
 
     async def go() -> tuple[list[UserProjectRecord], str | None]:
-        async with open_cli_store(g) as store:
+        async with open_cli_store(g, read_only=True) as store:
             page = await store.list_user_projects(user, limit=limit, cursor=cursor)
             return list(page.items), page.cursor
 

@@ -1,6 +1,7 @@
 """Store configuration: one URL, with the environment as a layer on top.
 
-    sqlite:///abs/path/state.db?synchronous=FULL&retention_days=30
+    sqlite:///abs/path/state.db?synchronous=FULL&retention_days=30&busy_timeout=30
+    sqlite:///abs/path/state.db?mode=ro            (read-only: never writes)
     sqlite:relative/path/state.db
     dynamodb://TABLE?region=eu-west-1&endpoint=http://127.0.0.1:8000&transactions=0
 
@@ -42,11 +43,18 @@ def default_sqlite_path(env: Mapping[str, str] | None = None) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class SQLiteConfig:
+    """One SQLite file and how it is opened.
+
+    `read_only` (URL `?mode=ro`) opens an existing file with SQLite's `mode=ro`: nothing
+    is created, migrated or purged, writes are refused, and a file the user cannot
+    write (nor its directory) can still be read. The CLI's reading commands use it.
+    """
+
     path: Path
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
-    busy_timeout_s: float = 30.0
+    busy_timeout_s: float = 30.0  # how long a write waits for another connection's lock
     retention_days: float = 90.0  # ended sessions and events older than this are purged
-    lease_seconds: float = 30.0
+    read_only: bool = False
 
     def __post_init__(self) -> None:
         if self.synchronous not in ("NORMAL", "FULL"):
@@ -54,12 +62,19 @@ class SQLiteConfig:
                 f"sqlite synchronous={self.synchronous!r} is not supported; use NORMAL "
                 f"(durable across process crashes) or FULL (also across power loss)"
             )
-        if self.retention_days <= 0:
-            raise ConfigError(f"sqlite retention_days={self.retention_days} must be > 0")
+        if not self.retention_days > 0:
+            raise ConfigError.bad_setting(f"sqlite store {self.path}", "retention_days", self.retention_days,
+                                          "a number of days > 0")
+        if not 0 <= self.busy_timeout_s < float("inf"):
+            raise ConfigError.bad_setting(
+                f"sqlite store {self.path}", "busy_timeout", self.busy_timeout_s,
+                "a number of seconds >= 0 (0: fail at once when another process holds the write lock)",
+            )
 
     @property
     def url(self) -> str:
-        return f"sqlite://{self.path}" if self.path.is_absolute() else f"sqlite:{self.path}"
+        base = f"sqlite://{self.path}" if self.path.is_absolute() else f"sqlite:{self.path}"
+        return f"{base}?mode=ro" if self.read_only else base
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,19 +201,29 @@ def _number(source: str, key: str, value: str) -> float:
 
 def _sqlite_from_url(url: str, env: Mapping[str, str]) -> SQLiteConfig:
     body, _, raw_query = url[len("sqlite:") :].partition("?")
-    params = _query(url, raw_query, {"synchronous", "retention_days", "busy_timeout", "lease_seconds"})
+    params = _query(url, raw_query, {"synchronous", "retention_days", "busy_timeout", "mode", "lease_seconds"})
+    if "lease_seconds" in params:
+        # Accepted once and never used: the lease belongs to a run, not to the file.
+        raise ConfigError(
+            f"store URL {url!r}: lease_seconds is not a store setting (the lease is a run's); remove it and "
+            f"set RunOptions(lease_seconds=...) for the runs that need it",
+            setting="lease_seconds",
+        )
     if body.startswith("//"):
         body = body[2:]  # sqlite:///abs/path -> /abs/path ; sqlite:// -> default
     path = Path(body) if body else default_sqlite_path(env)
     if path.exists() and path.is_dir():
         raise ConfigError(f"store URL {url!r} names a directory; name a file, e.g. {path / 'state.db'}")
-    cfg = SQLiteConfig(path=path, synchronous=params.get("synchronous", "NORMAL").upper())  # type: ignore[arg-type]
+    mode = params.get("mode", "rw").lower()
+    if mode not in ("ro", "rw"):
+        raise ConfigError.bad_setting(f"store URL {url!r}", "mode", params["mode"],
+                                      "ro (read-only: never writes) or rw (the default)")
+    cfg = SQLiteConfig(path=path, synchronous=params.get("synchronous", "NORMAL").upper(),  # type: ignore[arg-type]
+                       read_only=mode == "ro")
     if "retention_days" in params:
         cfg = replace(cfg, retention_days=_number(url, "retention_days", params["retention_days"]))
     if "busy_timeout" in params:
         cfg = replace(cfg, busy_timeout_s=_number(url, "busy_timeout", params["busy_timeout"]))
-    if "lease_seconds" in params:
-        cfg = replace(cfg, lease_seconds=_number(url, "lease_seconds", params["lease_seconds"]))
     return cfg
 
 

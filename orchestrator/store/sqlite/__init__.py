@@ -2,8 +2,9 @@
 
 Modules match the DynamoDB backend's by name: `store` (the Store protocol's methods),
 `connection` (opening, locking, busy retries), `schema` (tables and checks), `encoding`
-(records to rows and back), `tasks`, `history` (events, metrics, pipelines, retention)
-and `projects` (the users' project history).
+(records to rows and back), `tasks`, `history` (events, metrics, pipelines) and
+`projects` (the users' project history). `retention` has no DynamoDB twin (its TTL
+deletes items): it is the purge, and when writers run it.
 """
 
 from orchestrator.store.sqlite.store import SQLiteStore

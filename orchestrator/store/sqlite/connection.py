@@ -6,6 +6,10 @@ transactions open with `BEGIN IMMEDIATE`, and a locked file makes the transactio
 back and retry after an async, jittered, exponential backoff, up to the configured
 `busy_timeout_s`. A transaction body is a synchronous function with no `await` inside,
 so coroutines sharing the connection never interleave within one.
+
+A read-only store (`SQLiteConfig.read_only`) opens an existing file with `mode=ro`: it
+never creates, migrates or switches the file to WAL, and refuses every write. Reads
+in WAL mode never wait for a writer, so a reader is not slowed by a held write lock.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from orchestrator.store.deadline import check as check_deadline
 from orchestrator.store.deadline import remaining as deadline_remaining
 from orchestrator.store.sqlite.schema import (
     add_missing_tables,
+    check_existing,
     connect,
+    connect_read_only,
     create_file,
     inspect,
     is_busy,
@@ -64,12 +70,15 @@ class SQLiteDatabase:
         """Create the file (0600) and tables if missing, or verify them; True if newly connected.
 
         A file that is not an orchestrator store (not SQLite, other tables, a newer
-        schema) raises SchemaError before anything is written to it.
+        schema) raises SchemaError before anything is written to it. Read-only: only
+        verify an existing file (StoreUnavailableError if there is none).
         """
         if self._closed:
             raise self._closed_error()
         if self._conn is not None:
             return False
+        if self.config.read_only:
+            return self._adopt(await self._open_read_only())
         create_file(self.path)
         conn = connect(self.path)
         try:
@@ -96,6 +105,21 @@ class SQLiteDatabase:
         except BaseException:
             conn.close()
             raise
+        return self._adopt(conn)
+
+    async def _open_read_only(self) -> sqlite3.Connection:
+        """An existing store file, opened `mode=ro` and verified with reads only."""
+        check_existing(self.path)
+        conn = await self._retrying("open", lambda: connect_read_only(self.path))
+        try:
+            if await self._retrying("open", lambda: inspect(conn, self.path)):
+                raise StoreUnavailableError.no_file(str(self.path), "is empty")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _adopt(self, conn: sqlite3.Connection) -> bool:
         if self._conn is not None:  # another coroutine opened it meanwhile
             conn.close()
             return False
@@ -125,6 +149,8 @@ class SQLiteDatabase:
         conn = self._conn
         if conn is None:
             raise self._closed_error()
+        if write and self.config.read_only:
+            raise StoreError.read_only(self._where, op)
         begin = "BEGIN IMMEDIATE" if write else "BEGIN"
 
         def bounded() -> T:
@@ -135,6 +161,23 @@ class SQLiteDatabase:
             return fn(conn, now)
 
         return await self._retrying(op, lambda: _transaction(conn, begin, bounded), session_id)
+
+    def try_write(self, op: str, fn: Callable[[sqlite3.Connection, float], T]) -> T | None:
+        """`fn(conn, now)` in one write transaction if the file is free now; None if it is locked.
+
+        For work that can wait for a later chance (retention): it never backs off or waits.
+        """
+        conn = self._conn
+        if conn is None:
+            raise self._closed_error()
+        if self.config.read_only:
+            raise StoreError.read_only(self._where, op)
+        try:
+            return _transaction(conn, "BEGIN IMMEDIATE", lambda: fn(conn, self.clock.now()))
+        except sqlite3.Error as exc:
+            if is_busy(exc):
+                return None
+            raise self._error(exc, op, None) from exc
 
     async def _retrying(self, op: str, attempt: Callable[[], T], session_id: str | None = None) -> T:
         """Run `attempt`, retrying on a locked file with jittered exponential backoff.

@@ -1,8 +1,8 @@
-"""Events, metrics, pipeline definitions and retention in the SQLite store.
+"""Events, metrics and pipeline definitions in the SQLite store.
 
 Functions that run inside a transaction the caller opened (values already encoded).
-Rows past their expiry are filtered on read and deleted by `purge`, since SQLite has
-no TTL of its own.
+Rows past their expiry are filtered on read and deleted by `retention.purge`, since
+SQLite has no TTL of its own.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from orchestrator.store.records import (
     NewTask,
     Page,
     PipelineDefinition,
-    PurgeReport,
 )
 from orchestrator.store.sqlite.encoding import EVENT_COLS, METRIC_COLS, dump, event_from_row, metric_from_row
 
@@ -34,7 +33,6 @@ __all__ = [
     "insert_events",
     "metric_rows",
     "pipeline_text",
-    "purge",
     "put_pipeline",
     "read_events",
     "read_metrics",
@@ -180,24 +178,3 @@ def get_pipeline(conn: sqlite3.Connection, name: str, version: str, codec: Codec
         raise SchemaError(f"{what} cannot be decoded ({exc}); store it again with put_pipeline",
                           pipeline=name) from exc
     return PipelineDefinition(name=name, version=version, tasks=tasks, created_at=row[2])
-
-
-# -- retention -------------------------------------------------------------------------------
-
-
-def purge(conn: sqlite3.Connection, ended_before: float | None, now: float, retention_days: float) -> PurgeReport:
-    """Delete sessions that ended before the bound or expired, with all their rows, and
-    expired events, metrics and never-adopted staged tasks. `items` counts every row deleted."""
-    before = conn.total_changes
-    bound = float("-inf") if ended_before is None else ended_before
-    doomed = conn.execute(
-        "SELECT session_id FROM sessions WHERE completed_at < ? UNION SELECT session_id FROM sessions "
-        "WHERE expires_at <= ?",
-        (bound, now),
-    ).fetchall()
-    for table in ("tasks", "edges", "staged_tasks", "signals", "events", "sessions"):
-        conn.executemany(f"DELETE FROM {table} WHERE session_id = ?", doomed)
-    conn.execute("DELETE FROM events WHERE expires_at <= ?", (now,))
-    conn.execute("DELETE FROM metrics WHERE expires_at <= ?", (now,))
-    conn.execute("DELETE FROM staged_tasks WHERE created_at <= ?", (now - retention_days * _DAY_S,))
-    return PurgeReport(sessions=len(doomed), items=conn.total_changes - before)

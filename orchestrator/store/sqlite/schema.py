@@ -11,7 +11,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from orchestrator.errors import SchemaError, StoreError
+from orchestrator.errors import SchemaError, StoreError, StoreUnavailableError
 from orchestrator.store.records import SCHEMA_VERSION
 
 __all__ = [
@@ -19,7 +19,9 @@ __all__ = [
     "ADDED_TABLES",
     "TABLES",
     "add_missing_tables",
+    "check_existing",
     "connect",
+    "connect_read_only",
     "missing_added_tables",
     "create_file",
     "file_problems",
@@ -33,6 +35,7 @@ __all__ = [
 APPLICATION = "durable-orchestrator"
 _APPLICATION_ID = 0x4F524348  # "ORCH" in the SQLite header, so `file` and tools can tell
 _SQLITE_HEADER = b"SQLite format 3\x00"
+_SQLITE_READONLY_DIRECTORY = 1544  # SQLITE_READONLY | (6 << 8): no -shm, and the directory is read-only
 
 _DDL = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -171,12 +174,29 @@ def create_file(path: Path) -> None:
             )
         _check_header(path)
         return
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreUnavailableError.cannot_create("directory", str(path.parent), exc) from exc
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:  # another process created it meanwhile: fine, it checks it too
         return
+    except OSError as exc:
+        raise StoreUnavailableError.cannot_create("file", str(path), exc) from exc
     os.close(fd)
+
+
+def check_existing(path: Path) -> None:
+    """For a reader, which never creates a store: the file exists, is a file, and is SQLite."""
+    if not path.exists():
+        raise StoreUnavailableError.no_file(str(path), "does not exist")
+    if path.is_dir():
+        raise SchemaError(
+            f"store path {path} is a directory, not a SQLite file; name a file, e.g. {path / 'state.db'}",
+            path=str(path),
+        )
+    _check_header(path)
 
 
 def inspect(conn: sqlite3.Connection, path: Path) -> bool:
@@ -323,6 +343,45 @@ def connect(path: Path) -> sqlite3.Connection:
         raise StoreError(f"cannot open store file {path}: {exc}; check the path and its permissions") from exc
     conn.execute("PRAGMA busy_timeout = 0")
     return conn
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection (SQLite `mode=ro`) that never writes and never waits on locks.
+
+    WAL needs the `-shm` file: when it is absent and the directory is not writable
+    (SQLITE_READONLY_DIRECTORY), no writer has the file open, and it is read as an
+    immutable snapshot instead. A writer that starts meanwhile is not seen by that
+    snapshot (at worst a read fails and is reported), which a one-off read can afford.
+    """
+    uri = path.resolve().as_uri()
+    try:
+        return _probed(f"{uri}?mode=ro")
+    except sqlite3.Error as exc:
+        if is_busy(exc):
+            raise  # the caller retries a locked file
+        if getattr(exc, "sqlite_errorcode", None) != _SQLITE_READONLY_DIRECTORY:
+            raise _open_error(path, exc) from exc
+    try:
+        return _probed(f"{uri}?immutable=1")
+    except sqlite3.Error as exc:
+        raise _open_error(path, exc) from exc
+
+
+def _probed(uri: str) -> sqlite3.Connection:
+    """Connect to `uri` and read the schema once, so an unusable file fails here (closed)."""
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _open_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    return StoreError(f"cannot open store file {path} read-only: {exc}; check that it and its directory are "
+                      f"readable", path=str(path))
 
 
 def pragmas(conn: sqlite3.Connection) -> dict[str, str]:

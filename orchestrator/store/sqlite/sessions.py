@@ -40,9 +40,8 @@ from orchestrator.store.sqlite.encoding import (
 )
 from orchestrator.store.sqlite.tasks import TaskRow, insert_tasks
 
-__all__ = [
-    "by_project", "by_status", "create", "decode_cursor", "exists", "read", "settle", "snapshot", "store_signal", "write",
-]
+__all__ = ["by_project", "by_status", "create", "decode_cursor", "exists", "load", "read", "settle", "store_signal",
+           "write"]
 
 R = TypeVar("R")
 
@@ -69,23 +68,23 @@ def read(conn: sqlite3.Connection, session_id: str, codec: Codec, where: str, no
     return record
 
 
-def snapshot(conn: sqlite3.Connection, session: SessionRecord, codec: Codec, where: str) -> SessionSnapshot:
-    """The session with its adopted tasks, edges (ordered by task, then position) and signals."""
-    sid = session.session_id
+def load(conn: sqlite3.Connection, session_id: str, codec: Codec, where: str, now: float) -> SessionSnapshot:
+    """The session with its tasks, edges and signals (one read transaction)."""
+    session = read(conn, session_id, codec, where, now)
     deps: dict[str, list[str]] = {}
     edges = []
     for tid, dep in conn.execute(
-        "SELECT task_id, depends_on FROM edges WHERE session_id = ? ORDER BY task_id, pos", (sid,)
+        "SELECT task_id, depends_on FROM edges WHERE session_id = ? ORDER BY task_id, pos", (session_id,)
     ):
         deps.setdefault(tid, []).append(dep)
         edges.append(Edge(tid, dep))
     tasks = {}
-    for row in conn.execute(f"SELECT {TASK_COLS} FROM tasks WHERE session_id = ?", (sid,)):
-        task = task_from_row(row, sid, codec, where, tuple(deps.get(row[0], ())))
+    for row in conn.execute(f"SELECT {TASK_COLS} FROM tasks WHERE session_id = ?", (session_id,)):
+        task = task_from_row(row, session_id, codec, where, tuple(deps.get(row[0], ())))
         tasks[task.task_id] = task
     signals: dict[tuple[str, str], SignalRecord] = {}
-    for row in conn.execute(f"SELECT {SIGNAL_COLS} FROM signals WHERE session_id = ?", (sid,)):
-        signal = signal_from_row(row, sid, codec, where)
+    for row in conn.execute(f"SELECT {SIGNAL_COLS} FROM signals WHERE session_id = ?", (session_id,)):
+        signal = signal_from_row(row, session_id, codec, where)
         signals[(signal.task_id, signal.name)] = signal
     return SessionSnapshot(session=session, tasks=tasks, edges=tuple(edges), signals=signals)
 

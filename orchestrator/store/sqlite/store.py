@@ -3,8 +3,8 @@
 Each operation reads its rows inside one `BEGIN IMMEDIATE` transaction, lets the
 rulebook (`orchestrator.store.rules`) decide, and writes; values are encoded and
 size-checked before `BEGIN`, so nothing is half-written. Sessions live in `sessions`,
-task rows in `tasks`, history in `history`, projects in `projects`, the file in
-`connection` and `schema`.
+task rows in `tasks`, history in `history`, projects in `projects`, purges in
+`retention`, the file in `connection` and `schema`.
 """
 
 from __future__ import annotations
@@ -47,9 +47,8 @@ from orchestrator.store.records import (
 from orchestrator.store.rules import Payload, SessionChange, SessionOp
 from orchestrator.store.sqlite import history, projects, sessions
 from orchestrator.store.sqlite.connection import SQLiteDatabase
-from orchestrator.store.sqlite.encoding import (
-    dump,
-)
+from orchestrator.store.sqlite.encoding import dump
+from orchestrator.store.sqlite.retention import RetentionPasses, purge
 from orchestrator.store.sqlite.schema import file_problems, pragmas
 from orchestrator.store.sqlite.tasks import EncodedWrite, TaskRow, apply_writes, read_task, stage_tasks
 
@@ -57,7 +56,6 @@ __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-
 
 
 class SQLiteStore:
@@ -79,6 +77,7 @@ class SQLiteStore:
         self.path = Path(config.path).expanduser()
         self._where = str(self.describe())
         self._db = SQLiteDatabase(config, clock, self._where)
+        self._retention = RetentionPasses(self._db, config.retention_days)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -103,14 +102,13 @@ class SQLiteStore:
         await self.aclose()
 
     async def initialize(self) -> None:
-        """Create the file (0600) and tables if missing, or verify them; then purge what expired.
+        """Create the file (0600) and tables if missing, or verify them (read-only: verify only).
 
         A file that is not an orchestrator store (not SQLite, other tables, a newer
-        schema) raises SchemaError before anything is written to it.
+        schema) raises SchemaError before anything is written to it. Opening never
+        purges: writes do, at a bounded rate (`sqlite.retention`).
         """
-        if await self._db.open():
-            retention = self.config.retention_days
-            await self._db.run("purge", lambda c, now: history.purge(c, None, now, retention))
+        await self._db.open()
 
     async def check(self) -> list[str]:
         return file_problems(self.path)
@@ -132,7 +130,10 @@ class SQLiteStore:
     ) -> T:
         if not self._db.is_open:
             await self.initialize()
-        return await self._db.run(op, fn, write=write, session_id=session_id)
+        result = await self._db.run(op, fn, write=write, session_id=session_id)
+        if write:
+            self._retention.after_write()
+        return result
 
     # -- shared reads and checks --------------------------------------------------------
 
@@ -196,10 +197,8 @@ class SQLiteStore:
                                session_id=session_id)
 
     async def load_session(self, session_id: str) -> SessionSnapshot:
-        def load(conn: sqlite3.Connection, now: float) -> SessionSnapshot:
-            return sessions.snapshot(conn, self._session(conn, session_id, now), self.codec, self._where)
-
-        return await self._run("load_session", load, write=False, session_id=session_id)
+        return await self._run("load_session", lambda c, now: sessions.load(c, session_id, self.codec, self._where, now),
+                               write=False, session_id=session_id)
 
     async def get_task(self, session_id: str, task_id: str) -> TaskRecord:
         def get(conn: sqlite3.Connection, now: float) -> TaskRecord:
@@ -477,4 +476,4 @@ class SQLiteStore:
 
     async def purge(self, *, ended_before: float) -> PurgeReport:
         retention = self.config.retention_days
-        return await self._run("purge", lambda c, now: history.purge(c, ended_before, now, retention))
+        return await self._run("purge", lambda c, now: purge(c, ended_before, now, retention))
