@@ -178,19 +178,6 @@ class WorkerReport:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def _check_limits(limits: WorkerLimits, where: str) -> None:
-    """Refuse a limit under 1 before any claim: no agent could ever start, and the sessions
-    claimed would keep their leases renewed forever while nothing runs."""
-    limited = {"WorkerLimits.concurrency": limits.total}
-    limited.update({f"WorkerLimits.per_agent[{name!r}]": lim for name, lim in limits.per_agent.items()})
-    for name, limiter in limited.items():
-        if limiter.total_tokens < 1:
-            raise ValidationError.bad_value(
-                name, int(limiter.total_tokens), "1 or more (with 0 no agent could ever start, and the sessions "
-                "claimed would hold their leases forever)", where,
-            )
-
-
 class Worker:
     """Claims PENDING, abandoned RUNNING and due WAITING sessions and runs them.
 
@@ -222,7 +209,6 @@ class Worker:
         self.poll_interval = poll_interval
         self.grace = grace
         self.limits = limits or WorkerLimits()
-        _check_limits(self.limits, f"worker {self.worker_id}")
         self.telemetry = telemetry or Telemetry()
         self.metrics = MetricsRecorder(store, clock=store.clock, flush_interval=self.options.flush_interval)
         self.report = WorkerReport(self.worker_id)

@@ -74,6 +74,14 @@ class WorkerLimits:
     """Limits shared by every session a worker runs: total agents, and per agent name."""
 
     def __init__(self, concurrency: int = 64, per_agent: Mapping[str, int] | None = None) -> None:
+        # A limit under 1 is refused at once: no agent could ever start, and the sessions a
+        # worker claimed would keep their leases renewed while nothing runs.
+        limits = {"WorkerLimits.concurrency": concurrency}
+        limits.update({f"WorkerLimits.per_agent[{name!r}]": n for name, n in (per_agent or {}).items()})
+        for name, n in limits.items():
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise ValidationError.bad_value(name, n, "an int of 1 or more (with 0 no agent could ever start)",
+                                                "WorkerLimits")
         self.total = anyio.CapacityLimiter(concurrency)
         self.per_agent = {name: anyio.CapacityLimiter(n) for name, n in (per_agent or {}).items()}
 
