@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -124,16 +125,35 @@ async def main() -> None:
         ids.update(await _crash(store, url))
     finally:
         await store.aclose()
+    cli = _cli_command()
     print(f"\ndone in {time.monotonic() - started:.1f}s. Try next (from {DEMO_DIR.parent}):")
     print(f"  export ORCHESTRATOR_STORE='{url}'")
-    print(f"  orchestrator status {ids['t-developer']}")
-    print(f"  orchestrator graph {ids['miyabi']} --format text")
-    print(f"  orchestrator events {ids['deploy']}")
-    print(f"  orchestrator approve {ids['miyabi-waiting']} approval --by you")
-    print(f"  orchestrator resume {ids['miyabi-waiting']} --app examples.miyabi_issue.pipeline:pipeline")
-    print("  orchestrator metrics --project todo-app.user-1")
-    print("  orchestrator projects user-1")
-    print("  orchestrator list --status completed")
+    for command in (
+        f"status {ids['t-developer']}",
+        f"graph {ids['miyabi']} --format text",
+        f"events {ids['deploy']}",
+        f"approve {ids['miyabi-waiting']} approval --by you",
+        f"resume {ids['miyabi-waiting']} --app examples.miyabi_issue.pipeline:pipeline",
+        "metrics --project todo-app.user-1",
+        "projects user-1",
+        "list --status completed",
+    ):
+        print(f"  {cli} {command}")
+    if cli != "orchestrator":
+        print(f"  (or `source {Path(cli).parent / 'activate'}` once, then plain `orchestrator ...`)")
+
+
+def _cli_command() -> str:
+    """How to call the CLI from where the demo was started: `orchestrator` when that name
+    on PATH is this interpreter's, else the script next to it (the venv's, not activated)."""
+    script = Path(sys.executable).parent / "orchestrator"
+    found = shutil.which("orchestrator")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "orchestrator"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 if __name__ == "__main__":

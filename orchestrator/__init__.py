@@ -8,6 +8,7 @@ covers every module under it. Move a module, and update this map.
     testing      orchestrator/testing/          FakeClock, temporary_store, the Store contract suite
     api          orchestrator/__init__.py       this file: the public names
     cli          orchestrator/cli/              command line: parses, calls the API, prints
+                 orchestrator/__main__.py       `python -m orchestrator`: the command line
                  orchestrator/aws_lambda.py     Lambda handlers: resume-failed sweep, worker batch
                  orchestrator/apps.py           `module:attribute` -> Pipeline, for the entry points
                  orchestrator/durations.py      `1h30m` -> seconds, for the entry points

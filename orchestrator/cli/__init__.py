@@ -9,6 +9,7 @@ worker, resume-failed), `inspect` (status, list, events, graph, metrics) and
 from __future__ import annotations
 
 import sys
+from importlib.metadata import version as package_version
 from typing import Annotated
 
 import typer
@@ -32,9 +33,15 @@ app = typer.Typer(
     epilog=_EPILOG,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"orchestrator {package_version('durable-orchestrator')}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -47,6 +54,8 @@ def _root(
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")] = "WARNING",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say which store each command uses (on "
                                           "stderr).")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print the installed version and exit.")] = False,
 ) -> None:
     setup_logging(log_format, log_level)
     ctx.obj = Globals(store=store, log_format=log_format, log_level=log_level, verbose=verbose)
@@ -58,7 +67,7 @@ inspect.register(app)
 control.register(app)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, prog_name: str = "orchestrator") -> None:
     """Console-script entry point: the one place errors are rendered.
 
     An operational error (one of `orchestrator.errors`, alone or in an ExceptionGroup of
@@ -66,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     else is a bug and keeps its traceback.
     """
     try:
-        app(args=argv, prog_name="orchestrator")
+        app(args=argv, prog_name=prog_name)
     except KeyboardInterrupt:
         err_console.print("interrupted", highlight=False)
         sys.exit(130)
