@@ -126,7 +126,12 @@ class SessionPlan:
                 if record.not_before is not None:
                     d.timers.append(record.not_before)
             elif task.status is TaskStatus.RUNNING:
-                self._tasks.move(task, TaskStatus.PENDING)  # interrupted by a crash: run it again
+                # Interrupted (a crash, a lost lease): its attempt gets a history entry saying
+                # so, and the task runs again.
+                self._tasks.move(task, TaskStatus.PENDING)
+                d.writes.append(TaskWrite(TaskWriteKind.ABANDON, tid, task.attempt, error=ErrorInfo(
+                    "orchestrator.Interrupted", f"attempt {task.attempt} was interrupted: its worker (fence "
+                    f"{record.fence}) stopped before recording an outcome", retryable=True)))
             elif task.status is TaskStatus.PENDING and record.not_before is not None:
                 self._tasks.set_backoff(task, record.not_before)
                 d.timers.append(record.not_before)

@@ -65,6 +65,11 @@ async def test_sigkilled_run_resumes_without_rerunning_completed_tasks(
     assert final.session.status is SessionStatus.COMPLETED
     assert {tid: t.output for tid, t in final.tasks.items()} == {tid: _chain_output(tid) for tid in CHAIN_TASKS}
     assert {tid: final.tasks[tid].attempt for tid in completed} == {tid: 1 for tid in completed}
+    [killed, rerun] = final.tasks[running].history
+    assert (killed.attempt, killed.status, killed.error and killed.error.type) == (
+        1, TaskStatus.FAILED, "orchestrator.Interrupted")
+    assert killed.started_at is not None and killed.ended_at is not None
+    assert (rerun.attempt, rerun.status) == (2, TaskStatus.COMPLETED)
 
 
 async def test_tasks_added_before_a_crash_are_added_once_and_each_runs_once(

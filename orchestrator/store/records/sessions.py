@@ -335,6 +335,7 @@ class TaskWriteKind(str, enum.Enum):
     COMPLETE = "complete"
     RETRY = "retry"  # attempt failed, will retry at not_before -> PENDING
     REQUEUE = "requeue"  # as RETRY, but the store failed, not the agent: the attempt is not counted
+    ABANDON = "abandon"  # a previous owner's attempt that never recorded an outcome -> PENDING, with its entry
     FAIL = "fail"
     SKIP = "skip"
     CANCEL = "cancel"

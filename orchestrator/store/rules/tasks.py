@@ -88,6 +88,9 @@ TRANSITIONS: dict[TaskWriteKind, TaskTransition] = {
     TaskWriteKind.REQUEUE: TaskTransition(
         TaskStatus.PENDING, stamps=_ENDING, takes=("error", "not_before"), history=History.ALWAYS,
         history_status=TaskStatus.FAILED, forgive=True),
+    TaskWriteKind.ABANDON: TaskTransition(
+        TaskStatus.PENDING, stamps=_ENDING, takes=("error",), history=History.ALWAYS,
+        history_status=TaskStatus.FAILED),
     TaskWriteKind.FAIL: TaskTransition(
         TaskStatus.FAILED, stamps=_ENDING, clears=("not_before",), takes=("error",), history=History.ALWAYS),
     TaskWriteKind.SKIP: TaskTransition(
