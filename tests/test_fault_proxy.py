@@ -10,7 +10,6 @@ import http.client
 import json
 import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -21,15 +20,13 @@ from botocore.exceptions import ClientError, ConnectionClosedError
 from orchestrator.errors import ConfigError
 from orchestrator.testing import FakeClock
 from orchestrator.testing.fault_proxy import FaultProxy, Faults
-from orchestrator.testing.moto_server import MotoServer
 
 _TARGET = "DynamoDB_20120810."
 
 
 @pytest.fixture
-def upstream(_moto_server: MotoServer) -> Iterator[str]:
-    yield _moto_server.endpoint
-    _moto_server.reset()
+def upstream(moto_upstream: str) -> str:
+    return moto_upstream
 
 
 def client(endpoint: str) -> Any:
@@ -162,6 +159,12 @@ def test_the_same_seed_draws_the_same_faults(upstream: str) -> None:
             return [a.fault for a in proxy.arrivals]
 
     assert draws(7) == draws(7) != draws(8)
+
+
+def test_limit_bounds_the_number_of_faults_injected(upstream: str) -> None:
+    with FaultProxy(upstream, Faults(error_empty=1.0, limit=2)) as proxy:
+        assert [raw(proxy.endpoint)[0] >= 500 for _ in range(4)] == [True, True, False, False]
+        assert (proxy.injected["error_empty"], proxy.forwarded) == (2, 2)
 
 
 def test_fault_rates_outside_zero_to_one_or_summing_over_one_are_refused() -> None:

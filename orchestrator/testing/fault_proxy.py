@@ -55,7 +55,8 @@ _HTML = (b"<html><body><h1>503 Service Unavailable</h1>No server is available to
 
 @dataclass(frozen=True, slots=True)
 class Faults:
-    """Rates (0..1, summing to at most 1) of each fault; `ops` limits them to some operations."""
+    """Rates (0..1, summing to at most 1) of each fault; `ops` limits them to some operations,
+    `limit` to that many faults in all (counted in `FaultProxy.injected`)."""
 
     throttle: float = 0.0
     error_json: float = 0.0
@@ -63,6 +64,7 @@ class Faults:
     error_empty: float = 0.0
     lost: float = 0.0
     ops: frozenset[str] | None = None
+    limit: int | None = None
 
     def __post_init__(self) -> None:
         rates = self.rates()
@@ -71,7 +73,7 @@ class Faults:
             raise ConfigError(f"fault rates {rates} must each be in 0..1 and sum to at most 1")
 
     def rates(self) -> dict[str, float]:
-        return {f.name: v for f, v in zip(fields(self), astuple(self), strict=True) if f.name != "ops"}
+        return {f.name: v for f, v in zip(fields(self), astuple(self), strict=True) if f.name not in ("ops", "limit")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +197,8 @@ class FaultProxy:
         faults = self.faults
         if faults.ops is not None and op not in faults.ops:
             return None
+        if faults.limit is not None and sum(self.injected.values()) >= faults.limit:
+            return None
         r = self._rng.random()
         for kind, rate in faults.rates().items():
             if r < rate:
@@ -255,6 +259,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as botocore's pool expects
         timeout = _IDLE_S
+        disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
 
         def setup(self) -> None:
             super().setup()

@@ -215,8 +215,7 @@ class DynamoDBBase:
                 pending = answer.get("UnprocessedItems", {}).get(self.table, [])
                 if not pending:
                     break
-                cap = min(self.config.max_backoff_s, self.config.initial_backoff_ms / 1000.0 * 2 ** attempt)
-                await self.clock.sleep(self._rng.uniform(0.0, cap))
+                await self._caller.pause(attempt + 1, "BatchWriteItem", session=session)  # backoff, deadline
             if pending:
                 from orchestrator.errors import StoreUnavailableError
 

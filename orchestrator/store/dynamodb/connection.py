@@ -4,15 +4,23 @@
 under a capacity limiter (PynamoDB is blocking), and classifies each failure by what
 the store does next:
 
-- transient (throttling, 5xx, TransactionConflict, connection and read timeouts):
-  retried here with exponential backoff and full jitter on the injected clock, up to
-  `max_attempts`, then `StoreUnavailableError` naming the endpoint. botocore's own
-  retries are off (see `bind_models`), so these are the only retries; throttling never
-  reaches an agent as a failure;
+- transient (throttling, any 5xx whatever its body, TransactionConflict, connection
+  resets, connect and read timeouts): retried here with exponential backoff and full
+  jitter on the injected clock, up to `max_attempts`, then `StoreUnavailableError`
+  naming the endpoint. botocore's own retries are off (see `bind_models`), so these are
+  the only retries; throttling never reaches an agent as a failure. A 5xx whose body is
+  not DynamoDB's JSON (a gateway's HTML page, an empty 502) has no error code; its
+  status is read from botocore's `ResponseMetadata`, kept on the ClientError that
+  PynamoDB re-raises as its cause;
 - conflict (ConditionalCheckFailed, a transaction cancelled by a condition):
   `DynamoCallError`, for the caller's fence logic to classify;
 - fatal: ResourceNotFound -> `SchemaError` (the table is missing: run `orchestrator
   init`), ValidationException -> `StoreError`, anything else -> `StoreError`.
+
+A deadline bounds the retries (`call(..., deadline=)`, on the store clock's
+`monotonic()`): no attempt is sent at or after it (checked in the worker thread, right
+before the request, so a wait for the connection pool counts too) and no backoff sleeps
+past it; `StoreDeadlineError` says so instead. A request sent before it may still land.
 
 Every message ends with `[table=…, op=…, session=…, task=…]`; the cause is chained and
 a transaction's cancellation reasons are kept on the error (`reasons`).
@@ -39,10 +47,16 @@ from botocore.exceptions import (
 from pynamodb.connection import Connection
 
 from orchestrator.clock import Clock
-from orchestrator.errors import OrchestratorError, SchemaError, StoreError, StoreUnavailableError
+from orchestrator.errors import (
+    OrchestratorError,
+    SchemaError,
+    StoreDeadlineError,
+    StoreError,
+    StoreUnavailableError,
+)
 from orchestrator.store.config import DynamoDBConfig
 
-__all__ = ["Caller", "DynamoCallError", "RETRYABLE_CODES"]
+__all__ = ["Caller", "DynamoCallError", "RETRYABLE_CODES", "http_status"]
 
 RETRYABLE_CODES = frozenset({
     "ProvisionedThroughputExceededException",
@@ -66,6 +80,22 @@ _DATA_OPS = frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"
 #: Codes the caller handles itself (returned as DynamoCallError, never retried).
 _CONFLICT_CODES = frozenset({"ConditionalCheckFailedException", "TransactionCanceledException",
                              "ResourceInUseException"})
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a botocore ClientError, or of the one PynamoDB re-raised it from.
+
+    PynamoDB's `VerboseClientError` keeps only `Error` of the response; botocore put the
+    status in `ResponseMetadata.HTTPStatusCode` of the original, chained as the cause.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ClientError):
+            status = seen.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status:
+                return int(status)
+        seen = seen.__cause__
+    return None
 
 
 def _reasons_from_message(message: str) -> list[str]:
@@ -116,26 +146,30 @@ class Caller:
         return self._config.endpoint or f"the regional endpoint of {self._config.region}"
 
     async def call(self, op: str, params: dict[str, Any], *, session: str | None = None,
-                   task: str | None = None, missing_ok: bool = False) -> dict[str, Any]:
-        """Send `op` with `params`; retries transient failures; see the module docstring."""
+                   task: str | None = None, missing_ok: bool = False,
+                   deadline: float | None = None) -> dict[str, Any]:
+        """Send `op` with `params`; retries transient failures; see the module docstring.
+
+        `deadline` (seconds of the store clock's `monotonic()`): no attempt at or after it,
+        no backoff past it.
+        """
         attempts = self._config.max_attempts
         last: BaseException | None = None
         for attempt in range(attempts):
-            if attempt:
-                cap = min(self._config.max_backoff_s, self._config.initial_backoff_ms / 1000.0 * 2 ** (attempt - 1))
-                await self._clock.sleep(self._rng.uniform(0.0, cap))
+            await self.pause(attempt, op, deadline=deadline, last=last, session=session, task=task)
             fn: Callable[[], dict[str, Any]]
             if op in _DATA_OPS:  # PynamoDB's dispatch (asks for ConsumedCapacity TOTAL)
                 fn = partial(self._connection.dispatch, op, dict(params))
             else:  # control plane: the same client, through its public method
                 fn = partial(getattr(self._connection.client, xform_name(op)), **params)
             try:
-                return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
+                send = partial(self._send, fn, op, deadline, attempt, last, session, task)
+                return await anyio.to_thread.run_sync(send, limiter=self._limiter)
             except ClientError as exc:
                 err = exc.response.get("Error", {})
                 code = str(err.get("Code", "Unknown"))
                 message = str(err.get("Message", exc))
-                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400) or 400)
+                status = http_status(exc) or (int(code) if code.isdigit() else 400)
                 reasons = [str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])]
                 if code == "TransactionCanceledException" and not reasons:
                     reasons = _reasons_from_message(message)
@@ -172,6 +206,35 @@ class Caller:
             session_id=session, task_id=task, table=self._config.table_name, op=op,
             endpoint=self._config.endpoint,
         ) from last
+
+    async def pause(self, attempt: int, op: str, *, deadline: float | None = None, last: BaseException | None = None,
+                    session: str | None = None, task: str | None = None) -> None:
+        """Before attempt `attempt` (0 first): sleep the backoff (full jitter) unless it would
+        reach the deadline, and refuse an attempt at or after it (StoreDeadlineError)."""
+        delay = 0.0
+        if attempt:
+            cap = min(self._config.max_backoff_s, self._config.initial_backoff_ms / 1000.0 * 2 ** (attempt - 1))
+            delay = self._rng.uniform(0.0, cap)
+        self._within(deadline, delay, op, attempt, last, session, task)
+        if delay:
+            await self._clock.sleep(delay)
+
+    def _send(self, fn: Callable[[], dict[str, Any]], op: str, deadline: float | None, attempt: int,
+              last: BaseException | None, session: str | None, task: str | None) -> dict[str, Any]:
+        # In the worker thread, right before the request: a call that waited for the
+        # connection pool past its deadline is never sent.
+        self._within(deadline, 0.0, op, attempt, last, session, task)
+        return fn()
+
+    def _within(self, deadline: float | None, ahead: float, op: str, attempt: int, last: BaseException | None,
+                session: str | None, task: str | None) -> None:
+        """StoreDeadlineError if `ahead` seconds from now reach the deadline."""
+        if deadline is None:
+            return
+        now = self._clock.monotonic()
+        if now + ahead >= deadline:
+            raise StoreDeadlineError.reached(op, deadline, now, attempt, last, self.context(op, session, task),
+                                             session_id=session, task_id=task, table=self._config.table_name)
 
     def _fatal(self, op: str, code: str, message: str, session: str | None, task: str | None) -> OrchestratorError:
         ctx = self.context(op, session, task)
