@@ -12,8 +12,9 @@ the store does next:
   not DynamoDB's JSON (a gateway's HTML page, an empty 502) has no error code; its
   status is read from botocore's `ResponseMetadata`, kept on the ClientError that
   PynamoDB re-raises as its cause;
-- conflict (ConditionalCheckFailed, a transaction cancelled by a condition):
-  `DynamoCallError`, for the caller's fence logic to classify;
+- conflict (ConditionalCheckFailed, a transaction cancelled by a condition) and an
+  operation the store does not have (UnknownOperationException, e.g. TransactWriteItems
+  on dynalite): `DynamoCallError`, for the caller to decide (fence logic, a fallback);
 - fatal: ResourceNotFound -> `SchemaError` (the table is missing: run `orchestrator
   init`), ValidationException -> `StoreError`, anything else -> `StoreError`.
 
@@ -56,7 +57,7 @@ from orchestrator.errors import (
 )
 from orchestrator.store.config import DynamoDBConfig
 
-__all__ = ["Caller", "DynamoCallError", "RETRYABLE_CODES", "http_status"]
+__all__ = ["Caller", "DynamoCallError", "RETRYABLE_CODES", "UNSUPPORTED_CODES", "http_status"]
 
 RETRYABLE_CODES = frozenset({
     "ProvisionedThroughputExceededException",
@@ -80,6 +81,8 @@ _DATA_OPS = frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"
 #: Codes the caller handles itself (returned as DynamoCallError, never retried).
 _CONFLICT_CODES = frozenset({"ConditionalCheckFailedException", "TransactionCanceledException",
                              "ResourceInUseException"})
+#: The store has no such operation (a DynamoDB-compatible store without transactions, TTL, PITR).
+UNSUPPORTED_CODES = frozenset({"UnknownOperationException"})
 
 
 def http_status(exc: BaseException) -> int | None:
@@ -122,6 +125,11 @@ class DynamoCallError(Exception):
     @property
     def condition_failed(self) -> bool:
         return self.code == "ConditionalCheckFailedException" or "ConditionalCheckFailed" in self.reasons
+
+    @property
+    def unsupported(self) -> bool:
+        """The store does not have this operation at all."""
+        return self.code in UNSUPPORTED_CODES
 
 
 class Caller:
@@ -181,7 +189,8 @@ class Caller:
                 if code in RETRYABLE_CODES or status >= 500:
                     last = exc
                     continue
-                if code in _CONFLICT_CODES or (missing_ok and code == "ResourceNotFoundException"):
+                if (code in _CONFLICT_CODES or code in UNSUPPORTED_CODES
+                        or (missing_ok and code == "ResourceNotFoundException")):
                     raise DynamoCallError(op, code, message, reasons) from exc
                 raise self._fatal(op, code, message, session, task) from exc
             except NoCredentialsError as exc:
@@ -245,6 +254,9 @@ class Caller:
             if self._config.endpoint:
                 where += f" at endpoint {self._config.endpoint}"
             return SchemaError(f"{where}; run `orchestrator init` to create it ({message}) {ctx}", **kw)
+        if code in UNSUPPORTED_CODES:
+            return StoreError(f"the store at {self._endpoint()} does not support {op} ({code}: {message}); it is a "
+                              f"DynamoDB-compatible store without it: use one that has it, or DynamoDB {ctx}", **kw)
         if code == "ValidationException":
             return StoreError(f"DynamoDB refused {op} as invalid: {message}; this is a bug in the SDK or an "
                               f"item too large for DynamoDB's 400 KB limit {ctx}", **kw)
