@@ -1,5 +1,6 @@
-"""A DynamoDB-compatible store that lacks features (like dynalite: no transactions) runs
-every pipeline; what it lacks is a warning.
+"""A DynamoDB-compatible store that lacks features (like dynalite: no transactions, no TTL
+API, no point-in-time recovery) runs every pipeline; what it lacks is a warning, and
+`doctor` names it.
 
 The store is the session's moto server behind a `FaultProxy` that answers the missing
 operations with DynamoDB's 400 `UnknownOperationException`, as such a store does.
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cli_helpers import cli
 
 from agents import AgentContext, agent
 from orchestrator.clock import SystemClock
@@ -95,3 +97,47 @@ async def test_each_transactional_write_falls_back_to_single_items(
             assert await store.send_signal("s1", "t0", "go", {"ok": True}) == 1
             assert ("t0", "go") in (await store.load_session("s1")).signals
     assert proxy.injected["answered"] == 1 and len(fallback_warnings(caplog)) == 1
+
+
+# -- TTL and point-in-time recovery ------------------------------------------------------------------
+
+FEATURES = {
+    "TTL": ("DescribeTimeToLive", "UpdateTimeToLive"),
+    "point-in-time recovery": ("DescribeContinuousBackups", "UpdateContinuousBackups"),
+}
+
+
+@pytest.mark.parametrize("feature", list(FEATURES))
+async def test_a_store_lacking_a_table_feature_initializes_with_a_warning_and_check_names_it(
+    proxy: FaultProxy, table: str, feature: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    for op in FEATURES[feature]:
+        proxy.respond(op, 400, UNKNOWN)
+    async with store_at(proxy.endpoint, table) as store:
+        problems = await store.check()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and feature in warnings[0] and "UnknownOperationException" in warnings[0]
+    assert len(problems) == 1 and feature in problems[0] and "UnknownOperationException" in problems[0]
+    assert "cannot reach" not in problems[0]
+
+
+async def test_check_reports_what_a_store_answered_instead_of_cannot_reach(proxy: FaultProxy, table: str) -> None:
+    async with store_at(proxy.endpoint, table) as store:
+        proxy.respond("DescribeTable", 400, {"__type": "com.amazonaws.dynamodb.v20120810#AccessDeniedException",
+                                             "message": "not authorized to perform dynamodb:DescribeTable"})
+        [problem] = await store.check()
+    assert "AccessDeniedException" in problem and "not authorized" in problem and "cannot reach" not in problem
+
+
+def test_init_warns_and_doctor_names_missing_point_in_time_recovery(
+    proxy: FaultProxy, table: str, tmp_path: Any
+) -> None:
+    for op in FEATURES["point-in-time recovery"]:
+        proxy.respond(op, 400, UNKNOWN)
+    url = f"dynamodb://{table}?region={REGION}&endpoint={proxy.endpoint}"
+    init = cli("init", store=url, tmp=tmp_path)
+    assert init.code == 0 and "warning:" in init.out and "point-in-time recovery" in init.out, init.out
+    doctor = cli("doctor", store=url, tmp=tmp_path)
+    assert doctor.code == 1 and "problem:" in doctor.out, doctor.out
+    assert "point-in-time recovery" in doctor.out and "UnknownOperationException" in doctor.out
+    assert "cannot reach" not in doctor.out

@@ -16,7 +16,9 @@ the store does next:
   operation the store does not have (UnknownOperationException, e.g. TransactWriteItems
   on dynalite): `DynamoCallError`, for the caller to decide (fence logic, a fallback);
 - fatal: ResourceNotFound -> `SchemaError` (the table is missing: run `orchestrator
-  init`), ValidationException -> `StoreError`, anything else -> `StoreError`.
+  init`), ValidationException -> `StoreError`, anything else -> `StoreError`. Table
+  administration passes `any_error=True` to get every non-transient answer as a
+  `DynamoCallError`, so a feature the store lacks becomes a warning, not a failure.
 
 A deadline bounds the retries (`call(..., deadline=)`, on the store clock's
 `monotonic()`): no attempt is sent at or after it (checked in the worker thread, right
@@ -154,12 +156,12 @@ class Caller:
         return self._config.endpoint or f"the regional endpoint of {self._config.region}"
 
     async def call(self, op: str, params: dict[str, Any], *, session: str | None = None,
-                   task: str | None = None, missing_ok: bool = False,
+                   task: str | None = None, missing_ok: bool = False, any_error: bool = False,
                    deadline: float | None = None) -> dict[str, Any]:
         """Send `op` with `params`; retries transient failures; see the module docstring.
 
         `deadline` (seconds of the store clock's `monotonic()`): no attempt at or after it,
-        no backoff past it.
+        no backoff past it. `any_error`: return every non-transient error as a DynamoCallError.
         """
         attempts = self._config.max_attempts
         last: BaseException | None = None
@@ -189,7 +191,7 @@ class Caller:
                 if code in RETRYABLE_CODES or status >= 500:
                     last = exc
                     continue
-                if (code in _CONFLICT_CODES or code in UNSUPPORTED_CODES
+                if (any_error or code in _CONFLICT_CODES or code in UNSUPPORTED_CODES
                         or (missing_ok and code == "ResourceNotFoundException")):
                     raise DynamoCallError(op, code, message, reasons) from exc
                 raise self._fatal(op, code, message, session, task) from exc
