@@ -33,6 +33,8 @@ _TRANSACT_ITEM_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "D
 
 
 def _actions(op: str, params: dict[str, Any]) -> set[str]:
+    if op == "CreateTable" and params.get("Tags"):
+        return {"dynamodb:CreateTable", "dynamodb:TagResource"}  # IAM authorises tags on create as TagResource
     if op in ("TransactWriteItems", "TransactGetItems"):
         return {f"dynamodb:{_TRANSACT_ITEM_ACTIONS[kind]}" for item in params.get("TransactItems", [])
                 for kind in item}

@@ -48,10 +48,12 @@ DATA_ACTIONS: tuple[str, ...] = (
     "dynamodb:BatchWriteItem",
 )
 #: Actions `initialize()` and `check()` call (TransactWriteItems is authorised per item
-#: through PutItem/UpdateItem above; IAM has no action of its own for it). UpdateTable
-#: turns on SSE of an existing table.
+#: through PutItem/UpdateItem above; IAM has no action of its own for it). CreateTable
+#: sends `Tags`, which IAM authorises as dynamodb:TagResource too (tag on create);
+#: UpdateTable turns on SSE of an existing table.
 SETUP_ACTIONS: tuple[str, ...] = (
     "dynamodb:CreateTable",
+    "dynamodb:TagResource",
     "dynamodb:DescribeTable",
     "dynamodb:UpdateTable",
     "dynamodb:UpdateTimeToLive",
