@@ -118,8 +118,9 @@ def globals_of(ctx: typer.Context) -> Globals:
 
 
 def setup_logging(log_format: str, log_level: str) -> None:
-    """Log to stderr as text or one JSON object per line (telemetry.JsonFormatter)."""
-    from orchestrator.telemetry import JsonFormatter
+    """Log to stderr as text or one JSON object per line (telemetry.JsonFormatter); below
+    WARNING, botocore, urllib3 and PynamoDB are filtered out (they log credentials and bodies)."""
+    from orchestrator.telemetry import JsonFormatter, LibraryFilter
 
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
@@ -131,6 +132,7 @@ def setup_logging(log_format: str, log_level: str) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         raise ValidationError(f"--log-format {log_format!r} is not supported; use text or json")
+    handler.addFilter(LibraryFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
