@@ -5,7 +5,7 @@ Layout, top to bottom. Imports point down only (within a layer, anywhere).
 (not even one under TYPE_CHECKING or inside a function) may point up. A folder entry
 covers every module under it. Move a module, and update this map.
 
-    testing      orchestrator/testing/          FakeClock, temporary_store, the Store contract suite
+    testing      orchestrator/testing/          FakeClock, temporary_store, the Store contract suite, moto server, fault proxy
     api          orchestrator/__init__.py       this file: the public names
     cli          orchestrator/cli/              command line: parses, calls the API, prints
                  orchestrator/__main__.py       `python -m orchestrator`: the command line

@@ -15,6 +15,7 @@
     │   └── UserProjectNotFoundError       no such project in the user's project history
     ├── StoreError                         the store failed, after its own retries
     │   ├── StoreUnavailableError (ConnectionError)   unreachable, throttled too long
+    │   ├── StoreDeadlineError (TimeoutError)         the caller's deadline came before another attempt
     │   └── SchemaError                    wrong table schema, foreign or newer item
     ├── ConflictError                      a conditional write was rejected
     │   ├── ClaimRejectedError             the session is not claimable now
@@ -66,6 +67,7 @@ __all__ = [
     "SessionNotFoundError",
     "SessionStateError",
     "SignalTimeoutError",
+    "StoreDeadlineError",
     "StoreError",
     "StoreUnavailableError",
     "TaskCompletedError",
@@ -304,6 +306,27 @@ class StoreUnavailableError(StoreError, ConnectionError):
             f"cannot create the store {what} {path}: {exc.strerror or exc}; choose a writable location with "
             f"--store sqlite:///PATH (or ORCHESTRATOR_STORE), or create it with the right owner and mode",
             path=path,
+        )
+
+
+class StoreDeadlineError(StoreError, TimeoutError):
+    """A store call stopped at its caller's deadline (a lease's local deadline): no attempt is
+    sent at or after it, and no backoff sleeps past it. `deadline` is on the store clock's
+    `monotonic()`; `attempts` were sent before it (0: none)."""
+
+    deadline: float
+    attempts: int
+
+    @classmethod
+    def reached(cls, op: str, deadline: float, now: float, attempts: int, last: BaseException | None,
+                where: str, **ids: Any) -> StoreDeadlineError:
+        """`where` is the store's `[table=…, op=…, session=…, task=…]` context."""
+        tried = f"after {attempts} attempt(s) (last: {last})" if attempts else "before any attempt"
+        return cls(
+            f"{op} was stopped at the caller's deadline (monotonic {deadline:.3f} s on the store's clock, now "
+            f"{now:.3f} s) {tried}; nothing more is sent for it. If the deadline was a lease's, stop writing: "
+            f"another worker resumes the session once the lease expires {where}",
+            op=op, deadline=deadline, attempts=attempts, **ids,
         )
 
 

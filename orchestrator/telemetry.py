@@ -41,6 +41,7 @@ __all__ = [
     "ATTR_TASK_ID",
     "ContextLogger",
     "JsonFormatter",
+    "LibraryFilter",
     "SpanHandle",
     "Telemetry",
     "get_logger",
@@ -214,6 +215,28 @@ def get_logger(
 ) -> ContextLogger:
     """A logger whose records always carry `session_id` and `task_id` (None when unknown)."""
     return ContextLogger(logging.getLogger(name), {"session_id": session_id, "task_id": task_id, **fields})
+
+
+#: Libraries whose DEBUG and INFO records carry credentials or whole requests: botocore
+#: logs the signed request (access key id, session token) and every parameter, PynamoDB
+#: every request's arguments, urllib3 each connection.
+NOISY_LIBRARIES: tuple[str, ...] = ("botocore", "boto3", "s3transfer", "urllib3", "pynamodb")
+
+
+class LibraryFilter(logging.Filter):
+    """A handler filter that drops records below `level` (WARNING) from `libraries`, so
+    `--log-level DEBUG` shows the SDK's own records, not AWS credentials or item bodies."""
+
+    def __init__(self, level: int = logging.WARNING, libraries: tuple[str, ...] = NOISY_LIBRARIES) -> None:
+        super().__init__()
+        self.level = level
+        self.libraries = libraries
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.level:
+            return True
+        name = record.name
+        return not any(name == lib or name.startswith(lib + ".") for lib in self.libraries)
 
 
 _STANDARD_ATTRS = frozenset(

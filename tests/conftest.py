@@ -11,6 +11,8 @@ Fixtures (use these names in any test module):
 - `store_backend`: the backend id of the current parameter (see BACKENDS).
 - `moto_endpoint`: the URL of the session-wide moto server (one request at a time),
   started on first use and stopped at the end of the session.
+- `moto_upstream`: the same URL, with the server reset after the test (for a test that
+  puts a `FaultProxy` in front of it and creates tables through the proxy).
 
 Backends (ids): `sqlite` (a real file in tmp_path), `moto` (in-process `mock_aws()`),
 `moto-server` (HTTP, one request at a time), `moto-notx` and `moto-server-notx`
@@ -87,6 +89,15 @@ def _moto_server() -> Iterator[MotoServer]:
 def moto_endpoint(_moto_server: MotoServer) -> str:
     """Endpoint of the shared one-request-at-a-time moto server."""
     return _moto_server.endpoint
+
+
+@pytest.fixture
+def moto_upstream(_moto_server: MotoServer) -> Iterator[str]:
+    """The session-wide moto server's URL; every table is dropped after the test."""
+    try:
+        yield _moto_server.endpoint
+    finally:
+        _moto_server.reset()
 
 
 @pytest.fixture

@@ -291,6 +291,16 @@ def test_json_logs_go_to_stderr_one_object_per_line(sqlite_url: str, tmp_path: P
     assert result.json()["status"] == "COMPLETED"
 
 
+def test_debug_logs_show_no_aws_credentials_and_no_request_bodies(moto_endpoint: str, tmp_path: Path) -> None:
+    secrets = {"AWS_ACCESS_KEY_ID": "AKIALOGCHECKKEYID", "AWS_SECRET_ACCESS_KEY": "logchecksecret",
+               "AWS_SESSION_TOKEN": "LOGCHECKSESSIONTOKEN"}
+    url = f"dynamodb://t-{uuid.uuid4().hex[:12]}?region=us-east-1&endpoint={moto_endpoint}"
+    result = cli("--log-level", "DEBUG", "init", store=url, tmp=tmp_path, env=secrets)
+    assert result.code == 0, result.err
+    assert "AKIALOGCHECKKEYID" not in result.err and "LOGCHECKSESSIONTOKEN" not in result.err
+    assert "AttributeDefinitions" not in result.err  # CreateTable's body
+
+
 def test_verbose_says_which_store_is_used(sqlite_url: str, tmp_path: Path) -> None:
     assert cli("init", store=sqlite_url, tmp=tmp_path).code == 0
     result = cli("-v", "list", store=sqlite_url, tmp=tmp_path)

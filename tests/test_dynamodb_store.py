@@ -21,14 +21,18 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 from moto import mock_aws
 
+from agents import AgentContext, agent
 from orchestrator.clock import SystemClock
 from orchestrator.codec import default_codec
 from orchestrator.errors import (
     ClaimRejectedError,
+    PayloadTooLargeError,
     SchemaError,
     SessionNotFoundError,
     StoreUnavailableError,
 )
+from orchestrator.graph import Pipeline
+from orchestrator.scheduler import run
 from orchestrator.store import DynamoDBConfig, open_store
 from orchestrator.store.dynamodb import DynamoDBStore
 from orchestrator.store.dynamodb import DATA_ACTIONS, cloudformation, iam_policy, table_definition, terraform
@@ -161,6 +165,21 @@ async def test_item_of_a_newer_schema_version_is_refused(aws: None) -> None:
             UpdateExpression="SET v = :v", ExpressionAttributeValues={":v": {"N": "99"}})
         with pytest.raises(SchemaError, match="schema version 99, newer"):
             await store.get_session("s1")
+
+
+@pytest.mark.anyio
+async def test_a_five_megabyte_static_task_input_is_a_size_error_before_anything_is_written(aws: None) -> None:
+    @agent(name="echo")
+    async def echo(ctx: AgentContext) -> None:
+        return None
+
+    pipe = Pipeline("big-input", agents=[echo]).task("a", "echo", input={"text": "y" * 5_000_000})
+    async with make_store() as store:
+        requests = Requests(store)
+        with pytest.raises(PayloadTooLargeError, match=r"input of task a is [\d,]+ bytes, over the limit") as info:
+            await run(pipe, store=store)
+        assert info.value.task_id == "a"
+        assert not {"PutItem", "TransactWriteItems", "BatchWriteItem"} & set(requests.ops)
 
 
 def free_port() -> int:

@@ -1,6 +1,6 @@
 """The exported IAM policy allows exactly the DynamoDB operations the SDK performs.
 
-A representative workload (init, doctor, run with retries and a failure, waits and
+A representative workload (init, init repairing SSE, doctor, run with retries and a failure, waits and
 signals, a worker, resume-failed, listings, events, metrics, pipelines, fork, cancel,
 the users' project history, purge) runs on in-process moto while a botocore hook records every request. Each
 request maps to the IAM actions that authorise it (a transaction to its items'
@@ -10,6 +10,7 @@ actions); the policy must allow every one of them, nothing more, and never Scan.
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,8 @@ _TRANSACT_ITEM_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "D
 
 
 def _actions(op: str, params: dict[str, Any]) -> set[str]:
+    if op == "CreateTable" and params.get("Tags"):
+        return {"dynamodb:CreateTable", "dynamodb:TagResource"}  # IAM authorises tags on create as TagResource
     if op in ("TransactWriteItems", "TransactGetItems"):
         return {f"dynamodb:{_TRANSACT_ITEM_ACTIONS[kind]}" for item in params.get("TransactItems", [])
                 for kind in item}
@@ -56,11 +59,18 @@ async def _workload(url: str, tmp: Path) -> set[str]:
     assert events is not None, f"{store!r} has no client_events: this test is for DynamoDB"
 
     def record(model: Any, params: dict[str, Any], **_: Any) -> None:
-        seen.update(_actions(model.name, params))
+        # `params` is botocore's serialized request: the operation's parameters are its JSON body.
+        seen.update(_actions(model.name, json.loads(params.get("body") or b"{}")))
+
+    def aws_owned_key(parsed: dict[str, Any], **_: Any) -> None:
+        parsed.get("Table", {}).pop("SSEDescription", None)  # what DescribeTable says of an AWS owned key
 
     events.register("before-call.dynamodb", record)
     try:
         await store.initialize()
+        events.register("after-call.dynamodb.DescribeTable", aws_owned_key)
+        await store.initialize()  # again, on a table with an AWS owned key: init turns on SSE (UpdateTable)
+        events.unregister("after-call.dynamodb.DescribeTable", aws_owned_key)
         assert await store.check() == []
         ok = await run(demo.small, {"n": 1}, store=store, project_id="proj", session_id="iam-ok")
         assert ok.ok

@@ -23,7 +23,7 @@ from opentelemetry.trace import StatusCode
 
 from orchestrator.codec import Secret
 from orchestrator.store import Progress
-from orchestrator.telemetry import JsonFormatter, Telemetry, get_logger
+from orchestrator.telemetry import JsonFormatter, LibraryFilter, Telemetry, get_logger
 
 
 @dataclass
@@ -218,3 +218,17 @@ def test_logger_adapter_binds_task_id_on_every_record() -> None:
     out = _format(emit)
     assert (out["session_id"], out["task_id"], out["level"]) == ("s-1", "t-9", "ERROR")
     assert out["progress"]["percentage"] == 100
+
+
+def test_library_filter_drops_aws_libraries_below_warning_and_keeps_everything_else() -> None:
+    keep = LibraryFilter()
+
+    def record(name: str, level: int) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, "m", (), None)
+
+    assert not keep.filter(record("botocore.auth", logging.DEBUG))
+    assert not keep.filter(record("urllib3.connectionpool", logging.INFO))
+    assert not keep.filter(record("pynamodb.connection.base", logging.DEBUG))
+    assert keep.filter(record("botocore.credentials", logging.WARNING))
+    assert keep.filter(record("orchestrator.scheduler", logging.DEBUG))
+    assert keep.filter(record("botocorelike", logging.DEBUG))  # a prefix of a name is not the library

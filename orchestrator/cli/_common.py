@@ -121,8 +121,9 @@ def globals_of(ctx: typer.Context) -> Globals:
 
 
 def setup_logging(log_format: str, log_level: str) -> None:
-    """Log to stderr as text or one JSON object per line (telemetry.JsonFormatter)."""
-    from orchestrator.telemetry import JsonFormatter
+    """Log to stderr as text or one JSON object per line (telemetry.JsonFormatter); below
+    WARNING, botocore, urllib3 and PynamoDB are filtered out (they log credentials and bodies)."""
+    from orchestrator.telemetry import JsonFormatter, LibraryFilter
 
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
@@ -134,6 +135,7 @@ def setup_logging(log_format: str, log_level: str) -> None:
         handler.setFormatter(TextLogFormatter(tracebacks=level <= logging.DEBUG))
     else:
         raise ValidationError(f"--log-format {log_format!r} is not supported; use text or json")
+    handler.addFilter(LibraryFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -11,6 +11,9 @@
   `UserProjectContract` (`.contract_projects`) the users' project history.
 - `moto_server()` (in `orchestrator.testing.moto_server`): a local DynamoDB double
   that serves one request at a time.
+- `FaultProxy` (in `orchestrator.testing.fault_proxy`): an HTTP proxy on 127.0.0.1 in
+  front of it that injects throttling, 5xx (JSON, HTML, empty), lost responses and
+  partitions at seeded rates, and counts what it did.
 
 This package imports without pytest or moto installed; the contract modules need pytest.
 """

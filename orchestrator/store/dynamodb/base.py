@@ -8,6 +8,7 @@ tasks added at run time, chunked outputs named by their completion, TTL filterin
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -22,7 +23,7 @@ from orchestrator.clock import Clock
 from orchestrator.codec import Codec
 from orchestrator.errors import SessionNotFoundError, TaskNotFoundError
 from orchestrator.store.config import DynamoDBConfig
-from orchestrator.store.dynamodb.connection import Caller
+from orchestrator.store.dynamodb.connection import Caller, DynamoCallError
 from orchestrator.store.dynamodb.encoding import ItemCodec, Staged
 from orchestrator.store.dynamodb.models import bind_models, session_pk, task_range, task_sk
 from orchestrator.store.dynamodb.schema import meta_table
@@ -40,6 +41,7 @@ from orchestrator.store.records import (
 __all__ = ["DynamoDBBase", "gather", "put"]
 
 T = TypeVar("T")
+log = logging.getLogger("orchestrator.store.dynamodb")
 _BATCH = 25  # BatchWriteItem's limit
 _KNOWN_SESSIONS = 1024
 
@@ -85,6 +87,7 @@ class DynamoDBBase:
         self.models = bind_models(config, meta_table(config))
         self._rng = rng or random.Random()
         self._caller = Caller(self.models.connection.connection, config, clock, self._rng)
+        self._transactions = config.transactions
         self.items = ItemCodec(self.models, codec, config.table_name, config.status_shards)
         # Create the botocore client now, in this thread: PynamoDB creates it lazily and
         # without a lock, and hooks registered on `client_events` must see every request.
@@ -128,6 +131,30 @@ class DynamoDBBase:
         response) on the real wire path.
         """
         return self._client.meta.events
+
+    @property
+    def transactions(self) -> bool:
+        """Whether writes go as TransactWriteItems: the config's choice (`transactions=`)
+        until the store answers that it has no transactions (then single-item writes)."""
+        return self._transactions
+
+    async def transact(self, items: list[dict[str, Any]], *, session: str | None = None) -> bool:
+        """One TransactWriteItems; False if the store has no transactions, which turns them off
+        for this store (logged once): the caller then writes the same items one by one."""
+        try:
+            await self._caller.call("TransactWriteItems", {"TransactItems": items}, session=session)
+        except DynamoCallError as exc:
+            if not exc.unsupported:
+                raise
+            if self._transactions:
+                self._transactions = False
+                log.warning(
+                    "DynamoDB at %s has no transactions (TransactWriteItems answered %s: %s); writing single "
+                    "items from now on, with the same conditions. Add `&transactions=0` to the store URL to "
+                    "skip this probe %s", self.config.endpoint or self.config.region, exc.code, exc.message,
+                    self._caller.context("TransactWriteItems", session))
+            return False
+        return True
 
     def describe(self) -> StoreDescription:
         return StoreDescription("dynamodb", self.config.table_name, self.config.region, self.config.endpoint)
@@ -217,8 +244,7 @@ class DynamoDBBase:
                 pending = answer.get("UnprocessedItems", {}).get(self.table, [])
                 if not pending:
                     break
-                cap = min(self.config.max_backoff_s, self.config.initial_backoff_ms / 1000.0 * 2 ** attempt)
-                await self.clock.sleep(self._rng.uniform(0.0, cap))
+                await self._caller.pause(attempt + 1, "BatchWriteItem", session=session)  # backoff, deadline
             if pending:
                 from orchestrator.errors import StoreUnavailableError
 

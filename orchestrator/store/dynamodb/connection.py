@@ -4,16 +4,28 @@
 under a capacity limiter (PynamoDB is blocking), and classifies each failure by what
 the store does next:
 
-- transient (throttling, 5xx, TransactionConflict, connection and read timeouts):
-  retried here with exponential backoff and full jitter on the injected clock, up to
-  `max_attempts`, then `StoreUnavailableError` naming the endpoint. botocore's own
-  retries are off (see `bind_models`), so these are the only retries; throttling never
-  reaches an agent as a failure. Under a deadline (`orchestrator.store.deadline`) no
-  attempt is sent at or after it and no backoff crosses it;
-- conflict (ConditionalCheckFailed, a transaction cancelled by a condition):
-  `DynamoCallError`, for the caller's fence logic to classify;
+- transient (throttling, any 5xx whatever its body, TransactionConflict, connection
+  resets, connect and read timeouts): retried here with exponential backoff and full
+  jitter on the injected clock, up to `max_attempts`, then `StoreUnavailableError`
+  naming the endpoint. botocore's own retries are off (see `bind_models`), so these are
+  the only retries; throttling never reaches an agent as a failure. A 5xx whose body is
+  not DynamoDB's JSON (a gateway's HTML page, an empty 502) has no error code; its
+  status is read from botocore's `ResponseMetadata`, kept on the ClientError that
+  PynamoDB re-raises as its cause;
+- conflict (ConditionalCheckFailed, a transaction cancelled by a condition) and an
+  operation the store does not have (UnknownOperationException, e.g. TransactWriteItems
+  on dynalite): `DynamoCallError`, for the caller to decide (fence logic, a fallback);
 - fatal: ResourceNotFound -> `SchemaError` (the table is missing: run `orchestrator
-  init`), ValidationException -> `StoreError`, anything else -> `StoreError`.
+  init`), ValidationException -> `StoreError`, anything else -> `StoreError`. Table
+  administration passes `any_error=True` to get every non-transient answer as a
+  `DynamoCallError`, so a feature the store lacks becomes a warning, not a failure.
+
+A deadline bounds the retries (`call(..., deadline=)`, on the store clock's
+`monotonic()`): no attempt is sent at or after it (checked in the worker thread, right
+before the request, so a wait for the connection pool counts too) and no backoff sleeps
+past it; `StoreDeadlineError` says so instead. The deadline of the caller's context
+(`orchestrator.store.deadline`, a runner's lease) is checked at the same two points and
+raises its own error. A request sent before either may still land.
 
 Every message ends with `[table=…, op=…, session=…, task=…]`; the cause is chained and
 a transaction's cancellation reasons are kept on the error (`reasons`).
@@ -40,11 +52,17 @@ from botocore.exceptions import (
 from pynamodb.connection import Connection
 
 from orchestrator.clock import Clock
-from orchestrator.errors import OrchestratorError, SchemaError, StoreError, StoreUnavailableError
-from orchestrator.store import deadline
+from orchestrator.errors import (
+    OrchestratorError,
+    SchemaError,
+    StoreDeadlineError,
+    StoreError,
+    StoreUnavailableError,
+)
+from orchestrator.store import deadline as call_deadline
 from orchestrator.store.config import DynamoDBConfig
 
-__all__ = ["Caller", "DynamoCallError", "RETRYABLE_CODES"]
+__all__ = ["Caller", "DynamoCallError", "RETRYABLE_CODES", "UNSUPPORTED_CODES", "http_status"]
 
 RETRYABLE_CODES = frozenset({
     "ProvisionedThroughputExceededException",
@@ -68,6 +86,24 @@ _DATA_OPS = frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"
 #: Codes the caller handles itself (returned as DynamoCallError, never retried).
 _CONFLICT_CODES = frozenset({"ConditionalCheckFailedException", "TransactionCanceledException",
                              "ResourceInUseException"})
+#: The store has no such operation (a DynamoDB-compatible store without transactions, TTL, PITR).
+UNSUPPORTED_CODES = frozenset({"UnknownOperationException"})
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a botocore ClientError, or of the one PynamoDB re-raised it from.
+
+    PynamoDB's `VerboseClientError` keeps only `Error` of the response; botocore put the
+    status in `ResponseMetadata.HTTPStatusCode` of the original, chained as the cause.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ClientError):
+            status = seen.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status:
+                return int(status)
+        seen = seen.__cause__
+    return None
 
 
 def _reasons_from_message(message: str) -> list[str]:
@@ -95,6 +131,11 @@ class DynamoCallError(Exception):
     def condition_failed(self) -> bool:
         return self.code == "ConditionalCheckFailedException" or "ConditionalCheckFailed" in self.reasons
 
+    @property
+    def unsupported(self) -> bool:
+        """The store does not have this operation at all."""
+        return self.code in UNSUPPORTED_CODES
+
 
 class Caller:
     """Sends requests through one botocore client, with the store's retry policy."""
@@ -118,28 +159,30 @@ class Caller:
         return self._config.endpoint or f"the regional endpoint of {self._config.region}"
 
     async def call(self, op: str, params: dict[str, Any], *, session: str | None = None,
-                   task: str | None = None, missing_ok: bool = False) -> dict[str, Any]:
-        """Send `op` with `params`; retries transient failures; see the module docstring."""
+                   task: str | None = None, missing_ok: bool = False, any_error: bool = False,
+                   deadline: float | None = None) -> dict[str, Any]:
+        """Send `op` with `params`; retries transient failures; see the module docstring.
+
+        `deadline` (seconds of the store clock's `monotonic()`): no attempt at or after it,
+        no backoff past it. `any_error`: return every non-transient error as a DynamoCallError.
+        """
         attempts = self._config.max_attempts
         last: BaseException | None = None
         for attempt in range(attempts):
-            if attempt:
-                cap = min(self._config.max_backoff_s, self._config.initial_backoff_ms / 1000.0 * 2 ** (attempt - 1))
-                pause = self._rng.uniform(0.0, cap)
-                left = deadline.remaining(self._clock.now())
-                await self._clock.sleep(pause if left is None else max(0.0, min(pause, left)))
+            await self.pause(attempt, op, deadline=deadline, last=last, session=session, task=task)
             fn: Callable[[], dict[str, Any]]
             if op in _DATA_OPS:  # PynamoDB's dispatch (asks for ConsumedCapacity TOTAL)
                 fn = partial(self._connection.dispatch, op, dict(params))
             else:  # control plane: the same client, through its public method
                 fn = partial(getattr(self._connection.client, xform_name(op)), **params)
             try:
-                return await anyio.to_thread.run_sync(partial(self._send, fn), limiter=self._limiter)
+                send = partial(self._send, fn, op, deadline, attempt, last, session, task)
+                return await anyio.to_thread.run_sync(send, limiter=self._limiter)
             except ClientError as exc:
                 err = exc.response.get("Error", {})
                 code = str(err.get("Code", "Unknown"))
                 message = str(err.get("Message", exc))
-                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400) or 400)
+                status = http_status(exc) or (int(code) if code.isdigit() else 400)
                 reasons = [str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])]
                 if code == "TransactionCanceledException" and not reasons:
                     reasons = _reasons_from_message(message)
@@ -151,7 +194,8 @@ class Caller:
                 if code in RETRYABLE_CODES or status >= 500:
                     last = exc
                     continue
-                if code in _CONFLICT_CODES or (missing_ok and code == "ResourceNotFoundException"):
+                if (any_error or code in _CONFLICT_CODES or code in UNSUPPORTED_CODES
+                        or (missing_ok and code == "ResourceNotFoundException")):
                     raise DynamoCallError(op, code, message, reasons) from exc
                 raise self._fatal(op, code, message, session, task) from exc
             except NoCredentialsError as exc:
@@ -177,11 +221,38 @@ class Caller:
             endpoint=self._config.endpoint,
         ) from last
 
-    def _send(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    async def pause(self, attempt: int, op: str, *, deadline: float | None = None, last: BaseException | None = None,
+                    session: str | None = None, task: str | None = None) -> None:
+        """Before attempt `attempt` (0 first): sleep the backoff (full jitter) unless it would
+        reach the deadline, and refuse an attempt at or after it (StoreDeadlineError)."""
+        delay = 0.0
+        if attempt:
+            cap = min(self._config.max_backoff_s, self._config.initial_backoff_ms / 1000.0 * 2 ** (attempt - 1))
+            delay = self._rng.uniform(0.0, cap)
+        self._within(deadline, delay, op, attempt, last, session, task)
+        # The deadline of the caller's context (a lease's, orchestrator.store.deadline) too:
+        # a backoff that would reach it is not slept; its error is raised now.
+        call_deadline.check(self._clock.now() + delay)
+        if delay:
+            await self._clock.sleep(delay)
+
+    def _send(self, fn: Callable[[], dict[str, Any]], op: str, deadline: float | None, attempt: int,
+              last: BaseException | None, session: str | None, task: str | None) -> dict[str, Any]:
         # In the worker thread, right before the request: a call that waited for the
-        # limiter or a backoff past the caller's deadline is never sent.
-        deadline.check(self._clock.now())
+        # connection pool past its deadline is never sent.
+        self._within(deadline, 0.0, op, attempt, last, session, task)
+        call_deadline.check(self._clock.now())
         return fn()
+
+    def _within(self, deadline: float | None, ahead: float, op: str, attempt: int, last: BaseException | None,
+                session: str | None, task: str | None) -> None:
+        """StoreDeadlineError if `ahead` seconds from now reach the deadline."""
+        if deadline is None:
+            return
+        now = self._clock.monotonic()
+        if now + ahead >= deadline:
+            raise StoreDeadlineError.reached(op, deadline, now, attempt, last, self.context(op, session, task),
+                                             session_id=session, task_id=task, table=self._config.table_name)
 
     def _fatal(self, op: str, code: str, message: str, session: str | None, task: str | None) -> OrchestratorError:
         ctx = self.context(op, session, task)
@@ -192,6 +263,9 @@ class Caller:
             if self._config.endpoint:
                 where += f" at endpoint {self._config.endpoint}"
             return SchemaError(f"{where}; run `orchestrator init` to create it ({message}) {ctx}", **kw)
+        if code in UNSUPPORTED_CODES:
+            return StoreError(f"the store at {self._endpoint()} does not support {op} ({code}: {message}); it is a "
+                              f"DynamoDB-compatible store without it: use one that has it, or DynamoDB {ctx}", **kw)
         if code == "ValidationException":
             return StoreError(f"DynamoDB refused {op} as invalid: {message}; this is a bug in the SDK or an "
                               f"item too large for DynamoDB's 400 KB limit {ctx}", **kw)

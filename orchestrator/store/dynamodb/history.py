@@ -81,6 +81,7 @@ class HistoryOps(DynamoDBBase):
     # -- pipelines and retention ----------------------------------------------------------------
 
     async def put_pipeline(self, definition: PipelineDefinition) -> None:
+        rules.check_definition(self.codec, definition)  # the definition is one item: sizes first
         item = self.items.pipeline_item(definition)
         try:
             await self._caller.call("PutItem", self.put_params(item, self.models.pipeline.PK.does_not_exist()))

@@ -1,7 +1,14 @@
-"""The table as code: its definition, creation and checks, IaC exports and IAM policy.
+"""The table as code: its definition, creation, repair and checks, IaC exports and IAM policy.
 
 One definition (`table_definition`) feeds CreateTable, the connection's key metadata,
 the CloudFormation and Terraform exports, and `check()`, so they cannot drift apart.
+
+`ensure_table` (`orchestrator init`) creates a missing table, and brings an existing one
+to the definition: TTL on `ttl`, point-in-time recovery, SSE with the AWS managed key
+(an earlier `init` may have been interrupted after CreateTable). It reads before it
+writes, so a second run sends no update. A feature the store lacks (a DynamoDB-
+compatible store without TTL or PITR) is a logged warning, not a failure; `check()`
+names it, with what it costs.
 """
 
 from __future__ import annotations
@@ -41,15 +48,22 @@ DATA_ACTIONS: tuple[str, ...] = (
     "dynamodb:BatchWriteItem",
 )
 #: Actions `initialize()` and `check()` call (TransactWriteItems is authorised per item
-#: through PutItem/UpdateItem above; IAM has no action of its own for it).
+#: through PutItem/UpdateItem above; IAM has no action of its own for it). CreateTable
+#: sends `Tags`, which IAM authorises as dynamodb:TagResource too (tag on create);
+#: UpdateTable turns on SSE of an existing table.
 SETUP_ACTIONS: tuple[str, ...] = (
     "dynamodb:CreateTable",
+    "dynamodb:TagResource",
     "dynamodb:DescribeTable",
+    "dynamodb:UpdateTable",
     "dynamodb:UpdateTimeToLive",
     "dynamodb:DescribeTimeToLive",
     "dynamodb:UpdateContinuousBackups",
     "dynamodb:DescribeContinuousBackups",
 )
+_ON = ("ENABLED", "ENABLING")
+#: SSE states that need no UpdateTable (UPDATING: a change is under way).
+_SSE_ON = ("ENABLED", "ENABLING", "UPDATING")
 _WAIT_ACTIVE_S = 120.0
 _KEYS = {"PK": "HASH", "SK": "RANGE"}
 _INDEX_KEYS = {GSI1: {"GSI1PK": "HASH", "GSI1SK": "RANGE"}, GSI2: {"GSI2PK": "HASH", "GSI2SK": "RANGE"}}
@@ -130,8 +144,9 @@ def schema_problems(config: DynamoDBConfig, table: dict[str, Any]) -> list[str]:
 
 
 async def ensure_table(caller: Caller, config: DynamoDBConfig) -> None:
-    """Create the table if missing (GSIs, SSE, TTL, PITR, deletion protection), wait until
-    ACTIVE, or check an existing table's keys and indexes (SchemaError with the fix)."""
+    """Create the table if missing (GSIs, SSE, TTL, PITR, deletion protection) and wait until
+    ACTIVE; check an existing table's keys and indexes (SchemaError with the fix), then
+    repair its TTL, PITR and SSE where they differ from the definition."""
     table = await _describe(caller, config)
     if table is None:
         try:
@@ -140,12 +155,15 @@ async def ensure_table(caller: Caller, config: DynamoDBConfig) -> None:
             if exc.code != "ResourceInUseException":  # another process created it meanwhile
                 raise caller.to_error(exc) from exc
         table = await _wait_active(caller, config)
-        await _enable_ttl(caller, config)
-        await _enable_pitr(caller, config)
+    elif table.get("TableStatus") == "CREATING":  # another `init` is creating it: wait for it
+        table = await _wait_active(caller, config)
     problems = schema_problems(config, table)
     if problems:
         raise SchemaError("; ".join(problems) + f" [table={config.table_name}, op=DescribeTable]",
                           table=config.table_name)
+    await _ensure_ttl(caller, config)
+    await _ensure_pitr(caller, config)
+    await _ensure_sse(caller, config, table)
 
 
 async def _describe(caller: Caller, config: DynamoDBConfig) -> dict[str, Any] | None:
@@ -159,14 +177,17 @@ async def _describe(caller: Caller, config: DynamoDBConfig) -> dict[str, Any] | 
     return table
 
 
+def _active(table: dict[str, Any]) -> bool:
+    return table.get("TableStatus") == "ACTIVE" and all(
+        i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in table.get("GlobalSecondaryIndexes", []))
+
+
 async def _wait_active(caller: Caller, config: DynamoDBConfig) -> dict[str, Any]:
     # Real time, not the injected clock: this waits on AWS, not on the SDK's logic time.
     with anyio.move_on_after(_WAIT_ACTIVE_S):
         while True:
             table = await _describe(caller, config)
-            if table is not None and table.get("TableStatus") == "ACTIVE" and all(
-                i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in table.get("GlobalSecondaryIndexes", [])
-            ):
+            if table is not None and _active(table):
                 return table
             await anyio.sleep(1.0)
     raise StoreError(
@@ -176,16 +197,49 @@ async def _wait_active(caller: Caller, config: DynamoDBConfig) -> dict[str, Any]
     )
 
 
-async def _enable_ttl(caller: Caller, config: DynamoDBConfig) -> None:
+#: What a table without the feature costs, for warnings and `check()`.
+_WITHOUT = {
+    "TTL": "DynamoDB never deletes expired sessions, events and metrics: run `orchestrator purge` from a cron",
+    "point-in-time recovery": "the table cannot be restored to an earlier time",
+    "server-side encryption": "the table is encrypted with an AWS owned key, not the AWS managed KMS key the "
+                              "SDK's definition names",
+}
+
+
+def _lacking(config: DynamoDBConfig, feature: str, exc: DynamoCallError) -> str:
+    verb = "read" if exc.op.startswith("Describe") else "enable"
+    return (f"{_where(config)}: the store could not {verb} {feature} ({exc.op}: {exc.code}: {exc.message}); "
+            f"the SDK works without it, but {_WITHOUT[feature]}")
+
+
+async def _ttl_description(caller: Caller, config: DynamoDBConfig) -> dict[str, Any]:
+    answer = await caller.call("DescribeTimeToLive", {"TableName": config.table_name}, any_error=True)
+    desc: dict[str, Any] = answer.get("TimeToLiveDescription", {})
+    return desc
+
+
+async def _ensure_ttl(caller: Caller, config: DynamoDBConfig) -> None:
     spec = {"Enabled": True, "AttributeName": "ttl"}
     try:
-        await caller.call("UpdateTimeToLive", {"TableName": config.table_name, "TimeToLiveSpecification": spec})
+        desc = await _ttl_description(caller, config)
+        if desc.get("TimeToLiveStatus") in _ON:
+            return  # on `ttl`, or on another attribute: `check()` names that, a person decides
+        await caller.call("UpdateTimeToLive", {"TableName": config.table_name, "TimeToLiveSpecification": spec},
+                          any_error=True)
+        log.info("enabled TTL on attribute 'ttl' of %s", config.table_name)
     except DynamoCallError as exc:
-        if "already enabled" not in str(exc.message).lower():
-            raise caller.to_error(exc) from exc
+        if "already enabled" not in exc.message.lower():
+            log.warning("%s", _lacking(config, "TTL", exc))
 
 
-async def _enable_pitr(caller: Caller, config: DynamoDBConfig) -> None:
+async def _pitr_status(caller: Caller, config: DynamoDBConfig) -> str | None:
+    backups = await caller.call("DescribeContinuousBackups", {"TableName": config.table_name}, any_error=True)
+    status: str | None = (backups.get("ContinuousBackupsDescription", {})
+                          .get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus"))
+    return status
+
+
+async def _ensure_pitr(caller: Caller, config: DynamoDBConfig) -> None:
     if not config.point_in_time_recovery:
         return
     params = {
@@ -193,39 +247,52 @@ async def _enable_pitr(caller: Caller, config: DynamoDBConfig) -> None:
         "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
     }
     try:
-        await caller.call("UpdateContinuousBackups", params)
+        if await _pitr_status(caller, config) in _ON:
+            return
+        await caller.call("UpdateContinuousBackups", params, any_error=True)
+        log.info("enabled point-in-time recovery on %s", config.table_name)
     except DynamoCallError as exc:
-        # Some DynamoDB-compatible stores lack PITR; the table works without it and
-        # `check()` reports it.
-        log.warning("could not enable point-in-time recovery on %s: %s", config.table_name, exc.message)
+        log.warning("%s", _lacking(config, "point-in-time recovery", exc))
+
+
+async def _ensure_sse(caller: Caller, config: DynamoDBConfig, table: dict[str, Any]) -> None:
+    if table.get("SSEDescription", {}).get("Status") in _SSE_ON:
+        return
+    params = {"TableName": config.table_name, "SSESpecification": {"Enabled": True, "SSEType": "KMS"}}
+    try:
+        await caller.call("UpdateTable", params, any_error=True)
+        log.info("enabled server-side encryption with the AWS managed key on %s", config.table_name)
+    except DynamoCallError as exc:
+        log.warning("%s", _lacking(config, "server-side encryption", exc))
 
 
 async def check_table(caller: Caller, config: DynamoDBConfig) -> list[str]:
-    """Problems with reachability, keys, indexes, TTL and PITR, each with its fix."""
+    """Problems with keys, indexes, TTL, PITR and SSE, each with its fix (or what it costs)."""
     table = await _describe(caller, config)
     if table is None:
         return [f"{_where(config)} does not exist; run `orchestrator init` to create it"]
     problems = schema_problems(config, table)
     try:
-        ttl = await caller.call("DescribeTimeToLive", {"TableName": config.table_name})
-        desc = ttl.get("TimeToLiveDescription", {})
-        if desc.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING") or desc.get("AttributeName") != "ttl":
+        desc = await _ttl_description(caller, config)
+        if desc.get("TimeToLiveStatus") not in _ON or desc.get("AttributeName") != "ttl":
             problems.append(f"{_where(config)} has TTL {desc.get('TimeToLiveStatus', 'DISABLED')} on "
                             f"{desc.get('AttributeName')!r}; enable TTL on attribute 'ttl' (run `orchestrator "
-                            f"init`) or finished sessions and events are never deleted")
+                            f"init`; a TTL on another attribute must be turned off first) or finished sessions "
+                            f"and events are never deleted")
     except DynamoCallError as exc:
-        problems.append(f"could not read the TTL setting of {_where(config)}: {exc.message}")
+        problems.append(_lacking(config, "TTL", exc))
     if config.point_in_time_recovery:
         try:
-            backups = await caller.call("DescribeContinuousBackups", {"TableName": config.table_name})
-            pitr = (backups.get("ContinuousBackupsDescription", {})
-                    .get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus"))
-            if pitr != "ENABLED":
-                problems.append(f"{_where(config)} has point-in-time recovery {pitr or 'DISABLED'}; enable it "
-                                f"with `aws dynamodb update-continuous-backups --table-name {config.table_name} "
-                                f"--point-in-time-recovery-specification PointInTimeRecoveryEnabled=true`")
+            pitr = await _pitr_status(caller, config)
+            if pitr not in _ON:
+                problems.append(f"{_where(config)} has point-in-time recovery {pitr or 'DISABLED'}; run "
+                                f"`orchestrator init` to enable it (or add `&pitr=0` to the store URL to go without)")
         except DynamoCallError as exc:
-            problems.append(f"could not read point-in-time recovery of {_where(config)}: {exc.message}")
+            problems.append(_lacking(config, "point-in-time recovery", exc))
+    sse = table.get("SSEDescription", {}).get("Status")
+    if sse not in _SSE_ON:
+        problems.append(f"{_where(config)} has server-side encryption {sse or 'with an AWS owned key'}; run "
+                        f"`orchestrator init` to use the AWS managed KMS key of the SDK's definition")
     return problems
 
 

@@ -119,16 +119,17 @@ class SessionOps(DynamoDBBase):
                 return op.result(current)
             cond = self._condition(change) if conditioned else None
             item = None if item_of is None else item_of(change, now)
-            params = self.update_params(session_pk(sid), "META", self._actions(change, encoded or {}), cond,
-                                        return_new=item is None or not self.config.transactions)
+            actions = self._actions(change, encoded or {})
             try:
-                if item is not None and self.config.transactions:
-                    await self._caller.call("TransactWriteItems", {"TransactItems": [
-                        {"Put": self.put_params(item)}, {"Update": params}]}, session=sid)
+                if item is not None and self.transactions and await self.transact([
+                    {"Put": self.put_params(item)},
+                    {"Update": self.update_params(session_pk(sid), "META", actions, cond)},
+                ], session=sid):
                     assert current is not None
                     return op.result(change.apply(current, 0.0))
                 if item is not None:
                     await self._caller.call("PutItem", self.put_params(item), session=sid)
+                params = self.update_params(session_pk(sid), "META", actions, cond, return_new=True)
                 answer = await self._caller.call("UpdateItem", params, session=sid)
                 return op.result(self.items.session(answer["Attributes"], sid))
             except DynamoCallError as exc:
@@ -161,10 +162,9 @@ class SessionOps(DynamoDBBase):
             body += [self.items.edge_item(sid, t.task_id, d, tok, unstaged) for d in t.depends_on]
         absent = self.models.session.PK.does_not_exist()
         try:
-            if self.config.transactions and len(body) + 1 <= _TX_MAX:
-                items = [{"Put": self.put_params(i)} for i in body] + [{"Put": self.put_params(meta, absent)}]
-                await self._caller.call("TransactWriteItems", {"TransactItems": items}, session=sid)
-            else:
+            one = self.transactions and len(body) + 1 <= _TX_MAX
+            if not (one and await self.transact([{"Put": self.put_params(i)} for i in body]
+                                                + [{"Put": self.put_params(meta, absent)}], session=sid)):
                 # Pre-check: tasks of an existing session must not be overwritten below.
                 if await self.get_raw(session_pk(sid), "META", session=sid) is not None:
                     raise SessionStateError.exists(sid, str(self.describe()))

@@ -18,7 +18,7 @@ from types import TracebackType
 
 from pynamodb.expressions.operand import Path
 
-from orchestrator.errors import StoreError
+from orchestrator.errors import StoreError, StoreUnavailableError
 from orchestrator.store.dynamodb.history import HistoryOps
 from orchestrator.store.dynamodb.models import session_pk
 from orchestrator.store.dynamodb.projects import ProjectOps
@@ -47,8 +47,10 @@ class DynamoDBStore(SessionOps, TaskOps, HistoryOps, ProjectOps):
     async def check(self) -> list[str]:
         try:
             return await check_table(self._caller, self.config)
-        except StoreError as exc:
+        except StoreUnavailableError as exc:
             return [f"cannot reach {self.describe()}: {exc}"]
+        except StoreError as exc:  # reached, but refused: say what it answered (access denied, ...)
+            return [f"{self.describe()} answered with an error: {exc}"]
 
     async def aclose(self) -> None:
         if not self._closed:

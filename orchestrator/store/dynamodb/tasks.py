@@ -3,10 +3,10 @@
 Each `TaskWrite` is one conditional UpdateItem:
 `attribute_exists(PK) AND status <> COMPLETED AND (fence < :mine OR (fence = :mine AND
 attempt = :expected))`, setting exactly the fields `rules.apply_task_write` sets. With
-transactions on, a batch goes as one TransactWriteItems (up to 100 writes); when a
-condition cancels it, every write is retried alone so each is classified by consistent
-re-reads (`rules.classify_rejection`). Large outputs are written as chunk items first
-and named by the completion.
+transactions on (until the store answers that it has none), a batch goes as one
+TransactWriteItems (up to 100 writes); when a condition cancels it, every write is
+retried alone so each is classified by consistent re-reads (`rules.classify_rejection`).
+Large outputs are written as chunk items first and named by the completion.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class TaskOps(DynamoDBBase):
         for wave in _waves(writes):
             # Each write is decided alone: a rejection explained by a lost lease does not
             # stop the writes the fence still allows; the first one is raised at the end.
-            groups = _groups(wave, params) if self.config.transactions and len(wave) > 1 else [wave]
+            groups = _groups(wave, params) if self.transactions and len(wave) > 1 else [wave]
             for group in groups:
                 try:
                     await self._transact(lease, writes, params, group, results)
@@ -171,12 +171,13 @@ class TaskOps(DynamoDBBase):
 
     async def _transact(self, lease: Lease, writes: Sequence[TaskWrite], params: list[dict[str, Any]],
                         group: list[int], results: list[WriteResult | None]) -> None:
-        if len(group) == 1 or not self.config.transactions:
+        if len(group) == 1 or not self.transactions:
             await self._singles(lease, writes, params, group, results)
             return
         try:
-            await self._caller.call("TransactWriteItems", {"TransactItems": [{"Update": params[i]} for i in group]},
-                                    session=lease.session_id)
+            if not await self.transact([{"Update": params[i]} for i in group], session=lease.session_id):
+                await self._singles(lease, writes, params, group, results)  # the store has no transactions
+                return
         except DynamoCallError as exc:
             if not exc.condition_failed:
                 raise self._caller.to_error(exc, lease.session_id) from exc

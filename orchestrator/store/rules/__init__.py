@@ -14,7 +14,14 @@ operations against every backend and compares the outcomes.
 
 from orchestrator.store.rules.graph import check_graph, close_matches, find_cycle
 from orchestrator.store.rules.history import check_metric_keys, event_data
-from orchestrator.store.rules.limits import INLINE_OUTPUT_BYTES, MAX_PAGE, Payload, check_page_limit, encode
+from orchestrator.store.rules.limits import (
+    INLINE_OUTPUT_BYTES,
+    MAX_PAGE,
+    Payload,
+    check_definition,
+    check_page_limit,
+    encode,
+)
 from orchestrator.store.rules.change import Retained, SessionChange, SessionOp, expired
 from orchestrator.store.rules.claims import (
     Claim,
@@ -73,6 +80,7 @@ __all__ = [
     "Wait",
     "apply_task_write",
     "check_added",
+    "check_definition",
     "check_graph",
     "check_lease_seconds",
     "check_metric_keys",

@@ -22,8 +22,10 @@ from typing import Any
 
 from orchestrator.codec import Codec
 from orchestrator.errors import PayloadTooLargeError, ValidationError
+from orchestrator.store.records import PipelineDefinition
 
-__all__ = ["INLINE_OUTPUT_BYTES", "MAX_PAGE", "REASON_CHARS", "Payload", "check_page_limit", "encode", "reason"]
+__all__ = ["INLINE_OUTPUT_BYTES", "MAX_PAGE", "REASON_CHARS", "Payload", "check_definition", "check_page_limit",
+           "encode", "reason"]
 
 KIB = 1024
 
@@ -73,6 +75,13 @@ def encode(codec: Codec, kind: Payload, value: Any, *, session_id: str | None = 
             raise PayloadTooLargeError.of(where, size, limit, session_id=session_id, task_id=task_id,
                                           payload=kind.name.lower())
     return text
+
+
+def check_definition(codec: Codec, definition: PipelineDefinition) -> None:
+    """Each static task input of a pipeline definition within the task-input limit, checked
+    before the definition is stored (the session's creation checks the same inputs again)."""
+    for t in definition.tasks:
+        encode(codec, Payload.TASK_INPUT, t.input, task_id=t.task_id)
 
 
 def check_page_limit(limit: int) -> None:

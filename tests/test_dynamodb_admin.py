@@ -1,0 +1,98 @@
+"""`orchestrator init` brings an existing DynamoDB table to the SDK's definition, and is idempotent.
+
+A first `init` interrupted after CreateTable leaves a table without TTL or point-in-time
+recovery; the next `init` repairs it and `doctor` is clean again. The CLI runs as a
+user would, against the session's moto server; request counts come from the public
+botocore seam `DynamoDBStore.client_events` on in-process moto.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from cli_helpers import cli
+from moto import mock_aws
+
+from orchestrator.clock import SystemClock
+from orchestrator.codec import default_codec
+from orchestrator.store import DynamoDBConfig
+from orchestrator.store.dynamodb import DynamoDBStore
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+def make_store(table: str = "orch-admin") -> DynamoDBStore:
+    return DynamoDBStore(DynamoDBConfig(table=table, region=REGION), clock=SystemClock(), codec=default_codec)
+
+
+def requests_of(store: DynamoDBStore) -> Counter[str]:
+    ops: Counter[str] = Counter()
+    store.client_events.register("before-call.dynamodb", lambda model, **_: ops.update([model.name]))
+    return ops
+
+
+def test_init_repairs_ttl_and_pitr_turned_off_after_the_table_was_created(
+    moto_upstream: str, tmp_path: Any
+) -> None:
+    table = f"t-{uuid.uuid4().hex[:12]}"
+    url = f"dynamodb://{table}?region={REGION}&endpoint={moto_upstream}"
+    assert cli("init", store=url, tmp=tmp_path).code == 0
+    ddb = boto3.client("dynamodb", region_name=REGION, endpoint_url=moto_upstream)
+    ddb.update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": False, "AttributeName": "ttl"})
+    ddb.update_continuous_backups(TableName=table,
+                                  PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": False})
+    broken = cli("doctor", store=url, tmp=tmp_path)
+    assert broken.code == 1 and "TTL DISABLED" in broken.out and "point-in-time recovery DISABLED" in broken.out
+
+    repaired = cli("init", store=url, tmp=tmp_path)
+
+    assert repaired.code == 0 and "warning" not in repaired.out, repaired.out
+    ttl = ddb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "ttl")
+    backups = ddb.describe_continuous_backups(TableName=table)["ContinuousBackupsDescription"]
+    assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
+    clean = cli("doctor", store=url, tmp=tmp_path)
+    assert clean.code == 0 and "ok:" in clean.out, clean.out
+
+
+@pytest.mark.anyio
+async def test_a_second_init_only_reads(aws: None) -> None:
+    async with make_store():
+        pass
+    store = make_store()
+    ops = requests_of(store)
+    async with store:
+        assert await store.check() == []
+    assert set(ops) == {"DescribeTable", "DescribeTimeToLive", "DescribeContinuousBackups"}
+
+
+@pytest.mark.anyio
+async def test_init_turns_on_sse_of_a_table_encrypted_with_an_aws_owned_key(aws: None) -> None:
+    async with make_store():
+        pass
+    store = make_store()
+    sent: list[dict[str, Any]] = []
+
+    def aws_owned_key(parsed: dict[str, Any], **_: Any) -> None:
+        parsed.get("Table", {}).pop("SSEDescription", None)  # how DescribeTable shows an AWS owned key
+
+    def update_table(params: dict[str, Any], **_: Any) -> None:
+        sent.append(params)
+
+    store.client_events.register("after-call.dynamodb.DescribeTable", aws_owned_key)
+    store.client_events.register("provide-client-params.dynamodb.UpdateTable", update_table)
+    assert any("server-side encryption with an AWS owned key" in p for p in await store.check())
+    await store.initialize()
+    await store.aclose()
+    assert [p["SSESpecification"] for p in sent] == [{"Enabled": True, "SSEType": "KMS"}]
