@@ -38,18 +38,31 @@ def bucket_index(duration_ms: float) -> int:
     return min(idx, len(LATENCY_BUCKETS_MS))
 
 
-def percentile_from_buckets(buckets: Sequence[int], q: float) -> float | None:
-    """Upper bound (ms) of the bucket holding quantile `q` (0..1); None when empty."""
+def percentile_from_buckets(buckets: Sequence[int], q: float, low: float | None = None,
+                            high: float | None = None) -> float | None:
+    """Estimate (ms) of quantile `q` (0..1); None when empty.
+
+    Linear within the log-scale bucket that holds the rank (between its lower and upper
+    edge), then kept within the observed `low` (min) and `high` (max) when given, so a
+    percentile never exceeds the largest duration seen (a bucket's upper edge would).
+    """
     total = sum(buckets)
     if total == 0:
         return None
-    rank = max(1, math.ceil(q * total))
+    rank = max(1.0, q * total)
     seen = 0
     for i, count in enumerate(buckets):
+        if count and seen + count >= rank:
+            lower = LATENCY_BUCKETS_MS[i - 1] if i > 0 else 0.0
+            upper = LATENCY_BUCKETS_MS[i] if i < len(LATENCY_BUCKETS_MS) else (high or lower) * 1.0
+            estimate = lower + (upper - lower) * (rank - seen) / count
+            if high is not None:
+                estimate = min(estimate, high)
+            if low is not None:
+                estimate = max(estimate, low)
+            return estimate
         seen += count
-        if seen >= rank:
-            return LATENCY_BUCKETS_MS[i] if i < len(LATENCY_BUCKETS_MS) else math.inf
-    return math.inf
+    return high if high is not None else math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +104,8 @@ class MetricSummary:
         return self.errors / self.count if self.count else 0.0
 
     def percentile(self, q: float) -> float | None:
-        return percentile_from_buckets(self.buckets, q)
+        """Estimated quantile `q` of the durations, within [min_ms, max_ms]."""
+        return percentile_from_buckets(self.buckets, q, self.min_ms, self.max_ms)
 
     def plus(self, other: MetricSummary) -> MetricSummary:
         """Both counters summed under this summary's key: sums, min of mins, max of maxes."""
