@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench bench-peer clean
+.PHONY: demo test bench bench-peer soak clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ bench: $(BIN)/.installed
 bench-peer: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -r bench/requirements-peer.txt
 	$(BIN)/python bench/peer_langgraph.py
+
+# A fault soak (a minute or two): sessions through a faulty wire, workers killed and stopped.
+soak: $(BIN)/.installed
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache
