@@ -11,6 +11,8 @@ Fixtures (use these names in any test module):
 - `store_backend`: the backend id of the current parameter (see BACKENDS).
 - `moto_endpoint`: the URL of the session-wide moto server (one request at a time),
   started on first use and stopped at the end of the session.
+- `dynalite_endpoint`: the URL of the session-wide dynalite server, likewise.
+- `drop_dynalite_table`: deletes a table of that server (tests make one per test).
 
 Backends (ids): `sqlite` (a real file in tmp_path), `moto` (in-process `mock_aws()`),
 `moto-server` (HTTP, one request at a time), `moto-notx` and `moto-server-notx`
@@ -21,7 +23,7 @@ or class with `@pytest.mark.backends("sqlite", "moto-server")`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ import pytest
 
 from orchestrator.store import Store, open_store
 from orchestrator.testing import FakeClock
+from orchestrator.testing.dynalite import DynaliteServer
 from orchestrator.testing.moto_server import MotoServer
 
 BACKENDS: tuple[str, ...] = ("sqlite", "moto", "moto-server", "moto-notx", "moto-server-notx")
@@ -36,6 +39,8 @@ BACKENDS: tuple[str, ...] = ("sqlite", "moto", "moto-server", "moto-notx", "moto
 SHARED_BACKENDS: tuple[str, ...] = ("sqlite", "moto-server", "moto-server-notx")
 #: The DynamoDB backends.
 DYNAMODB_BACKENDS: tuple[str, ...] = ("moto", "moto-server", "moto-notx", "moto-server-notx")
+#: Where `make test` installs dynalite (`npm ci --prefix tests/dynalite`).
+DYNALITE_MODULE = Path(__file__).resolve().parent / "dynalite" / "node_modules" / "dynalite"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -87,6 +92,44 @@ def _moto_server() -> Iterator[MotoServer]:
 def moto_endpoint(_moto_server: MotoServer) -> str:
     """Endpoint of the shared one-request-at-a-time moto server."""
     return _moto_server.endpoint
+
+
+@pytest.fixture(scope="session")
+def _dynalite() -> Iterator[DynaliteServer]:
+    if not (DYNALITE_MODULE / "package.json").is_file():
+        pytest.fail(f"dynalite is not installed at {DYNALITE_MODULE}: run `make test`, or "
+                    f"`npm ci --prefix tests/dynalite --ignore-scripts` (needs Node.js 18+ with npm)")
+    server = DynaliteServer.start(DYNALITE_MODULE)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def dynalite_endpoint(_dynalite: DynaliteServer) -> str:
+    """Endpoint of the shared dynalite server (in memory; tests use a fresh table each)."""
+    return _dynalite.endpoint
+
+
+@pytest.fixture
+def drop_dynalite_table(dynalite_endpoint: str) -> Iterator[Callable[[str], None]]:
+    """Delete a table of the dynalite server, so its memory does not grow over the session."""
+    import boto3
+
+    client = boto3.client("dynamodb", endpoint_url=dynalite_endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def drop(table: str) -> None:
+        try:
+            client.delete_table(TableName=table)
+        except client.exceptions.ResourceNotFoundException:
+            pass
+
+    try:
+        yield drop
+    finally:
+        client.close()
 
 
 @pytest.fixture

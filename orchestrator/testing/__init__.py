@@ -11,6 +11,8 @@
   `UserProjectContract` (`.contract_projects`) the users' project history.
 - `moto_server()` (in `orchestrator.testing.moto_server`): a local DynamoDB double
   that serves one request at a time.
+- `dynalite_server()` (in `orchestrator.testing.dynalite`): dynalite, an independent
+  DynamoDB implementation on Node.js (concurrent, real size limits, no transactions).
 
 This package imports without pytest or moto installed; the contract modules need pytest.
 """
