@@ -51,6 +51,8 @@ SETUP_ACTIONS: tuple[str, ...] = (
     "dynamodb:DescribeContinuousBackups",
 )
 _WAIT_ACTIVE_S = 120.0
+#: How a DynamoDB-compatible store (dynalite, ...) says it lacks an operation.
+_UNSUPPORTED_CODES = frozenset({"UnknownOperationException"})
 _KEYS = {"PK": "HASH", "SK": "RANGE"}
 _INDEX_KEYS = {GSI1: {"GSI1PK": "HASH", "GSI1SK": "RANGE"}, GSI2: {"GSI2PK": "HASH", "GSI2SK": "RANGE"}}
 
@@ -176,6 +178,11 @@ async def _wait_active(caller: Caller, config: DynamoDBConfig) -> dict[str, Any]
     )
 
 
+def _unsupported(exc: StoreError) -> bool:
+    """Whether the store refused an operation it does not implement (not a failure of ours)."""
+    return exc.context.get("code") in _UNSUPPORTED_CODES
+
+
 async def _enable_ttl(caller: Caller, config: DynamoDBConfig) -> None:
     spec = {"Enabled": True, "AttributeName": "ttl"}
     try:
@@ -183,6 +190,12 @@ async def _enable_ttl(caller: Caller, config: DynamoDBConfig) -> None:
     except DynamoCallError as exc:
         if "already enabled" not in str(exc.message).lower():
             raise caller.to_error(exc) from exc
+    except StoreError as exc:
+        if not _unsupported(exc):
+            raise
+        # The table works without TTL; only retention needs it, and `check()` reports it.
+        log.warning("%s does not support TTL (UpdateTimeToLive: %s): expired items are never deleted by the "
+                    "store (`orchestrator purge` deletes ended sessions)", _where(config), exc.context["code"])
 
 
 async def _enable_pitr(caller: Caller, config: DynamoDBConfig) -> None:
@@ -198,6 +211,11 @@ async def _enable_pitr(caller: Caller, config: DynamoDBConfig) -> None:
         # Some DynamoDB-compatible stores lack PITR; the table works without it and
         # `check()` reports it.
         log.warning("could not enable point-in-time recovery on %s: %s", config.table_name, exc.message)
+    except StoreError as exc:
+        if not _unsupported(exc):
+            raise
+        log.warning("%s does not support point-in-time recovery (UpdateContinuousBackups: %s); add pitr=0 to "
+                    "the store URL to stop asking for it", _where(config), exc.context["code"])
 
 
 async def check_table(caller: Caller, config: DynamoDBConfig) -> list[str]:
@@ -215,6 +233,11 @@ async def check_table(caller: Caller, config: DynamoDBConfig) -> list[str]:
                             f"init`) or finished sessions and events are never deleted")
     except DynamoCallError as exc:
         problems.append(f"could not read the TTL setting of {_where(config)}: {exc.message}")
+    except StoreError as exc:
+        if not _unsupported(exc):
+            raise
+        problems.append(f"{_where(config)} does not support TTL (DescribeTimeToLive: {exc.context['code']}); "
+                        f"finished sessions and events are never deleted by the store")
     if config.point_in_time_recovery:
         try:
             backups = await caller.call("DescribeContinuousBackups", {"TableName": config.table_name})
@@ -226,6 +249,12 @@ async def check_table(caller: Caller, config: DynamoDBConfig) -> list[str]:
                                 f"--point-in-time-recovery-specification PointInTimeRecoveryEnabled=true`")
         except DynamoCallError as exc:
             problems.append(f"could not read point-in-time recovery of {_where(config)}: {exc.message}")
+        except StoreError as exc:
+            if not _unsupported(exc):
+                raise
+            problems.append(f"{_where(config)} does not support point-in-time recovery (DescribeContinuousBackups: "
+                            f"{exc.context['code']}); use a store that has it, or add pitr=0 to the store URL "
+                            f"to run without it")
     return problems
 
 
