@@ -13,17 +13,23 @@ Fixtures (use these names in any test module):
   started on first use and stopped at the end of the session.
 - `moto_upstream`: the same URL, with the server reset after the test (for a test that
   puts a `FaultProxy` in front of it and creates tables through the proxy).
+- `dynalite_endpoint`: the URL of the session-wide dynalite server, likewise.
+- `drop_dynalite_table`: deletes a table of that server (tests make one per test).
 
 Backends (ids): `sqlite` (a real file in tmp_path), `moto` (in-process `mock_aws()`),
 `moto-server` (HTTP, one request at a time), `moto-notx` and `moto-server-notx`
-(DynamoDB with `transactions=0`: single-item conditional writes only). Restrict a test
-or class with `@pytest.mark.backends("sqlite", "moto-server")`.
+(DynamoDB with `transactions=0`: single-item conditional writes only), `dynalite` (an
+independent DynamoDB implementation on Node.js, concurrent, with DynamoDB's real size
+limits; it has no transactions, so always `transactions=0`). Restrict a test or class
+with `@pytest.mark.backends("sqlite", "moto-server")`; skip it on one backend, where
+that backend genuinely lacks a feature, with `@pytest.mark.backend_limit("dynalite",
+"the limit, named")`.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +37,24 @@ import pytest
 
 from orchestrator.store import Store, open_store
 from orchestrator.testing import FakeClock
+from orchestrator.testing.dynalite import DynaliteServer
 from orchestrator.testing.moto_server import MotoServer
 
-BACKENDS: tuple[str, ...] = ("sqlite", "moto", "moto-server", "moto-notx", "moto-server-notx")
+BACKENDS: tuple[str, ...] = ("sqlite", "moto", "moto-server", "moto-notx", "moto-server-notx", "dynalite")
 #: Backends whose state several processes and threads share atomically.
-SHARED_BACKENDS: tuple[str, ...] = ("sqlite", "moto-server", "moto-server-notx")
+SHARED_BACKENDS: tuple[str, ...] = ("sqlite", "moto-server", "moto-server-notx", "dynalite")
 #: The DynamoDB backends.
-DYNAMODB_BACKENDS: tuple[str, ...] = ("moto", "moto-server", "moto-notx", "moto-server-notx")
+DYNAMODB_BACKENDS: tuple[str, ...] = ("moto", "moto-server", "moto-notx", "moto-server-notx", "dynalite")
+#: Where `make test` installs dynalite (`npm ci --prefix tests/dynalite`).
+DYNALITE_MODULE = Path(__file__).resolve().parent / "dynalite" / "node_modules" / "dynalite"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "backends(*ids): run a test using `store` only on these backends (see conftest)"
+    )
+    config.addinivalue_line(
+        "markers", "backend_limit(id, reason): skip a test using `store` on that backend, which lacks a feature"
     )
 
 
@@ -54,7 +66,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     unknown = sorted(set(ids) - set(BACKENDS))
     if unknown:
         raise pytest.UsageError(f"unknown backend(s) {unknown} in @pytest.mark.backends; known: {BACKENDS}")
-    metafunc.parametrize("store_backend", ids, ids=list(ids), scope="function")
+    limits = {m.args[0]: m.args[1] for m in metafunc.definition.iter_markers("backend_limit")}
+    unknown = sorted(set(limits) - set(BACKENDS))
+    if unknown:
+        raise pytest.UsageError(f"unknown backend(s) {unknown} in @pytest.mark.backend_limit; known: {BACKENDS}")
+    params = [pytest.param(i, id=i, marks=pytest.mark.skip(reason=limits[i])) if i in limits else i for i in ids]
+    metafunc.parametrize("store_backend", params, ids=list(ids), scope="function")
 
 
 @pytest.fixture
@@ -91,6 +108,44 @@ def moto_endpoint(_moto_server: MotoServer) -> str:
     return _moto_server.endpoint
 
 
+@pytest.fixture(scope="session")
+def _dynalite() -> Iterator[DynaliteServer]:
+    if not (DYNALITE_MODULE / "package.json").is_file():
+        pytest.fail(f"dynalite is not installed at {DYNALITE_MODULE}: run `make test`, or "
+                    f"`npm ci --prefix tests/dynalite --ignore-scripts` (needs Node.js 18+ with npm)")
+    server = DynaliteServer.start(DYNALITE_MODULE)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def dynalite_endpoint(_dynalite: DynaliteServer) -> str:
+    """Endpoint of the shared dynalite server (in memory; tests use a fresh table each)."""
+    return _dynalite.endpoint
+
+
+@pytest.fixture
+def drop_dynalite_table(dynalite_endpoint: str) -> Iterator[Callable[[str], None]]:
+    """Delete a table of the dynalite server, so its memory does not grow over the session."""
+    import boto3
+
+    client = boto3.client("dynamodb", endpoint_url=dynalite_endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def drop(table: str) -> None:
+        try:
+            client.delete_table(TableName=table)
+        except client.exceptions.ResourceNotFoundException:
+            pass
+
+    try:
+        yield drop
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def moto_upstream(_moto_server: MotoServer) -> Iterator[str]:
     """The session-wide moto server's URL; every table is dropped after the test."""
@@ -113,6 +168,9 @@ def store_url(store_backend: str, tmp_path: Path, request: pytest.FixtureRequest
         return f"sqlite://{tmp_path / 'state.db'}"
     if store_backend in ("moto", "moto-notx"):
         return None
+    if store_backend == "dynalite":
+        return f"dynamodb://{table}?region=us-east-1&endpoint={request.getfixturevalue('dynalite_endpoint')}" \
+               "&transactions=0"
     endpoint = request.getfixturevalue("moto_endpoint")
     tx = "&transactions=0" if store_backend.endswith("-notx") else ""
     return f"dynamodb://{table}?region=us-east-1&endpoint={endpoint}{tx}"
@@ -125,8 +183,11 @@ async def store(
     """An initialized store on a fresh file/table, driven by `fake_clock`."""
     mock: Any = None
     server: MotoServer | None = None
+    drop: Callable[[str], None] | None = None
     if store_backend.startswith("moto-server"):
         server = request.getfixturevalue("_moto_server")
+    if store_backend == "dynalite":
+        drop = request.getfixturevalue("drop_dynalite_table")
     if store_url is None:
         from moto import mock_aws
 
@@ -148,3 +209,5 @@ async def store(
             mock.stop()
         if server is not None:
             server.reset()
+        if drop is not None:
+            drop(opened.describe().location)

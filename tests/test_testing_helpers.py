@@ -1,17 +1,26 @@
-"""The test helpers shipped in `orchestrator.testing`: temporary_store and the moto server."""
+"""The test helpers shipped in `orchestrator.testing`: temporary_store, the moto and dynalite servers."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
+from conftest import DYNALITE_MODULE
 
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.store import NewSession, NewTask, SessionStatus
 from orchestrator.testing import FakeClock, temporary_store
+from orchestrator.testing._workers import child_env
+from orchestrator.testing.dynalite import DynaliteServer, dynalite_server
 from orchestrator.testing.moto_server import moto_server, reset_moto
 
 pytestmark = pytest.mark.anyio
@@ -57,3 +66,51 @@ def test_moto_server_serves_dynamodb_resets_and_stops(moto_endpoint: str) -> Non
                            config=Config(retries={"max_attempts": 1}))
     with pytest.raises(EndpointConnectionError):
         stopped.list_tables()
+
+
+def _refuses(endpoint: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{endpoint}/", timeout=2):
+            return False
+    except (urllib.error.URLError, OSError):
+        return True
+
+
+@pytest.mark.slow
+def test_dynalite_server_serves_dynamodb_on_its_own_port_and_stops(dynalite_endpoint: str) -> None:
+    with dynalite_server(DYNALITE_MODULE) as endpoint:
+        assert endpoint != dynalite_endpoint and endpoint.startswith("http://127.0.0.1:")
+        client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
+        client.create_table(
+            TableName="tbl-1", KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "PK", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+        )
+        assert client.list_tables()["TableNames"] == ["tbl-1"]
+        client.close()
+    assert _refuses(endpoint)
+
+
+def test_dynalite_server_not_installed_says_how_to_install_it(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match=r"dynalite is not installed at .*npm ci --prefix"):
+        DynaliteServer.start(tmp_path / "node_modules" / "dynalite")
+
+
+@pytest.mark.slow
+def test_dynalite_server_exits_when_the_process_that_started_it_is_killed(tmp_path: Path) -> None:
+    code = (f"from pathlib import Path; from orchestrator.testing.dynalite import DynaliteServer; "
+            f"s = DynaliteServer.start(Path({str(DYNALITE_MODULE)!r})); print(s.endpoint, flush=True); "
+            f"import time; time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=child_env())
+    try:
+        assert parent.stdout is not None
+        endpoint = parent.stdout.readline().strip()
+        assert endpoint.startswith("http://127.0.0.1:") and not _refuses(endpoint)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        if parent.stdout is not None:
+            parent.stdout.close()
+    deadline = time.monotonic() + 10.0
+    while not _refuses(endpoint):
+        assert time.monotonic() < deadline, f"dynalite at {endpoint} still serving 10 s after its parent died"
+        time.sleep(0.05)

@@ -14,6 +14,8 @@
 - `FaultProxy` (in `orchestrator.testing.fault_proxy`): an HTTP proxy on 127.0.0.1 in
   front of it that injects throttling, 5xx (JSON, HTML, empty), lost responses and
   partitions at seeded rates, and counts what it did.
+- `dynalite_server()` (in `orchestrator.testing.dynalite`): dynalite, an independent
+  DynamoDB implementation on Node.js (concurrent, real size limits, no transactions).
 
 This package imports without pytest or moto installed; the contract modules need pytest.
 """

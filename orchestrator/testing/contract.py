@@ -15,6 +15,10 @@ Which invariant is proven on which backend (tests/test_contract.py runs all of t
 | lost responses retried without double effect, no    |     n/a     |       yes       |              yes              |
 | Scan for listing (`DynamoDBContract`)               |             |                 |                               |
 
+This repository also runs all three on dynalite (an independent DynamoDB
+implementation, concurrent, `transactions=0`; `orchestrator.testing.dynalite`): all pass
+but `check()` finding no problem, as dynalite has neither TTL nor PITR.
+
 moto is not atomic under concurrent requests: two conditional writes racing in one
 process can both succeed (DESIGN.md §6). That is moto's limit, not the protocol's, so
 contention is tested on SQLite and on a moto server serving ONE request at a time

@@ -2,6 +2,7 @@
 
 Children run `scheduler.apps` (see its docstring); agents leave side-effect files, so
 "ran exactly once" is counted, not assumed. Conditions are polled with bounded loops.
+Each runs on SQLite, the moto server and dynalite (concurrent, no transactions).
 """
 
 from __future__ import annotations

@@ -1,0 +1,133 @@
+"""dynalite, an independent DynamoDB implementation (Node.js), in a subprocess.
+
+The test matrix runs against it because it is not moto: it serves requests
+concurrently (item writes are atomic under per-key locks), enforces DynamoDB's real
+limits (400 KB items, 25 writes per BatchWriteItem) and answers with its own error
+codes. It has no transactions, no UpdateTimeToLive and no point-in-time recovery: open
+stores on it with `transactions=0` (`initialize()` logs the missing TTL and PITR as
+warnings). Its default in-memory backend is used: state lives as long as the process.
+
+    with dynalite_server(module) as endpoint:      # "http://127.0.0.1:PORT"
+        store = open_store(f"dynamodb://t1?region=us-east-1&endpoint={endpoint}&transactions=0")
+
+`module` is the installed npm package's folder (`.../node_modules/dynalite`); this
+repository's `make test` installs it into `tests/dynalite` with `npm ci`. Node.js must
+be on PATH (or pass `node=`). The server binds 127.0.0.1 on a port the OS picks
+(dynalite's own CLI cannot: it treats `--port 0` as its default 4567), and exits when
+its parent does (it watches its stdin pipe), so a killed test run leaves no server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["DynaliteServer", "dynalite_server"]
+
+_READY_TIMEOUT_S = 30.0
+
+# process.argv[1] is the package folder, [2] how long a new table stays CREATING.
+_SERVE_JS = """
+const dynalite = require(process.argv[1]);
+const server = dynalite({createTableMs: +process.argv[2], deleteTableMs: 0, updateTableMs: 0});
+server.listen(0, '127.0.0.1', () => console.log('PORT ' + server.address().port));
+process.on('SIGTERM', () => process.exit(0));
+process.stdin.on('end', () => process.exit(0));
+process.stdin.resume();
+"""
+
+
+class DynaliteServer:
+    """A started dynalite process; `endpoint` is its URL. Stop it with `stop()`."""
+
+    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+        self.process = process
+        self.port = port
+        self.endpoint = f"http://127.0.0.1:{port}"
+
+    @classmethod
+    def start(cls, module: Path, *, node: str | None = None, create_table_ms: int = 0,
+              timeout_s: float = _READY_TIMEOUT_S) -> DynaliteServer:
+        """Start dynalite from the package folder `module` and wait (bounded) until it answers.
+
+        `create_table_ms` is how long a new table stays CREATING (dynalite's default is
+        500 ms; 0 spares every test the store's one-second poll for ACTIVE).
+        """
+        if not (module / "package.json").is_file():
+            raise RuntimeError(f"dynalite is not installed at {module}; install it with "
+                               f"`npm ci --prefix {module.parents[1]}` (this repository: `make test`)")
+        executable = node or shutil.which("node")
+        if executable is None:
+            raise RuntimeError("Node.js (`node`) is not on PATH; install Node.js 18+ to run dynalite")
+        # stderr to a file, not a pipe nobody drains while the server runs.
+        with tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen(
+                [executable, "-e", _SERVE_JS, str(module.resolve()), str(create_table_ms)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+            assert proc.stdout is not None
+            line = proc.stdout.readline()  # blocks until the child printed its port or died
+            if not line.startswith("PORT "):
+                proc.kill()
+                proc.wait(timeout=10)
+                err.seek(0)
+                raise RuntimeError(f"dynalite did not start (exit code {proc.returncode}, said {line!r}): "
+                                   f"{err.read().strip()[-2000:]}")
+        try:
+            server = cls(proc, int(line.split()[1]))
+            server.wait_ready(timeout_s)
+            return server
+        except BaseException:
+            proc.kill()
+            proc.wait(timeout=10)
+            raise
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Poll dynalite's health answer (`GET /`) until it comes, at most `timeout_s` seconds."""
+        deadline = time.monotonic() + timeout_s
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dynalite exited with code {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as exc:
+                last = exc
+            time.sleep(0.05)
+        raise RuntimeError(f"dynalite at {self.endpoint} not ready after {timeout_s}s: {last}")
+
+    def stop(self) -> None:
+        """Terminate the process and wait for it (bounded; killed if it lingers)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+@contextlib.contextmanager
+def dynalite_server(module: Path, *, node: str | None = None, create_table_ms: int = 0,
+                    timeout_s: float = _READY_TIMEOUT_S) -> Iterator[str]:
+    """A dynalite server for the block; yields its endpoint URL."""
+    server = DynaliteServer.start(module, node=node, create_table_ms=create_table_ms, timeout_s=timeout_s)
+    try:
+        yield server.endpoint
+    finally:
+        server.stop()
