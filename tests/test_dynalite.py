@@ -38,11 +38,11 @@ def _is_ttl_problem(problem: str) -> bool:
 
 
 def _is_pitr_problem(problem: str) -> bool:
-    return "does not support point-in-time recovery" in problem
+    return "point-in-time recovery" in problem and "UnknownOperationException" in problem
 
 
 @pytest.mark.anyio
-async def test_initialize_without_ttl_and_pitr_succeeds_and_logs_one_warning_each(
+async def test_initialize_without_ttl_pitr_and_sse_succeeds_and_logs_one_warning_each(
     dynalite_endpoint: str, table: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = open_store(_url(dynalite_endpoint, table))
@@ -50,10 +50,11 @@ async def test_initialize_without_ttl_and_pitr_succeeds_and_logs_one_warning_eac
         with caplog.at_level(logging.WARNING, logger="orchestrator.store.dynamodb"):
             await store.initialize()
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-        assert len(warnings) == 2, warnings
-        assert "does not support TTL (UpdateTimeToLive: UnknownOperationException)" in warnings[0]
-        assert "does not support point-in-time recovery (UpdateContinuousBackups: UnknownOperationException)" \
-            in warnings[1]
+        # One each: what dynalite lacks (TTL, PITR) and what it cannot turn on (SSE with the KMS key).
+        assert len(warnings) == 3, warnings
+        assert "could not enable TTL (UpdateTimeToLive: UnknownOperationException" in warnings[0]
+        assert _is_pitr_problem(warnings[1]), warnings
+        assert "server-side encryption" in warnings[2]
         assert all(table in w for w in warnings)
         await store.initialize()  # idempotent on the table it created
     finally:
@@ -70,9 +71,10 @@ async def test_check_names_the_missing_ttl_and_pitr_not_an_unreachable_store(
         problems = await store.check()
     finally:
         await store.aclose()
-    assert len(problems) == 2, problems
+    # dynalite lacks TTL and PITR and cannot encrypt with the KMS key: each named, nothing else.
+    assert len(problems) == 3, problems
     assert _is_ttl_problem(problems[0]) and _is_pitr_problem(problems[1]), problems
-    assert "pitr=0" in problems[1]
+    assert "server-side encryption" in problems[2]
     assert not any("cannot reach" in p for p in problems)
 
 
@@ -84,7 +86,8 @@ async def test_check_without_pitr_requested_reports_only_the_missing_ttl(dynalit
         problems = await store.check()
     finally:
         await store.aclose()
-    assert len(problems) == 1 and _is_ttl_problem(problems[0]), problems
+    assert len(problems) == 2 and _is_ttl_problem(problems[0]), problems
+    assert not any(_is_pitr_problem(p) for p in problems), problems
 
 
 def test_cli_init_doctor_run_status_list_and_resume_failed_on_dynalite(
@@ -94,15 +97,16 @@ def test_cli_init_doctor_run_status_list_and_resume_failed_on_dynalite(
     init = cli("init", "--json", store=url, tmp=tmp_path)
     assert init.code == 0, init.err
     assert init.json()["location"] == table
-    assert "does not support TTL" in init.err  # the missing feature is a logged warning
+    assert "could not enable TTL" in init.err  # the missing feature is a logged warning
     again = cli("init", "--json", store=url, tmp=tmp_path)
     assert again.code == 0, again.err
 
     doctor = cli("doctor", "--json", store=url, tmp=tmp_path)
     report = doctor.json()
-    # Reachable, keys and indexes as expected: only dynalite's missing TTL and PITR are reported.
+    # Reachable, keys and indexes as expected: only dynalite's missing TTL, PITR and SSE are reported.
     assert (doctor.code, report["ok"], report["endpoint"]) == (1, False, dynalite_endpoint), doctor.err
-    assert [_is_ttl_problem(p) or _is_pitr_problem(p) for p in report["problems"]] == [True, True], report
+    assert [_is_ttl_problem(p) or _is_pitr_problem(p) or "server-side encryption" in p
+            for p in report["problems"]] == [True, True, True], report
 
     ran = cli("run", "demo_app:small", "--input", '{"n": 1}', "--session-id", "ok-1", "--json", store=url,
               tmp=tmp_path)
