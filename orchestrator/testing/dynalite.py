@@ -23,11 +23,9 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from orchestrator.testing._servers import stop_server, wait_until_answers
 
 __all__ = ["DynaliteServer", "dynalite_server"]
 
@@ -94,32 +92,11 @@ class DynaliteServer:
 
     def wait_ready(self, timeout_s: float) -> None:
         """Poll dynalite's health answer (`GET /`) until it comes, at most `timeout_s` seconds."""
-        deadline = time.monotonic() + timeout_s
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"dynalite exited with code {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}/", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError) as exc:
-                last = exc
-            time.sleep(0.05)
-        raise RuntimeError(f"dynalite at {self.endpoint} not ready after {timeout_s}s: {last}")
+        wait_until_answers(self.process, f"{self.endpoint}/", "dynalite", timeout_s)
 
     def stop(self) -> None:
         """Terminate the process and wait for it (bounded; killed if it lingers)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        for pipe in (self.process.stdin, self.process.stdout):
-            if pipe is not None:
-                pipe.close()
+        stop_server(self.process)
 
 
 @contextlib.contextmanager

@@ -19,10 +19,10 @@ import argparse
 import contextlib
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from orchestrator.testing._servers import stop_server, wait_until_answers
 
 __all__ = ["MotoServer", "moto_server", "reset_moto"]
 
@@ -68,19 +68,7 @@ class MotoServer:
 
     def wait_ready(self, timeout_s: float) -> None:
         """Poll the moto API until it answers, at most `timeout_s` seconds."""
-        deadline = time.monotonic() + timeout_s
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"moto server exited with code {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}/moto-api/data.json", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError) as exc:
-                last = exc
-            time.sleep(0.05)
-        raise RuntimeError(f"moto server at {self.endpoint} not ready after {timeout_s}s: {last}")
+        wait_until_answers(self.process, f"{self.endpoint}/moto-api/data.json", "moto server", timeout_s)
 
     def reset(self) -> None:
         """Drop every table and item (moto's `POST /moto-api/reset`)."""
@@ -88,15 +76,7 @@ class MotoServer:
 
     def stop(self) -> None:
         """Terminate the process and wait for it (bounded; killed if it lingers)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        stop_server(self.process)
 
 
 def reset_moto(endpoint: str) -> None:
