@@ -22,7 +22,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from agents.spec import AgentSpec
-from orchestrator.clock import Clock
+from orchestrator.clock import Clock, format_ts
 from orchestrator.codec import Codec
 from orchestrator.errors import LeaseLostError, OrchestratorError
 from orchestrator.events import EventBuffer
@@ -118,6 +118,7 @@ class SessionRunner:
         self._send, self._receive = anyio.create_memory_object_stream[_Message](math.inf)
         self._tg: TaskGroup | None = None
         self._span: SpanHandle | None = None
+        self._claimed(lease, redrive=redrive, abandoned=abandoned)
 
     @property
     def lease(self) -> Lease:
@@ -181,6 +182,19 @@ class SessionRunner:
             raise LeaseLostError.write_rejected(self._session_id, task_id, write.kind.value,
                                                 result.task.fence if result.task else None, self.lease.fence)
         self.plan.checkpointed(task_id, state)
+
+    def _claimed(self, lease: Lease, *, redrive: bool, abandoned: bool) -> None:
+        """The history's record of who holds the session from now on, and how it got it."""
+        until = "without expiry" if lease.expires_at is None else f"until {format_ts(lease.expires_at)}"
+        data = {"owner": lease.owner, "fence": lease.fence, "lease_expires_at": lease.expires_at}
+        if abandoned:
+            self.events.add("takeover", f"{lease.owner} took the session over at fence {lease.fence} ({until}): "
+                            f"the owner of fence {lease.fence - 1} stopped renewing its lease", level="WARNING",
+                            data={**data, "previous_fence": lease.fence - 1})
+        else:
+            how = "redrive" if redrive else "claim"
+            self.events.add("claim", f"{lease.owner} holds the session at fence {lease.fence} ({until}, {how})",
+                            data={**data, "redrive": redrive})
 
     # -- LeaseListener: news from the keeper --------------------------------------------------
 
@@ -357,13 +371,18 @@ class SessionRunner:
         if not await self.store.wait_session(self.lease, end.wake_at):
             await self._refresh_signals()
             return None
-        self.events.add("wait", f"session waits for signals until {end.wake_at}")
+        until = "a signal arrives" if end.wake_at is None else f"a signal arrives or {format_ts(end.wake_at)}"
+        self.events.add("wait", f"session waits until {until}; its lease is released",
+                        data={"wake_at": end.wake_at})
         return self._result(SessionStatus.WAITING, "waiting for a signal")
 
     async def _finish(self, end: Finish) -> RunResult:
         await self._flush_progress(final=True)
         record = await self.store.finish_session(self.lease, end.status, end.reason,
                                                  needs_human_reason=end.needs_human_reason)
+        self.events.add("end", f"session {end.status.value}" + (f": {end.reason}" if end.reason else ""),
+                        level="INFO" if end.status is SessionStatus.COMPLETED else "WARNING",
+                        data={"status": end.status.value, "needs_human": end.needs_human_reason is not None})
         sample = session_sample(record, self._clock.now())
         if sample is not None:
             self.metrics.observe(sample)
