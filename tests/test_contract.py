@@ -34,8 +34,8 @@ class TestStoreContract(StoreContract):
 
     @pytest.mark.backend_limit(
         "dynalite", "dynalite limit: no UpdateTimeToLive (its DescribeTimeToLive always answers DISABLED) and no "
-        "point-in-time recovery (DescribeContinuousBackups is an UnknownOperationException), so check() rightly "
-        "reports both; tests/test_dynalite.py pins exactly those two problems")
+        "point-in-time recovery (DescribeContinuousBackups is an UnknownOperationException) and no encryption "
+        "with the KMS key, so check() rightly reports all three; tests/test_dynalite.py pins exactly those")
     async def test_initialize_is_idempotent_and_check_finds_no_problem(self, store: Store) -> None:
         await super().test_initialize_is_idempotent_and_check_finds_no_problem(store)
 
