@@ -44,6 +44,7 @@ class LeaseKeeper:
         now = clock.now()
         self.deadline = (expires if expires is not None else now + options.lease_seconds) - options.clock_skew_margin
         self._error: LeaseLostError | None = None
+        self._ending = False
 
     @property
     def lease(self) -> Lease:
@@ -92,6 +93,12 @@ class LeaseKeeper:
             _log.warning("%s", error)
             self._listener.lease_lost(error)
 
+    def ending(self, value: bool) -> None:
+        """While the runner writes the session's end (finish or wait), no renewal is sent, and
+        one already in flight that the end refuses says nothing: the end write decides. The
+        deadline still bounds everything. False again when a wait did not happen."""
+        self._ending = value
+
     def lose(self, error: LeaseLostError) -> None:
         """Someone else found the lease lost (a fenced write was refused): stop as if we had."""
         self._lose(error)
@@ -110,10 +117,14 @@ class LeaseKeeper:
         opts = self._options
         while self._error is None:
             await self._clock.sleep(opts.heartbeat_interval)
+            if self._ending:
+                continue
             sent = self._clock.now()
             try:
                 renewed, session = await self._store.renew_lease(self._lease, opts.lease_seconds)
             except LeaseLostError as exc:
+                if self._ending:
+                    continue
                 self._lose(exc)
                 return
             except (OrchestratorError, OSError):

@@ -118,6 +118,7 @@ class SessionRunner:
         self._send, self._receive = anyio.create_memory_object_stream[_Message](math.inf)
         self._tg: TaskGroup | None = None
         self._span: SpanHandle | None = None
+        self._ending = False  # the session's end is being written (see _end_writing)
         self._claimed(lease, redrive=redrive, abandoned=abandoned)
 
     @property
@@ -367,8 +368,10 @@ class SessionRunner:
 
     async def _suspend(self, end: Suspend) -> RunResult | None:
         """Put the session WAITING; None if a signal landed meanwhile (then it runs on)."""
+        self._end_writing(True)
         await self._flush_progress()
         if not await self.store.wait_session(self.lease, end.wake_at):
+            self._end_writing(False)  # it runs on: renewals and flushes resume
             await self._refresh_signals()
             return None
         until = "a signal arrives" if end.wake_at is None else f"a signal arrives or {format_ts(end.wake_at)}"
@@ -376,7 +379,14 @@ class SessionRunner:
                         data={"wake_at": end.wake_at})
         return self._result(SessionStatus.WAITING, "waiting for a signal")
 
+    def _end_writing(self, value: bool) -> None:
+        """While the end of the session is written, periodic renewals and flushes pause: one
+        landing after the end would be refused and read as a lost lease."""
+        self._ending = value
+        self._keeper.ending(value)
+
     async def _finish(self, end: Finish) -> RunResult:
+        self._end_writing(True)
         await self._flush_progress(final=True)
         record = await self.store.finish_session(self.lease, end.status, end.reason,
                                                  needs_human_reason=end.needs_human_reason)
@@ -400,6 +410,8 @@ class SessionRunner:
             await self._clock.sleep(self.options.progress_interval)
             if self.stopping:
                 return
+            if self._ending:
+                continue
             try:
                 await self._flush_progress()
                 if self._clock.now() - last_events >= self.options.flush_interval:
@@ -408,6 +420,8 @@ class SessionRunner:
                     if self._own_metrics:
                         await self.metrics.flush()
             except LeaseLostError as exc:
+                if self._ending:
+                    continue  # refused by our own end write, landed meanwhile
                 self._keeper.lose(exc)
                 return
             except OrchestratorError:
