@@ -116,6 +116,16 @@ class TaskContract:
         assert (await _one(store, lease, complete("t1", output=1))).outcome is WriteOutcome.ALREADY_APPLIED
         assert (await store.get_task("s1", "t1")).attempt == 1
 
+    async def test_a_large_completion_repeated_in_one_batch_is_applied_then_already_applied(
+        self, store: Store
+    ) -> None:
+        await make_session(store)
+        lease = await store.claim_session("s1", "w1", LEASE)
+        output = {"blob": "x" * 200_000}  # over the inline limit: stored in chunks on DynamoDB
+        results = await store.write_tasks(lease, [complete("t1", output=output), complete("t1", output=output)])
+        assert [r.outcome for r in results] == [WriteOutcome.APPLIED, WriteOutcome.ALREADY_APPLIED]
+        assert (await store.get_task("s1", "t1")).output == output
+
     async def test_write_with_unexpected_attempt_is_stale(self, store: Store) -> None:
         await make_session(store)
         lease = await store.claim_session("s1", "w1", LEASE)

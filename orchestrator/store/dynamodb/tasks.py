@@ -150,7 +150,12 @@ class TaskOps(DynamoDBBase):
         if unseen:
             await gather([lambda t=t: self.read_task(sid, t) for t in unseen])  # type: ignore[misc]
         if chunks:
-            await self.batch_put(chunks, session=sid)
+            # The same completion twice in one batch names the same chunk keys, and
+            # BatchWriteItem refuses duplicate keys: keep the first (the write that applies).
+            unique: dict[tuple[str, str], dict[str, Any]] = {}
+            for item in chunks:
+                unique.setdefault((item["PK"]["S"], item["SK"]["S"]), item)
+            await self.batch_put(list(unique.values()), session=sid)
         results: list[WriteResult | None] = [None] * len(writes)
         lost: LeaseLostError | None = None
         for wave in _waves(writes):
