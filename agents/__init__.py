@@ -5,18 +5,18 @@ Nothing here imports `orchestrator`: the engine implements `AgentContext`.
 
 from __future__ import annotations
 
-from agents.approval import ApprovalAgent
-from agents.command import CommandAgent
-from agents.context import AgentContext, ProcessContext, SyncAgentContext, TaskSpec
-from agents.errors import (
+from orchestrator.agents.approval import ApprovalAgent
+from orchestrator.agents.command import CommandAgent
+from orchestrator.agents.context import AgentContext, ProcessContext, SyncAgentContext, TaskSpec
+from orchestrator.agents.errors import (
     AgentError,
     AgentTimeoutError,
     CommandFailedError,
     NonRetryableError,
     SignalTimeoutError,
 )
-from agents.retry import RetryPolicy
-from agents.spec import Agent, AgentSpec, Executor, agent, spec_of
+from orchestrator.agents.retry import RetryPolicy
+from orchestrator.agents.spec import Agent, AgentSpec, Executor, agent, spec_of
 
 __all__ = [
     "Agent",

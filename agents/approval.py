@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agents.context import AgentContext
-from agents.errors import NonRetryableError
-from agents.retry import RetryPolicy
-from agents.spec import Agent, AgentSpec
+from orchestrator.agents.context import AgentContext
+from orchestrator.agents.errors import NonRetryableError
+from orchestrator.agents.retry import RetryPolicy
+from orchestrator.agents.spec import Agent, AgentSpec
 
 __all__ = ["ApprovalAgent"]
 

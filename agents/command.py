@@ -18,10 +18,10 @@ from typing import Any
 import anyio
 from anyio.abc import ByteReceiveStream, Process
 
-from agents.context import AgentContext
-from agents.errors import AgentTimeoutError, CommandFailedError, NonRetryableError
-from agents.retry import RetryPolicy
-from agents.spec import Agent, AgentSpec
+from orchestrator.agents.context import AgentContext
+from orchestrator.agents.errors import AgentTimeoutError, CommandFailedError, NonRetryableError
+from orchestrator.agents.retry import RetryPolicy
+from orchestrator.agents.spec import Agent, AgentSpec
 
 __all__ = ["CommandAgent"]
 

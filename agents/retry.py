@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from agents.errors import NonRetryableError
+from orchestrator.agents.errors import NonRetryableError
 
 __all__ = ["RetryPolicy"]
 

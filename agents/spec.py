@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
-from agents.retry import RetryPolicy
+from orchestrator.agents.retry import RetryPolicy
 
 __all__ = ["Agent", "AgentSpec", "Executor", "agent", "spec_of"]
 
@@ -138,6 +138,6 @@ def spec_of(obj: Any) -> AgentSpec:
         is_async = inspect.iscoroutinefunction(obj)
         return AgentSpec(name=name, fn=obj, executor="async" if is_async else "thread")
     raise TypeError(
-        f"{obj!r} is not an agent: decorate a function with @agent, subclass agents.Agent, "
+        f"{obj!r} is not an agent: decorate a function with @agent, subclass orchestrator.agents.Agent, "
         f"or pass an AgentSpec"
     )

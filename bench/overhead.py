@@ -27,7 +27,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents import agent
+from orchestrator.agents import agent
 from orchestrator.graph import Pipeline
 from orchestrator.scheduler import RunOptions, default_worker_id, execute
 from orchestrator.store import Lease, Store, open_store

@@ -22,7 +22,7 @@ from typing import Any
 
 import anyio
 
-from agents import AgentContext, agent
+from orchestrator.agents import AgentContext, agent
 from orchestrator import RunOptions, SystemClock, Worker
 from orchestrator.codec import default_codec
 from orchestrator.graph import Pipeline

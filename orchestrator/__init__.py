@@ -37,11 +37,11 @@ covers every module under it. Move a module, and update this map.
     telemetry    orchestrator/telemetry.py      OpenTelemetry spans/metrics, logging
     base         orchestrator/codec.py          the JSON codec, Secret
                  orchestrator/clock.py          the Clock protocol, SystemClock
-    errors       orchestrator/errors.py         every exception (stdlib + agents.errors only)
-    agents       agents/                        what agent authors import
+    errors       orchestrator/errors.py         every exception (stdlib + orchestrator.agents.errors only)
+    agents       agents/                        what agent authors import, as `orchestrator.agents` (a symlink)
 
 Only `orchestrator/store/dynamodb/` imports pynamodb; only the cli imports typer and
-rich; only telemetry imports opentelemetry; `agents` imports nothing from here.
+rich; only telemetry imports opentelemetry; `orchestrator.agents` imports nothing else from here.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@
     │   └── SessionStateError              the session is not in a state that allows it
 
 The agent-facing exceptions (`NonRetryableError`, `SignalTimeoutError`, ...) are
-defined in `agents.errors` and re-exported here. This module imports only the stdlib
-and `agents.errors`, so every layer may import it.
+defined in `orchestrator.agents.errors` and re-exported here. This module imports only the stdlib
+and `orchestrator.agents.errors`, so every layer may import it.
 
 Every error keeps the ids it names as attributes and pickles cleanly (process agents
 and worker pools send them across processes). A condition raised from more than one
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.errors import (
+from orchestrator.agents.errors import (
     AgentError,
     AgentTimeoutError,
     CommandFailedError,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agents import (
+from orchestrator.agents import (
     Agent,
     AgentSpec,
     ApprovalAgent,

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from agents import (
+from orchestrator.agents import (
     AgentContext,
     AgentTimeoutError,
     CommandAgent,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from cli_helpers import cli
 
-from agents import AgentContext, agent
+from orchestrator.agents import AgentContext, agent
 from orchestrator.clock import SystemClock
 from orchestrator.codec import default_codec
 from orchestrator.graph import Pipeline

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-from agents import AgentContext, agent
+from orchestrator.agents import AgentContext, agent
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.codec import default_codec
 from orchestrator.errors import (

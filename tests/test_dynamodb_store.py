@@ -21,7 +21,7 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 from moto import mock_aws
 
-from agents import AgentContext, agent
+from orchestrator.agents import AgentContext, agent
 from orchestrator.clock import SystemClock
 from orchestrator.codec import default_codec
 from orchestrator.errors import (

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agents import AgentSpec, RetryPolicy, agent
+from orchestrator.agents import AgentSpec, RetryPolicy, agent
 from orchestrator.errors import CycleError, PipelineDefinitionError, TaskNotFoundError, ValidationError
 from orchestrator.graph import DagState, Pipeline, Task, render
 from orchestrator.store.records import Edge, NewTask, TaskRecord, TaskStatus

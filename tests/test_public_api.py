@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import agents
+from orchestrator import agents
 import orchestrator
 import orchestrator.errors
 

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from agents import AgentContext, RetryPolicy, agent
+from orchestrator.agents import AgentContext, RetryPolicy, agent
 from orchestrator.graph import Pipeline
 from orchestrator.scheduler import resume, run
 from orchestrator.store import SessionStatus, Store

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from agents import AgentContext, agent
+from orchestrator.agents import AgentContext, agent
 from orchestrator.graph import Pipeline
 from orchestrator.recovery import Worker, WorkerReport
 from orchestrator.testing import FakeClock, temporary_store

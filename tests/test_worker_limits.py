@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from agents import AgentContext, agent
+from orchestrator.agents import AgentContext, agent
 from orchestrator.errors import ValidationError
 from orchestrator.graph import Pipeline
 from orchestrator.recovery import Worker

@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 
-from agents import AgentContext, agent
+from orchestrator.agents import AgentContext, agent
 from orchestrator.graph import Pipeline
 from orchestrator.scheduler import RunOptions
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from agents import AgentContext, CommandAgent
+from orchestrator.agents import AgentContext, CommandAgent
 from examples.deploy_progress.steps import STEPS, TOTAL, Step, shell_argv
 from orchestrator.errors import SessionNotFoundError
 from orchestrator.graph import Pipeline

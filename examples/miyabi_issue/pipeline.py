@@ -18,7 +18,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from agents import AgentContext, ApprovalAgent, RetryPolicy, TaskSpec, agent
+from orchestrator.agents import AgentContext, ApprovalAgent, RetryPolicy, TaskSpec, agent
 from examples.miyabi_issue.issue import parse_issue
 from orchestrator.graph import Pipeline
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agents import AgentContext, SyncAgentContext, agent
+from orchestrator.agents import AgentContext, SyncAgentContext, agent
 from examples.t_developer import rules
 from examples.t_developer.generate import generate_files, write_files, zip_dir
 from orchestrator.graph import Pipeline

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from agents import AgentSpec, spec_of
+from orchestrator.agents import AgentSpec, spec_of
 from orchestrator.errors import PipelineDefinitionError, TaskNotFoundError
 from orchestrator.graph.render import RenderFormat, render
 from orchestrator.store.records import Edge, NewTask, PipelineDefinition, check_id
@@ -98,7 +98,7 @@ class Pipeline:
         return MappingProxyType(self._tasks_by_id)
 
     def add_agent(self, agent: Any) -> Pipeline:
-        """Make an agent (anything `agents.spec_of` accepts) available to this pipeline's tasks."""
+        """Make an agent (anything `orchestrator.agents.spec_of` accepts) available to this pipeline's tasks."""
         self._add_spec(spec_of(agent))
         return self
 

@@ -14,9 +14,9 @@ import anyio
 import anyio.to_process
 import anyio.to_thread
 
-from agents.context import ProcessContext
-from agents.errors import AgentTimeoutError, NonRetryableError
-from agents.spec import AgentSpec
+from orchestrator.agents.context import ProcessContext
+from orchestrator.agents.errors import AgentTimeoutError, NonRetryableError
+from orchestrator.agents.spec import AgentSpec
 from orchestrator.errors import LeaseLostError, SerializationError
 from orchestrator.scheduler.context import SuspendForSignal, SyncTaskContext, TaskContext
 from orchestrator.scheduler.messages import AttemptOutcome, Cancelled, Failed, Finished, Launch, TimedOut, Waiting

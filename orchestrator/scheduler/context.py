@@ -1,4 +1,4 @@
-"""The engine's side of `agents.AgentContext`: one object per task attempt.
+"""The engine's side of `orchestrator.agents.AgentContext`: one object per task attempt.
 
 Progress and log lines are buffered and written by the session runner (coalesced,
 batched); `checkpoint` writes at once (fenced); `add_task` stages tasks that the store
@@ -15,8 +15,8 @@ from typing import Any
 import anyio
 import anyio.from_thread
 
-from agents.context import TaskSpec
-from agents.errors import SignalTimeoutError
+from orchestrator.agents.context import TaskSpec
+from orchestrator.agents.errors import SignalTimeoutError
 from orchestrator.errors import PipelineDefinitionError
 from orchestrator.scheduler.messages import Launch
 from orchestrator.scheduler.ports import SessionPort

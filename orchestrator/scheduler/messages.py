@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from agents.errors import AgentTimeoutError
+from orchestrator.agents.errors import AgentTimeoutError
 from orchestrator.store.records import NewTask
 
 __all__ = ["AttemptOutcome", "Cancelled", "Failed", "Finished", "Launch", "TimedOut", "Waiting"]

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from agents.spec import AgentSpec
+from orchestrator.agents.spec import AgentSpec
 from orchestrator.clock import Clock
 from orchestrator.codec import Codec
 from orchestrator.errors import LeaseLostError

@@ -21,7 +21,7 @@ from typing import Any, TypeAlias
 import anyio
 from anyio.abc import TaskGroup
 
-from agents.spec import AgentSpec
+from orchestrator.agents.spec import AgentSpec
 from orchestrator.clock import Clock, format_ts
 from orchestrator.codec import Codec
 from orchestrator.errors import LeaseLostError, OrchestratorError

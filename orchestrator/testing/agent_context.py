@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.context import TaskSpec
-from agents.errors import SignalTimeoutError
+from orchestrator.agents.context import TaskSpec
+from orchestrator.agents.errors import SignalTimeoutError
 
 __all__ = ["FakeAgentContext"]
 

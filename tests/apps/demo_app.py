@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from agents import AgentContext, ApprovalAgent, RetryPolicy, agent
+from orchestrator.agents import AgentContext, ApprovalAgent, RetryPolicy, agent
 from orchestrator.graph import Pipeline
 
 _WAIT_LIMIT_S = 60.0

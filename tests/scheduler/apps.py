@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 
-from agents import AgentContext, ProcessContext, TaskSpec, agent
+from orchestrator.agents import AgentContext, ProcessContext, TaskSpec, agent
 from orchestrator.graph import Pipeline
 
 GATE_TIMEOUT_S = 60.0

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from agents import AgentContext, AgentTimeoutError, RetryPolicy, SyncAgentContext, agent
+from orchestrator.agents import AgentContext, AgentTimeoutError, RetryPolicy, SyncAgentContext, agent
 from orchestrator.errors import ClaimRejectedError, NotFoundError, VersionMismatchError
 from orchestrator.graph import Pipeline
 from orchestrator.scheduler import RunOptions, RunResult, resume, run, submit
@@ -258,7 +258,7 @@ async def test_redrive_gives_failed_tasks_fresh_attempts_up_to_the_limit_then_fo
 
 
 async def test_added_tasks_cannot_form_a_cycle_and_a_refused_add_writes_nothing(backend: Backend) -> None:
-    from agents import TaskSpec
+    from orchestrator.agents import TaskSpec
     from orchestrator.errors import PipelineDefinitionError
 
     @agent(name="planner")

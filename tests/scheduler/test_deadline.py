@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
-from agents import AgentContext, agent
+from orchestrator.agents import AgentContext, agent
 from orchestrator.clock import SystemClock
 from orchestrator.errors import LeaseLostError
 from orchestrator.graph import Pipeline

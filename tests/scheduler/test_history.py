@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agents import AgentContext, agent
+from orchestrator.agents import AgentContext, agent
 from orchestrator.graph import Pipeline
 from orchestrator.scheduler import RunOptions, resume, run
 from orchestrator.store import NewSession, NewTask, SessionStatus, open_store

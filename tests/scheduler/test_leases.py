@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import pytest
 
-from agents import AgentContext, agent
+from orchestrator.agents import AgentContext, agent
 from orchestrator.errors import LeaseLostError
 from orchestrator.graph import Pipeline
 from orchestrator.scheduler import RunOptions, RunResult, execute, run

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from agents import AgentContext, AgentTimeoutError, NonRetryableError, RetryPolicy, agent
+from orchestrator.agents import AgentContext, AgentTimeoutError, NonRetryableError, RetryPolicy, agent
 from orchestrator.graph import Pipeline
 from orchestrator.scheduler.messages import Cancelled, Failed, Finished, Launch, TimedOut, Waiting
 from orchestrator.scheduler.plan import SessionPlan

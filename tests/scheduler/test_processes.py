@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from agents import AgentContext, agent
+from orchestrator.agents import AgentContext, agent
 from orchestrator.graph import Pipeline
 from orchestrator.scheduler import RunOptions, RunResult, resume, run
 from orchestrator.store import SessionStatus, TaskStatus

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from agents import AgentContext, RetryPolicy, agent
+from orchestrator.agents import AgentContext, RetryPolicy, agent
 from orchestrator.errors import StoreUnavailableError
 from orchestrator.graph import Pipeline
 from orchestrator.scheduler import RunOptions, run

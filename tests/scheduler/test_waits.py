@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agents import AgentContext, SignalTimeoutError, agent
+from orchestrator.agents import AgentContext, SignalTimeoutError, agent
 from orchestrator.errors import ClaimRejectedError
 from orchestrator.graph import Pipeline
 from orchestrator.scheduler import resume, run
