@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+import threading
 from pathlib import Path
 
+import anyio
 import pytest
-from cli_helpers import APPS, Result, cli, cli_env
+from cli_helpers import APPS, Result, cli, cli_env, spawn
 
 EXIT_OK = 0
 EXIT_WAITING = 6
@@ -80,3 +82,72 @@ def test_a_waiting_run_in_json_lists_its_waits_and_exits_6(url: str, tmp_path: P
     assert body["status"] == "WAITING"
     [wait] = body["waiting"]
     assert wait["task_id"] == "hold" and wait["signal"] == "go-ahead" and wait["until"] is not None
+
+
+class Lines:
+    """A child's stdout, read line by line on a thread, so a test can wait for a line (bounded)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._new = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with self._new:
+                self.lines.append(line.rstrip("\n"))
+                self._new.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 60.0) -> None:
+        with self._new:
+            if not self._new.wait_for(lambda: any(text in line for line in self.lines), timeout=timeout):
+                raise AssertionError(f"{text!r} not printed within {timeout}s:\n" + "\n".join(self.lines))
+
+    def joined(self, timeout: float = 10.0) -> list[str]:
+        self._thread.join(timeout)
+        return self.lines
+
+
+def wait_for_file(path: Path, timeout: float = 60.0) -> None:
+    async def poll() -> None:
+        with anyio.fail_after(timeout):
+            while not path.exists():
+                await anyio.sleep(0.05)
+
+    anyio.run(poll)
+
+
+def test_status_watch_follows_a_session_through_running_waiting_and_completed_then_exits(
+    url: str, tmp_path: Path
+) -> None:
+    started, gate = tmp_path / "started", tmp_path / "gate"
+    spec = json.dumps({"started": str(started), "gate": str(gate)})
+    run = spawn("run", "demo_app:watched", "--session-id", "wt", "--input", spec, store=url, tmp=tmp_path)
+    watch: subprocess.Popen[str] | None = None
+    try:
+        wait_for_file(started)
+        watch = spawn("status", "wt", "--watch", store=url, tmp=tmp_path)
+        lines = Lines(watch)
+        lines.wait_for("wt  watched v1  RUNNING")
+        gate.write_text("go", encoding="utf-8")
+        assert run.wait(timeout=60) == EXIT_WAITING
+        lines.wait_for("wt  watched v1  WAITING")
+        assert cli("approve", "wt", "review", store=url, tmp=tmp_path).code == EXIT_OK
+        assert cli("resume", "wt", "--app", "demo_app:watched", store=url, tmp=tmp_path).code == EXIT_OK
+        assert watch.wait(timeout=60) == EXIT_OK  # it exits by itself once the session is final
+        titles = [line for line in lines.joined() if line.startswith("wt  watched v1  ")]
+        states = [t.split()[3] for t in titles]
+        firsts = [states.index(s) for s in ("RUNNING", "WAITING", "COMPLETED")]
+        assert firsts == sorted(firsts) and states[-1] == "COMPLETED", titles
+        assert "task review waits for signal 'approval' with no deadline" in " ".join(lines.lines)
+    finally:
+        for proc in (run, watch):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+            if proc is not None:
+                for pipe in (proc.stdout, proc.stderr):
+                    if pipe is not None:
+                        pipe.close()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import anyio
@@ -30,6 +32,7 @@ from orchestrator.cli._common import (
     run_async,
     status_text,
 )
+from orchestrator.cli._waits import TaskWait, describe_wait, task_waits
 from orchestrator.durations import format_duration, parse_duration
 from orchestrator.errors import ConfigError, ValidationError
 from orchestrator.graph import RENDER_FORMATS, render
@@ -37,6 +40,7 @@ from orchestrator.metrics import SESSION_METRIC, agent_stats, day_of, project_st
 from orchestrator.store import (
     Event,
     MetricSummary,
+    Progress,
     SessionRecord,
     SessionSnapshot,
     SessionStatus,
@@ -50,20 +54,21 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 SessionArg = Annotated[str, typer.Argument(help="Session id.")]
 
 
-def _snapshot_json(snap: SessionSnapshot) -> dict[str, Any]:
+def _snapshot_json(snap: SessionSnapshot, waits: Sequence[TaskWait] = ()) -> dict[str, Any]:
     return {
         "session": jsonable(snap.session),
         "tasks": {tid: jsonable(t) for tid, t in snap.tasks.items()},
         "edges": [{"task_id": e.task_id, "depends_on": e.depends_on} for e in snap.edges],
         "signals": [jsonable(s) for s in snap.signals.values()],
+        "waiting": [{"task_id": w.task_id, "signal": w.signal, "until": w.until} for w in waits],
     }
 
 
-def _status_view(snap: SessionSnapshot) -> Table:
+def _status_view(snap: SessionSnapshot, waits: Sequence[TaskWait] = (), now: float | None = None) -> Table:
     s = snap.session
-    done = sum(1 for t in snap.tasks.values() if t.status.value == "COMPLETED")
+    done = Progress.of_tasks(Counter(t.status for t in snap.tasks.values()))
     title = Text.assemble(f"{s.session_id}  {s.pipeline} v{s.pipeline_version}  ",
-                          status_text(s.status.value, "bold"), f"  {done}/{len(snap.tasks)} tasks completed")
+                          status_text(s.status.value, "bold"), f"  {done.current}/{done.total} tasks completed")
     caption = [Text(f"created {fmt_time(s.created_at)}"), Text(f"updated {fmt_time(s.updated_at)}"),
                Text(f"fence {s.fence}"), Text(f"redrives {s.redrive_count}/{s.max_redrives}")]
     if s.lease_owner:
@@ -74,6 +79,7 @@ def _status_view(snap: SessionSnapshot) -> Table:
         caption.append(Text(f"needs-human: {s.needs_human_reason}", style="red"))
     if s.reason:
         caption.append(Text(f"reason: {s.reason}"))
+    caption.extend(Text(describe_wait(w, s.updated_at if now is None else now), style="yellow") for w in waits)
     table = Table(title=title, caption=Text("  ").join(caption), title_justify="left", caption_justify="left")
     for col in ("task", "agent", "status", "attempts", "duration", "progress", "last error"):
         table.add_column(col, overflow="fold")
@@ -88,11 +94,17 @@ def _status_view(snap: SessionSnapshot) -> Table:
     return table
 
 
+async def _view(store: Store, snap: SessionSnapshot) -> tuple[Table, dict[str, Any]]:
+    """The table and the JSON of a snapshot, with what its waiting tasks wait for."""
+    waits = await task_waits(store, snap)
+    return _status_view(snap, waits, store.clock.now()), _snapshot_json(snap, waits)
+
+
 def status_cmd(
     ctx: typer.Context,
     session: SessionArg,
-    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until the session ends or "
-                                        "waits.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until the session is COMPLETED, FAILED "
+                                        "or CANCELLED (through WAITING: it follows a resume).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """A session and its tasks: status, attempts, durations, progress, last error."""
@@ -102,10 +114,11 @@ def status_cmd(
         async with open_cli_store(g, read_only=True) as store:
             snap = await store.load_session(session)
             if not watch or snap.session.status.is_final:
+                table, view = await _view(store, snap)
                 if as_json:
-                    emit_json(_snapshot_json(snap))
+                    emit_json(view)
                 else:
-                    console.print(_status_view(snap), highlight=False)
+                    console.print(table, highlight=False)
                 return
             await _watch(store, session, snap, as_json)
 
@@ -113,29 +126,28 @@ def status_cmd(
 
 
 async def _watch(store: Store, session: str, snap: SessionSnapshot, as_json: bool) -> None:
-    def done(s: SessionSnapshot) -> bool:
-        return s.session.status.is_final or s.session.status is SessionStatus.WAITING
-
+    """Print the session each time it changes (live on a terminal) until it is final."""
     if as_json or not sys.stdout.isatty():
         last: Any = None
         while True:
-            view = _snapshot_json(snap)
+            table, view = await _view(store, snap)
             if view != last:
                 if as_json:
                     sys.stdout.write(json.dumps(view, sort_keys=True, default=str) + "\n")
                     sys.stdout.flush()
                 else:
-                    console.print(_status_view(snap), highlight=False)
+                    console.print(table, highlight=False)
+                    sys.stdout.flush()
                 last = view
-            if done(snap):
+            if snap.session.status.is_final:
                 return
             await anyio.sleep(1.0)
             snap = await store.load_session(session)
-    with Live(_status_view(snap), console=console, refresh_per_second=4) as live:
-        while not done(snap):
+    with Live((await _view(store, snap))[0], console=console, refresh_per_second=4) as live:
+        while not snap.session.status.is_final:
             await anyio.sleep(1.0)
             snap = await store.load_session(session)
-            live.update(_status_view(snap))
+            live.update((await _view(store, snap))[0])
 
 
 def list_cmd(

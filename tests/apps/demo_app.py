@@ -92,6 +92,12 @@ signals = Pipeline("signals", agents=[two_signals, step]).task("hold", "two_sign
 
 gate = Pipeline("gate", agents=[gated, step]).task("hold", "gated").task("after", "step", depends_on=["hold"])
 
+watched = (
+    Pipeline("watched", agents=[gated, ApprovalAgent("approval")])
+    .task("hold", "gated")
+    .task("review", "approval", depends_on=["hold"])
+)
+
 
 def make_small() -> Pipeline:
     """A zero-argument factory: APP:PIPELINE may name one."""
