@@ -57,12 +57,19 @@ FLAGGED = "flagged"
 CANCELLED = "cancelled"
 
 
+#: A session in each session status.
+SESSIONS = {SessionStatus.RUNNING: ALL, SessionStatus.FAILED: FLAGGED, SessionStatus.CANCELLED: CANCELLED,
+            **{s: f"s-{s.value.lower()}" for s in (SessionStatus.PENDING, SessionStatus.WAITING,
+                                                   SessionStatus.COMPLETED)}}
+
+
 def _task(status: TaskStatus) -> str:
     return f"t-{status.value.lower()}"
 
 
 async def _seed(url: str) -> SessionSnapshot:
-    """Three sessions: one with a task in each status, one FAILED and flagged, one CANCELLED."""
+    """A session in each session status: one RUNNING with a task in each task status, one FAILED
+    and flagged, one CANCELLED, and plain PENDING, WAITING and COMPLETED ones."""
     async with open_store(url) as store:
         await store.initialize()
         await store.create_session(NewSession(ALL, "views", project_id="proj"),
@@ -95,6 +102,16 @@ async def _seed(url: str) -> SessionSnapshot:
 
         await store.create_session(NewSession(CANCELLED, "views"), [NewTask("t-1", "agent-x")])
         await store.request_cancel(CANCELLED, CANCEL_REASON)
+
+        await store.create_session(NewSession(SESSIONS[SessionStatus.PENDING], "views"), [NewTask("t-1", "agent-x")])
+        for status in (SessionStatus.WAITING, SessionStatus.COMPLETED):
+            sid = SESSIONS[status]
+            await store.create_session(NewSession(sid, "views"), [NewTask("t-1", "agent-x")])
+            held = await store.claim_session(sid, "seeder", 600)
+            if status is SessionStatus.WAITING:
+                assert await store.wait_session(held, None)
+            else:
+                await store.finish_session(held, status, None)
         return await store.load_session(ALL)
 
 
@@ -145,13 +162,23 @@ def test_status_shows_reason_and_needs_human_as_written(seeded: tuple[str, Sessi
     assert f"reason: {CANCEL_REASON}" in cancelled and "CANCELLED" in cancelled
 
 
+def test_status_renders_a_session_in_every_session_status(seeded: tuple[str, SessionSnapshot], tmp_path: Path) -> None:
+    url, _ = seeded
+    assert set(SESSIONS) == set(SessionStatus)
+    for status, sid in SESSIONS.items():
+        title = _shown(cli("status", sid, store=url, tmp=tmp_path)).split(" created ")[0]
+        assert f"{sid} views v1 {status.value} " in title, title
+
+
 def test_list_shows_every_session_and_its_note_as_written(seeded: tuple[str, SessionSnapshot], tmp_path: Path) -> None:
     url, _ = seeded
-    shown = _shown(cli("list", store=url, tmp=tmp_path))
-    for sid, status in ((ALL, "RUNNING"), (FLAGGED, "FAILED"), (CANCELLED, "CANCELLED")):
-        assert f"{sid} " in shown and status in shown
+    result = cli("list", store=url, tmp=tmp_path)
+    shown = _shown(result)
+    for status, sid in SESSIONS.items():
+        [row] = [line for line in result.out.splitlines() if line.startswith(f"│ {sid} ")]
+        assert f" {status.value} " in row, row
     assert f"needs-human: {NEEDS_HUMAN}" in shown and CANCEL_REASON in shown
-    assert "3 session(s)" in shown
+    assert f"{len(SessionStatus)} session(s)" in shown
     flagged = _shown(cli("list", "--needs-human", store=url, tmp=tmp_path))
     assert NEEDS_HUMAN in flagged and CANCEL_REASON not in flagged
 
