@@ -2,7 +2,9 @@
 print the commands that continue it (which, run as printed, do continue it).
 
 A session waiting for a person is neither done (exit 0) nor failed (exit 1): a script
-must be able to tell, and a person must not have to guess the next command.
+must be able to tell, and a person must not have to guess the next command. Printed
+commands name the store this one used (`--store`), so they work when pasted; `status
+--watch` follows a session through WAITING until it is final.
 """
 
 from __future__ import annotations
@@ -151,3 +153,14 @@ def test_status_watch_follows_a_session_through_running_waiting_and_completed_th
                 for pipe in (proc.stdout, proc.stderr):
                     if pipe is not None:
                         pipe.close()
+
+
+def test_a_failed_run_prints_a_resume_command_that_works_as_printed(url: str, tmp_path: Path) -> None:
+    marker = tmp_path / "fixed"
+    ran = cli("run", "demo_app:flaky", "--session-id", "bad", "--input", json.dumps({"marker": str(marker)}),
+              store=url, tmp=tmp_path)
+    assert ran.code == 1, ran.err
+    [line] = [line for line in ran.out.splitlines() if line.startswith("resume it with: ")]
+    marker.write_text("ok", encoding="utf-8")
+    resumed = run_printed(shlex.split(line.removeprefix("resume it with: ")), tmp_path)
+    assert resumed.code == EXIT_OK and "session bad COMPLETED (3/3 tasks completed)" in resumed.out, resumed.err

@@ -19,7 +19,7 @@ from orchestrator.cli._common import fmt_time
 from orchestrator.durations import format_duration
 from orchestrator.store import SessionSnapshot, Store, TaskStatus
 
-__all__ = ["TaskWait", "cli_command", "continue_commands", "describe_wait", "signals_awaited", "task_waits"]
+__all__ = ["TaskWait", "cli_base", "cli_command", "continue_commands", "describe_wait", "signals_awaited", "task_waits"]
 
 #: Pages of events read (oldest first) to find the latest "wait" event of each task.
 _WAIT_SCAN_PAGES = 10
@@ -86,9 +86,14 @@ def cli_command() -> str:
         return os.fspath(script)
 
 
+def cli_base(store_url: str | None) -> str:
+    """The start of a command that works on the same store as this one (`--store` repeated if given)."""
+    return cli_command() + (f" --store {shlex.quote(store_url)}" if store_url else "")
+
+
 def continue_commands(session_id: str, waits: Sequence[TaskWait], app: str, store_url: str | None) -> list[str]:
     """The commands that deliver what each task waits for, then the one that runs the session on."""
-    base = cli_command() + (f" --store {shlex.quote(store_url)}" if store_url else "")
+    base = cli_base(store_url)
     sid = shlex.quote(session_id)
     lines = []
     for wait in waits:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import signal as signals
 import sys
 import uuid
@@ -27,7 +28,7 @@ from orchestrator.cli._common import (
     run_async,
 )
 from orchestrator.cli._progress import SessionWatcher, poll_session
-from orchestrator.cli._waits import TaskWait, continue_commands, describe_wait, task_waits
+from orchestrator.cli._waits import TaskWait, cli_base, continue_commands, describe_wait, task_waits
 from orchestrator.durations import parse_duration
 from orchestrator.errors import ValidationError
 from orchestrator.fork import fork_session
@@ -105,7 +106,8 @@ def _finish(outcome: Outcome, as_json: bool, app: str, store_url: str | None) ->
                       f"completed)" + (f": {result.reason}" if result.reason else ""), style=style or None,
                       highlight=False)
         if result.status is SessionStatus.FAILED:
-            console.print(f"resume it with: orchestrator resume {result.session_id} --app {app}", highlight=False)
+            console.print(f"resume it with: {cli_base(store_url)} resume {shlex.quote(result.session_id)} "
+                          f"--app {shlex.quote(app)}", highlight=False)
         elif result.status is SessionStatus.WAITING:
             waits = "; ".join(describe_wait(w, outcome.now) for w in outcome.waits) or "it waits for a signal"
             console.print(f"{waits}. Continue it with:", highlight=False)
