@@ -9,7 +9,8 @@ write never double-counts and no single item is hot (readers sum over writers).
 Conventions: a task execution is a sample named "task" with `agent=<agent name>`; a
 session outcome is named "session" with `agent="project:<project_id>"`, `error=True`
 for FAILED and `blocked=True` for a FAILED session flagged needs-human
-(`session_sample` builds both the same way everywhere).
+(`session_sample` builds both the same way everywhere). Any other name is a custom metric
+(`StateAPI.record_metric`): its `value`s are summed, or with a unit it is a duration.
 
 Metrics are statistics: samples buffered in a process that is SIGKILLed before its
 next flush are lost. State (sessions, tasks, outputs) never is: it is written through
@@ -30,7 +31,7 @@ import anyio
 import anyio.abc
 
 from orchestrator.clock import Clock
-from orchestrator.errors import StoreError, ValidationError
+from orchestrator.errors import NotFoundError, StoreError, ValidationError
 from orchestrator.store.protocol import Store
 from orchestrator.store.records import (
     LATENCY_BUCKETS_MS,
@@ -45,14 +46,17 @@ from orchestrator.store.records import (
 )
 
 __all__ = [
+    "PROJECT_SCAN_LIMIT",
     "SESSION_METRIC",
     "TASK_METRIC",
     "MetricsRecorder",
     "agent_stats",
+    "custom_stats",
     "day_of",
     "default_writer_id",
     "merge_summaries",
     "project_agent",
+    "project_agents",
     "project_stats",
     "session_sample",
     "task_sample",
@@ -60,6 +64,8 @@ __all__ = [
 
 TASK_METRIC = "task"
 SESSION_METRIC = "session"
+#: At most this many of a project's sessions (newest first) are read to find its agents.
+PROJECT_SCAN_LIMIT = 1000
 #: Samples older than this (relative to the clock) are dropped: their rows were evicted.
 _RETAIN_SECONDS = 48 * 3600.0
 _N_BUCKETS = len(LATENCY_BUCKETS_MS) + 1
@@ -306,3 +312,41 @@ async def agent_stats(
         merge_summaries(group, day=day, hour=-1, name=TASK_METRIC, agent=name)
         for name, group in sorted(by_agent.items())
     ]
+
+
+async def custom_stats(store: Store, day: str, agent: str | None = None) -> list[MetricSummary]:
+    """Custom metrics (every name but "task" and "session") for one day, per name and agent."""
+    groups: dict[tuple[str, str], list[MetricSummary]] = {}
+    for row in await store.read_metrics(day, agent=agent):
+        if row.name not in (TASK_METRIC, SESSION_METRIC):
+            groups.setdefault((row.name, row.agent), []).append(row)
+    return [merge_summaries(rows, day=day, hour=-1, name=name, agent=who)
+            for (name, who), rows in sorted(groups.items())]
+
+
+async def project_agents(store: Store, project_id: str, day: str) -> tuple[set[str], bool]:
+    """The agents of a project's sessions active on `day` (UTC), and whether every session was read.
+
+    Metrics are counted per agent, not per project: this says which agents a project used,
+    read from its sessions' tasks (newest first, at most PROJECT_SCAN_LIMIT sessions).
+    """
+    start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    end = start + 86400.0
+    agents: set[str] = set()
+    cursor: str | None = None
+    seen = 0
+    while seen < PROJECT_SCAN_LIMIT:
+        page = await store.list_project_sessions(project_id, limit=min(100, PROJECT_SCAN_LIMIT - seen),
+                                                 cursor=cursor)
+        for session in page.items:
+            seen += 1
+            if session.created_at < end and session.updated_at >= start:
+                try:
+                    snap = await store.load_session(session.session_id)
+                except NotFoundError:
+                    continue  # expired or purged since it was listed
+                agents.update(task.agent for task in snap.tasks.values())
+        if page.cursor is None:
+            return agents, True
+        cursor = page.cursor
+    return agents, False

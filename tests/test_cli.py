@@ -181,7 +181,7 @@ def test_unreachable_dynamodb_exits_5(tmp_path: Path) -> None:
 
 def test_approval_waits_then_approve_lets_a_worker_finish(sqlite_url: str, tmp_path: Path) -> None:
     ran = cli("run", "demo_app:approval", "--session-id", "ap-1", "--json", store=sqlite_url, tmp=tmp_path)
-    assert ran.code == 0 and ran.json()["status"] == "WAITING"
+    assert ran.code == 6 and ran.json()["status"] == "WAITING"
     assert load(sqlite_url, "ap-1").tasks["review"].status is TaskStatus.WAITING
     approved = cli("approve", "ap-1", "review", "--comment", "lgtm", store=sqlite_url, tmp=tmp_path)
     assert approved.code == 0, approved.err
@@ -194,7 +194,7 @@ def test_approval_waits_then_approve_lets_a_worker_finish(sqlite_url: str, tmp_p
 
 
 def test_reject_fails_the_waiting_task_with_the_reason(sqlite_url: str, tmp_path: Path) -> None:
-    assert cli("run", "demo_app:approval", "--session-id", "ap-2", store=sqlite_url, tmp=tmp_path).code == 0
+    assert cli("run", "demo_app:approval", "--session-id", "ap-2", store=sqlite_url, tmp=tmp_path).code == 6
     assert cli("reject", "ap-2", "review", "--reason", "too risky", store=sqlite_url, tmp=tmp_path).code == 0
     resumed = cli("resume", "ap-2", "--app", "demo_app:approval", store=sqlite_url, tmp=tmp_path)
     assert resumed.code == 1

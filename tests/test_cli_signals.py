@@ -24,7 +24,7 @@ def url(tmp_path: Path) -> str:
     """A store holding session "ap": draft COMPLETED, review WAITING for 'approval', publish PENDING."""
     store = f"sqlite://{tmp_path / 'cli.db'}"
     ran = cli("run", "demo_app:approval", "--session-id", "ap", "--json", store=store, tmp=tmp_path)
-    assert ran.code == 0 and ran.json()["status"] == "WAITING", ran.err
+    assert ran.code == 6 and ran.json()["status"] == "WAITING", ran.err
     return store
 
 

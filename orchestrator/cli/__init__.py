@@ -24,7 +24,7 @@ _EPILOG = (
     "URLs: sqlite:///path/state.db, dynamodb://TABLE?region=REGION[&endpoint=URL]. "
     "Exit codes: 0 ok; 1 a run/resume ended FAILED, a sweep had a failed resume, or doctor found problems; "
     "2 usage or bad input; 3 not found; 4 conflict (claim rejected, lease held, wrong state); "
-    "5 store unavailable or unusable."
+    "5 store unavailable or unusable; 6 a run/resume stopped WAITING for a signal or approval."
 )
 
 app = typer.Typer(

@@ -3,7 +3,8 @@
 Exit codes (documented in `orchestrator --help` and docs/cli.md):
 0 ok; 1 a run/resume ended FAILED (or a resume in a sweep failed, or doctor found
 problems); 2 usage or bad input; 3 not found; 4 conflict (claim rejected, lease held,
-wrong state); 5 store unavailable or unusable.
+wrong state); 5 store unavailable or unusable; 6 a run/resume stopped WAITING for a
+signal or an approval (not done, not failed: it continues once the signal is sent).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_STORE",
     "EXIT_USAGE",
+    "EXIT_WAITING",
     "STATUS_STYLE",
     "Globals",
     "TextLogFormatter",
@@ -73,6 +75,7 @@ EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
 EXIT_STORE = 5
+EXIT_WAITING = 6
 
 T = TypeVar("T")
 

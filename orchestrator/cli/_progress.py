@@ -7,6 +7,7 @@ failures printed as they happen. Elsewhere: one plain line per task transition.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import IO, Any
 
 import anyio
@@ -17,6 +18,7 @@ from orchestrator.cli._common import fmt_time
 from orchestrator.durations import format_duration
 from orchestrator.errors import NotFoundError, StoreError
 from orchestrator.store import SessionSnapshot, Store, TaskRecord, TaskStatus
+from orchestrator.store.records import Progress as SessionProgress
 
 __all__ = ["SessionWatcher", "poll_session"]
 
@@ -64,9 +66,10 @@ class SessionWatcher:
         for tid in sorted(snap.tasks):
             self._task_changed(snap.tasks[tid], now)
         if self._progress is not None and self._overall is not None:
-            done = sum(1 for t in snap.tasks.values() if t.status.is_final)
+            # Completed tasks, as `status` and `list` count them: a failed run never shows 100%.
+            done = SessionProgress.of_tasks(Counter(t.status for t in snap.tasks.values()))
             self._progress.update(
-                self._overall, total=len(snap.tasks), completed=done,
+                self._overall, total=done.total, completed=done.current,
                 description=f"session {self.session_id} [{snap.session.status.value}]",
             )
             for tid, task in snap.tasks.items():

@@ -15,8 +15,9 @@ from typing import Annotated, Any
 import typer
 
 from orchestrator.cli._common import console, emit_json, globals_of, open_cli_store, parse_json_arg, run_async
+from orchestrator.cli._waits import signals_awaited
 from orchestrator.errors import SessionStateError
-from orchestrator.store import SessionRecord, SessionStatus, Store, TaskStatus
+from orchestrator.store import SessionRecord, SessionStatus, TaskStatus
 
 __all__ = ["register"]
 
@@ -25,8 +26,6 @@ TaskArg = Annotated[str, typer.Argument(help="Task id (the waiting task).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
-#: Events read, newest page last, to learn which signal a waiting task waits for.
-_WAIT_SCAN_PAGES = 10
 _FINAL_SESSION = (SessionStatus.COMPLETED, SessionStatus.CANCELLED)
 
 
@@ -46,21 +45,6 @@ class Sent:
         return None if self.waiting_for is None else self.waiting_for == name
 
 
-async def _waiting_for(store: Store, session_id: str, task_id: str) -> str | None:
-    """The signal named by the task's latest "wait" event (events are flushed within seconds)."""
-    name: str | None = None
-    after: str | None = None
-    for _ in range(_WAIT_SCAN_PAGES):
-        page = await store.read_events(session_id, after=after, limit=1000)
-        for event in page.items:
-            if event.kind == "wait" and event.task_id == task_id and isinstance(event.data.get("signal"), str):
-                name = event.data["signal"]
-        if page.cursor is None:
-            break
-        after = page.cursor
-    return name
-
-
 def _send(ctx: typer.Context, session: str, task: str, name: str, payload: Any, as_json: bool) -> None:
     """Store a signal, refusing one nothing could read, and say truthfully what it will do."""
     g = globals_of(ctx)
@@ -74,7 +58,8 @@ def _send(ctx: typer.Context, session: str, task: str, name: str, payload: Any, 
                 raise SessionStateError.signal_unread(session, task, f"task {task} of session {session}", "COMPLETED")
             if status in _FINAL_SESSION:
                 raise SessionStateError.signal_unread(session, task, f"session {session}", status.value)
-            waiting_for = await _waiting_for(store, session, task) if record.status is TaskStatus.WAITING else None
+            waiting = [task] if record.status is TaskStatus.WAITING else []
+            waiting_for = (await signals_awaited(store, session, waiting)).get(task)
             seq = await store.send_signal(session, task, name, payload)
             return Sent(seq, record.status, status, waiting_for)
 

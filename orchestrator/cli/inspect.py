@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
@@ -30,13 +33,24 @@ from orchestrator.cli._common import (
     run_async,
     status_text,
 )
+from orchestrator.cli._waits import TaskWait, describe_wait, task_waits
 from orchestrator.durations import format_duration, parse_duration
 from orchestrator.errors import ConfigError, ValidationError
 from orchestrator.graph import RENDER_FORMATS, render
-from orchestrator.metrics import SESSION_METRIC, agent_stats, day_of, project_stats
+from orchestrator.metrics import (
+    PROJECT_SCAN_LIMIT,
+    SESSION_METRIC,
+    agent_stats,
+    custom_stats,
+    day_of,
+    project_agents,
+    project_stats,
+)
 from orchestrator.store import (
     Event,
     MetricSummary,
+    Progress,
+    ProjectStats,
     SessionRecord,
     SessionSnapshot,
     SessionStatus,
@@ -50,20 +64,21 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 SessionArg = Annotated[str, typer.Argument(help="Session id.")]
 
 
-def _snapshot_json(snap: SessionSnapshot) -> dict[str, Any]:
+def _snapshot_json(snap: SessionSnapshot, waits: Sequence[TaskWait] = ()) -> dict[str, Any]:
     return {
         "session": jsonable(snap.session),
         "tasks": {tid: jsonable(t) for tid, t in snap.tasks.items()},
         "edges": [{"task_id": e.task_id, "depends_on": e.depends_on} for e in snap.edges],
         "signals": [jsonable(s) for s in snap.signals.values()],
+        "waiting": [{"task_id": w.task_id, "signal": w.signal, "until": w.until} for w in waits],
     }
 
 
-def _status_view(snap: SessionSnapshot) -> Table:
+def _status_view(snap: SessionSnapshot, waits: Sequence[TaskWait] = (), now: float | None = None) -> Table:
     s = snap.session
-    done = sum(1 for t in snap.tasks.values() if t.status.value == "COMPLETED")
+    done = Progress.of_tasks(Counter(t.status for t in snap.tasks.values()))
     title = Text.assemble(f"{s.session_id}  {s.pipeline} v{s.pipeline_version}  ",
-                          status_text(s.status.value, "bold"), f"  {done}/{len(snap.tasks)} tasks completed")
+                          status_text(s.status.value, "bold"), f"  {done.current}/{done.total} tasks completed")
     caption = [Text(f"created {fmt_time(s.created_at)}"), Text(f"updated {fmt_time(s.updated_at)}"),
                Text(f"fence {s.fence}"), Text(f"redrives {s.redrive_count}/{s.max_redrives}")]
     if s.lease_owner:
@@ -74,6 +89,7 @@ def _status_view(snap: SessionSnapshot) -> Table:
         caption.append(Text(f"needs-human: {s.needs_human_reason}", style="red"))
     if s.reason:
         caption.append(Text(f"reason: {s.reason}"))
+    caption.extend(Text(describe_wait(w, s.updated_at if now is None else now), style="yellow") for w in waits)
     table = Table(title=title, caption=Text("  ").join(caption), title_justify="left", caption_justify="left")
     for col in ("task", "agent", "status", "attempts", "duration", "progress", "last error"):
         table.add_column(col, overflow="fold")
@@ -88,11 +104,17 @@ def _status_view(snap: SessionSnapshot) -> Table:
     return table
 
 
+async def _view(store: Store, snap: SessionSnapshot) -> tuple[Table, dict[str, Any]]:
+    """The table and the JSON of a snapshot, with what its waiting tasks wait for."""
+    waits = await task_waits(store, snap)
+    return _status_view(snap, waits, store.clock.now()), _snapshot_json(snap, waits)
+
+
 def status_cmd(
     ctx: typer.Context,
     session: SessionArg,
-    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until the session ends or "
-                                        "waits.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until the session is COMPLETED, FAILED "
+                                        "or CANCELLED (through WAITING: it follows a resume).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """A session and its tasks: status, attempts, durations, progress, last error."""
@@ -102,10 +124,11 @@ def status_cmd(
         async with open_cli_store(g, read_only=True) as store:
             snap = await store.load_session(session)
             if not watch or snap.session.status.is_final:
+                table, view = await _view(store, snap)
                 if as_json:
-                    emit_json(_snapshot_json(snap))
+                    emit_json(view)
                 else:
-                    console.print(_status_view(snap), highlight=False)
+                    console.print(table, highlight=False)
                 return
             await _watch(store, session, snap, as_json)
 
@@ -113,29 +136,28 @@ def status_cmd(
 
 
 async def _watch(store: Store, session: str, snap: SessionSnapshot, as_json: bool) -> None:
-    def done(s: SessionSnapshot) -> bool:
-        return s.session.status.is_final or s.session.status is SessionStatus.WAITING
-
+    """Print the session each time it changes (live on a terminal) until it is final."""
     if as_json or not sys.stdout.isatty():
         last: Any = None
         while True:
-            view = _snapshot_json(snap)
+            table, view = await _view(store, snap)
             if view != last:
                 if as_json:
                     sys.stdout.write(json.dumps(view, sort_keys=True, default=str) + "\n")
                     sys.stdout.flush()
                 else:
-                    console.print(_status_view(snap), highlight=False)
+                    console.print(table, highlight=False)
+                    sys.stdout.flush()
                 last = view
-            if done(snap):
+            if snap.session.status.is_final:
                 return
             await anyio.sleep(1.0)
             snap = await store.load_session(session)
-    with Live(_status_view(snap), console=console, refresh_per_second=4) as live:
-        while not done(snap):
+    with Live((await _view(store, snap))[0], console=console, refresh_per_second=4) as live:
+        while not snap.session.status.is_final:
             await anyio.sleep(1.0)
             snap = await store.load_session(session)
-            live.update(_status_view(snap))
+            live.update((await _view(store, snap))[0])
 
 
 def list_cmd(
@@ -299,14 +321,42 @@ def _metric_row(s: MetricSummary) -> dict[str, Any]:
             "p95_ms": s.percentile(0.95), "min_ms": s.min_ms, "max_ms": s.max_ms}
 
 
+def _custom_row(s: MetricSummary) -> dict[str, Any]:
+    """A custom metric: a duration (recorded with a unit) or a sum of values."""
+    if any(s.buckets):
+        return {"name": s.name, "agent": s.agent, "kind": "duration", "count": s.count, "errors": s.errors,
+                "sum_ms": s.sum_ms, "mean_ms": s.mean_ms, "p50_ms": s.percentile(0.5),
+                "p95_ms": s.percentile(0.95)}
+    return {"name": s.name, "agent": s.agent, "kind": "value", "count": s.count, "errors": s.errors,
+            "sum": s.sum_ms, "mean": s.sum_ms / s.count if s.count else None}
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Metrics:
+    """What `metrics` shows for one day (agents limited to a project's when asked)."""
+
+    day: str
+    hourly: list[MetricSummary]
+    daily: list[MetricSummary]
+    custom: list[MetricSummary]
+    projects: list[ProjectStats]
+    agents_of: str | None = None  # the project whose agents these are
+    complete: bool = True  # every session of that project was read
+
+
 def metrics_cmd(
     ctx: typer.Context,
     date: Annotated[str | None, typer.Option("--date", help="UTC day YYYY-MM-DD (default today).")] = None,
     agent: Annotated[str | None, typer.Option("--agent", help="Only this agent.")] = None,
-    project: Annotated[str | None, typer.Option("--project", help="Only this project's aggregates.")] = None,
+    project: Annotated[str | None, typer.Option("--project", help="Only this project: its aggregates and the "
+                                                "agents its sessions ran.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Per agent and hour: count, error rate, mean, p50, p95; and project aggregates."""
+    """Per agent and hour: count, error rate, mean, p50, p95; custom metrics; and project aggregates."""
     g = globals_of(ctx)
     if date is not None:
         import datetime as dt
@@ -316,42 +366,63 @@ def metrics_cmd(
         except ValueError:
             raise ValidationError(f"--date {date!r} is not a date; use YYYY-MM-DD (UTC)") from None
 
-    async def go() -> tuple[str, list[MetricSummary], list[MetricSummary], list[Any]]:
+    async def go() -> _Metrics:
         async with open_cli_store(g, read_only=True) as store:
             day = date or day_of(store.clock.now())[0]
             hourly = await agent_stats(store, day, agent, by_hour=True)
             daily = await agent_stats(store, day, agent)
-            if project is not None:
-                projects = [project]
-            else:
+            custom = await custom_stats(store, day, agent)
+            if project is None:
                 rows = await store.read_metrics(day, name=SESSION_METRIC)
                 projects = sorted({r.agent.removeprefix("project:") for r in rows if r.agent.startswith("project:")})
-            stats = [await project_stats(store, pid, [day]) for pid in projects]
-            return day, hourly, daily, stats
+                return _Metrics(day, hourly, daily, custom, [await project_stats(store, p, [day]) for p in projects])
+            # Metrics are kept per agent: a project's view keeps the agents its sessions ran.
+            agents, complete = await project_agents(store, project, day)
+            return _Metrics(day, [s for s in hourly if s.agent in agents], [s for s in daily if s.agent in agents],
+                            [s for s in custom if s.agent in agents], [await project_stats(store, project, [day])],
+                            agents_of=project, complete=complete)
 
-    day, hourly, daily, stats = run_async(go)
+    m = run_async(go)
     if as_json:
-        emit_json({"date": day, "agents": [_metric_row(s) for s in daily], "hourly": [_metric_row(s) for s in hourly],
-                   "projects": [{**jsonable(p), "success_rate": round(p.success_rate, 4)} for p in stats]})
+        emit_json({"date": m.day, "agents": [_metric_row(s) for s in m.daily],
+                   "hourly": [_metric_row(s) for s in m.hourly], "metrics": [_custom_row(s) for s in m.custom],
+                   "projects": [{**jsonable(p), "success_rate": round(p.success_rate, 4)} for p in m.projects]})
         return
-    table = Table(title=f"agents on {day} (UTC)", title_justify="left")
+    title = f"agents on {m.day} (UTC)"
+    if m.agents_of is not None:
+        title = (f"agents of project {m.agents_of}'s sessions on {m.day} (UTC; counts are per agent, over all "
+                 f"projects" + ("" if m.complete else f"; only its {PROJECT_SCAN_LIMIT} newest sessions read") + ")")
+    table = Table(title=Text(title), title_justify="left")
     for col in ("agent", "hour", "count", "errors", "error rate", "mean", "p50", "p95"):
         table.add_column(col, justify="left" if col == "agent" else "right")
     by_agent: dict[str, list[MetricSummary]] = {}
-    for s in hourly:
+    for s in m.hourly:
         by_agent.setdefault(s.agent, []).append(s)
-    for total in daily:
+    for total in m.daily:
         for s in [*by_agent.get(total.agent, []), total]:
             r = _metric_row(s)
             add_row(table, s.agent, "day" if r["hour"] is None else f"{s.hour:02d}", str(s.count), str(s.errors),
                     f"{100 * s.error_rate:.1f}%", _ms(s.mean_ms), _ms(r["p50_ms"]), _ms(r["p95_ms"]),
                     end_section=r["hour"] is None)
     console.print(table, highlight=False)
-    if stats:
-        pt = Table(title=f"projects on {day} (UTC)", title_justify="left")
+    if m.custom:
+        ct = Table(title=Text(f"custom metrics on {m.day} (UTC)"), title_justify="left")
+        for col in ("metric", "agent", "count", "errors", "sum", "mean", "p50", "p95"):
+            ct.add_column(col, justify="left" if col in ("metric", "agent") else "right")
+        for s in m.custom:
+            r = _custom_row(s)
+            if r["kind"] == "duration":
+                add_row(ct, s.name, s.agent, str(s.count), str(s.errors), _ms(r["sum_ms"]), _ms(r["mean_ms"]),
+                        _ms(r["p50_ms"]), _ms(r["p95_ms"]))
+            else:
+                add_row(ct, s.name, s.agent, str(s.count), str(s.errors), _number(r["sum"]), _number(r["mean"]),
+                        "-", "-")
+        console.print(ct, highlight=False)
+    if m.projects:
+        pt = Table(title=Text(f"projects on {m.day} (UTC)"), title_justify="left")
         for col in ("project", "sessions", "completed", "failed", "blocked", "success rate", "mean duration"):
             pt.add_column(col, justify="left" if col == "project" else "right")
-        for p in stats:
+        for p in m.projects:
             add_row(pt, p.project_id, str(p.total), str(p.completed), str(p.failed), str(p.blocked),
                     f"{100 * p.success_rate:.1f}%", _ms(p.mean_duration_ms))
         console.print(pt, highlight=False)

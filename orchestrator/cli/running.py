@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import signal as signals
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import anyio
@@ -16,6 +18,7 @@ from orchestrator.apps import load_pipeline, load_pipelines
 from orchestrator.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_WAITING,
     console,
     emit_json,
     err_console,
@@ -25,6 +28,7 @@ from orchestrator.cli._common import (
     run_async,
 )
 from orchestrator.cli._progress import SessionWatcher, poll_session
+from orchestrator.cli._waits import TaskWait, cli_base, continue_commands, describe_wait, task_waits
 from orchestrator.durations import parse_duration
 from orchestrator.errors import ValidationError
 from orchestrator.fork import fork_session
@@ -54,8 +58,17 @@ def _options(concurrency: int, fail_fast: bool = False, worker_id: str | None = 
     return RunOptions(concurrency=concurrency, fail_fast=fail_fast, worker_id=worker_id, **extra)
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A run's result, with what its tasks wait for when it ends WAITING (read at `now`)."""
+
+    result: RunResult
+    now: float = 0.0
+    waits: list[TaskWait] = field(default_factory=list)
+
+
 async def _watched(store: Store, session_id: str, as_json: bool,
-                   body: Callable[[], Awaitable[RunResult]], *, new: bool = False) -> RunResult:
+                   body: Callable[[], Awaitable[RunResult]], *, new: bool = False) -> Outcome:
     """Run `body` while a poller shows the session's progress (bars on a TTY, lines otherwise)."""
     stream = sys.stderr if as_json else sys.stdout
     live = stream.isatty()
@@ -74,13 +87,18 @@ async def _watched(store: Store, session_id: str, as_json: bool,
                 stop.set()
     if failure:
         raise failure[0]
-    return outcome[0]
+    result = outcome[0]
+    if result.status is not SessionStatus.WAITING:
+        return Outcome(result)
+    return Outcome(result, store.clock.now(), await task_waits(store, await store.load_session(session_id)))
 
 
-def _finish(result: RunResult, as_json: bool, app: str) -> None:
+def _finish(outcome: Outcome, as_json: bool, app: str, store_url: str | None) -> None:
+    result = outcome.result
     if as_json:
         emit_json({"session_id": result.session_id, "status": result.status, "reason": result.reason,
-                   "tasks": result.tasks, "outputs": result.outputs})
+                   "tasks": result.tasks, "outputs": result.outputs,
+                   "waiting": [{"task_id": w.task_id, "signal": w.signal, "until": w.until} for w in outcome.waits]})
     else:
         done = sum(1 for s in result.tasks.values() if s.value == "COMPLETED")
         style = {"COMPLETED": "green", "FAILED": "bold red", "WAITING": "yellow"}.get(result.status.value, "")
@@ -88,12 +106,17 @@ def _finish(result: RunResult, as_json: bool, app: str) -> None:
                       f"completed)" + (f": {result.reason}" if result.reason else ""), style=style or None,
                       highlight=False)
         if result.status is SessionStatus.FAILED:
-            console.print(f"resume it with: orchestrator resume {result.session_id} --app {app}", highlight=False)
+            console.print(f"resume it with: {cli_base(store_url)} resume {shlex.quote(result.session_id)} "
+                          f"--app {shlex.quote(app)}", highlight=False)
         elif result.status is SessionStatus.WAITING:
-            console.print(f"it waits for a signal (orchestrator approve/signal {result.session_id} ...); a "
-                          f"worker (orchestrator worker --app {app}) continues it", highlight=False)
+            waits = "; ".join(describe_wait(w, outcome.now) for w in outcome.waits) or "it waits for a signal"
+            console.print(f"{waits}. Continue it with:", highlight=False)
+            for line in continue_commands(result.session_id, outcome.waits, app, store_url):
+                console.print(f"  {line}", highlight=False)
     if result.status in (SessionStatus.FAILED, SessionStatus.CANCELLED):
         raise typer.Exit(EXIT_FAILED)
+    if result.status is SessionStatus.WAITING:
+        raise typer.Exit(EXIT_WAITING)
 
 
 def run_cmd(
@@ -109,19 +132,19 @@ def run_cmd(
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Cancel the rest when a task fails.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a session and run it here, with live progress; exit 1 if it ends FAILED."""
+    """Create a session and run it here, with live progress; exit 1 if it ends FAILED, 6 if it waits."""
     g = globals_of(ctx)
     pipeline = load_pipeline(app)
     value = parse_json_arg(input, what="--input")
     sid = session_id or f"{pipeline.name}-{uuid.uuid4().hex[:12]}"
 
-    async def go() -> RunResult:
+    async def go() -> Outcome:
         async with open_cli_store(g) as store:
             return await _watched(store, sid, as_json, lambda: run(
                 pipeline, value, store=store, session_id=sid, project_id=project, user_id=user,
                 pipeline_type=pipeline_type, options=_options(concurrency, fail_fast)), new=True)
 
-    _finish(run_async(go), as_json, app)
+    _finish(run_async(go), as_json, app, g.store)
 
 
 def submit_cmd(
@@ -160,16 +183,16 @@ def resume_cmd(
     concurrency: ConcurrencyOpt = 16,
     as_json: JsonOpt = False,
 ) -> None:
-    """Claim a session and run what is left (completed tasks are kept); exit 1 if it ends FAILED."""
+    """Claim a session and run what is left (completed kept); exit 1 if it ends FAILED, 6 if it waits."""
     g = globals_of(ctx)
     pipeline = load_pipeline(app)
 
-    async def go() -> RunResult:
+    async def go() -> Outcome:
         async with open_cli_store(g) as store:
             return await _watched(store, session, as_json, lambda: resume(
                 pipeline, session, store=store, force=force, options=_options(concurrency)))
 
-    _finish(run_async(go), as_json, app)
+    _finish(run_async(go), as_json, app, g.store)
 
 
 def fork_cmd(
@@ -189,7 +212,7 @@ def fork_cmd(
         raise ValidationError("fork --run needs --app APP:PIPELINE to run the new session")
     pipeline = load_pipeline(app) if app else None
 
-    async def go() -> tuple[str, RunResult | None]:
+    async def go() -> tuple[str, Outcome | None]:
         async with open_cli_store(g) as store:
             new_id = await fork_session(store, session, from_task, pipeline=pipeline, new_session_id=new_session_id)
             if not run_now or pipeline is None:
@@ -198,7 +221,7 @@ def fork_cmd(
 
     new_id, result = run_async(go)
     if result is not None:
-        _finish(result, as_json, app or "")
+        _finish(result, as_json, app or "", g.store)
     elif as_json:
         emit_json({"session_id": new_id, "forked_from": session, "from_task": from_task,
                    "status": SessionStatus.PENDING})

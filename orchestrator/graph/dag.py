@@ -159,7 +159,7 @@ class DagState:
 
     @property
     def done(self) -> int:
-        """Tasks in a final status (COMPLETED, FAILED, SKIPPED, CANCELLED): the progress numerator."""
+        """Tasks in a final status (COMPLETED, FAILED, SKIPPED, CANCELLED): when all are, the run ends."""
         return sum(n for status, n in self._counts.items() if status.is_final)
 
     @property

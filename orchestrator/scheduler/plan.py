@@ -284,12 +284,12 @@ class SessionPlan:
         return writes
 
     def session_progress(self, final: bool = False) -> tuple[Progress, list[str]] | None:
-        """The session's (done/total, running agents) if it changed since the last call."""
+        """The session's (completed/total, running agents) if it changed since the last call."""
         if self._halted or not (self._tasks.changed or final):
             return None
         self._tasks.changed = False
         agents = [] if final else sorted({self._tasks[t].agent for t in self._tasks.running})
-        return Progress(self._tasks.dag.done, self._tasks.dag.total), agents
+        return Progress.of_tasks(self._tasks.dag.counts()), agents
 
     # -- decisions --------------------------------------------------------------------------
 

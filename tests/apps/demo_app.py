@@ -56,6 +56,15 @@ async def gated(ctx: AgentContext) -> str:
     return "through"
 
 
+@agent
+async def two_signals(ctx: AgentContext) -> dict[str, Any]:
+    """Waits for signal "go-ahead" (within an hour), then for "confirm" (no deadline)."""
+    _mark(ctx)
+    first = await ctx.wait_for_signal("go-ahead", timeout=3600)
+    second = await ctx.wait_for_signal("confirm")
+    return {"go-ahead": first, "confirm": second}
+
+
 small = (
     Pipeline("small", agents=[step])
     .task("plan", "step")
@@ -78,7 +87,16 @@ approval = (
     .task("publish", "step", depends_on=["review"])
 )
 
+signals = Pipeline("signals", agents=[two_signals, step]).task("hold", "two_signals").task(
+    "after", "step", depends_on=["hold"])
+
 gate = Pipeline("gate", agents=[gated, step]).task("hold", "gated").task("after", "step", depends_on=["hold"])
+
+watched = (
+    Pipeline("watched", agents=[gated, ApprovalAgent("approval")])
+    .task("hold", "gated")
+    .task("review", "approval", depends_on=["hold"])
+)
 
 
 def make_small() -> Pipeline:

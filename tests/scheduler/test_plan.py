@@ -424,6 +424,17 @@ def test_session_progress_is_reported_only_when_it_changed() -> None:
     assert plan.session_progress(final=True) == (Progress(0, 2), [])
 
 
+def test_session_progress_counts_completed_tasks_only_so_a_failed_session_never_reads_all_done() -> None:
+    stored = {"a": {"status": TaskStatus.COMPLETED, "attempt": 1},
+              "b": {"status": TaskStatus.FAILED, "attempt": 3, "last_error": ErrorInfo("E", "boom")}}
+    plan = _opened(_plan(_pipeline(("a", "work", (), 2), ("b", "work", ("a",), 2), ("c", "work", ("b",), 2)),
+                         stored=stored))
+    assert _kinds(plan.next_step(NOW)) == [("skip", "c")]
+    assert isinstance(plan.next_step(NOW).end, Finish)
+
+    assert plan.session_progress(final=True) == (Progress(1, 3), [])
+
+
 def test_after_the_lease_is_lost_outcomes_free_their_slot_but_decide_nothing() -> None:
     plan = _opened(_plan(_pipeline(("a", "work", (), 2))))
     _run_ready(plan)

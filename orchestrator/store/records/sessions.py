@@ -66,6 +66,15 @@ class Progress:
             return 0.0
         return round(100.0 * min(self.current, self.total) / self.total, 1)
 
+    @classmethod
+    def of_tasks(cls, counts: Mapping[TaskStatus, int]) -> Progress:
+        """A scheduled session's progress: its COMPLETED tasks of all its tasks (tasks per status).
+
+        The one definition the scheduler stores and every view shows. A FAILED, SKIPPED or
+        CANCELLED task ended without its work done, so a failed session never reads 3/3.
+        """
+        return cls(counts.get(TaskStatus.COMPLETED, 0), sum(counts.values()))
+
 
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
