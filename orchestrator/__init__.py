@@ -18,6 +18,7 @@ covers every module under it. Move a module, and update this map.
                  orchestrator/scheduler/entry.py        run, submit, resume, execute (the entry points)
                  orchestrator/scheduler/runner.py       SessionRunner: the I/O shell of one claimed session
                  orchestrator/scheduler/lease_keeper.py owns the lease: renewal and the local deadline
+                 orchestrator/scheduler/lifecycle.py    claim/takeover/lease-lost/end: history events and log records
                  orchestrator/scheduler/attempt.py      one attempt of one task on its executor
                  orchestrator/scheduler/context.py      the engine's AgentContext
                  orchestrator/scheduler/plan.py         SessionPlan: the pure core (outcomes in, steps out)
