@@ -12,6 +12,7 @@ covers every module under it. Move a module, and update this map.
                  orchestrator/aws_lambda.py     Lambda handlers: resume-failed sweep, worker batch
                  orchestrator/apps.py           `module:attribute` -> Pipeline, for the entry points
                  orchestrator/durations.py      `1h30m` -> seconds, for the entry points
+                 orchestrator/tuning.py         lease, per-agent limits, progress interval: parsed for the entry points
     recovery     orchestrator/recovery.py       resume-failed sweep, worker loop
                  orchestrator/fork.py           a new session from part of an old one
     scheduler    orchestrator/scheduler/__init__.py     the public names: run, submit, resume, ...

@@ -228,6 +228,7 @@ class SessionRunner:
                     async with anyio.create_task_group() as tg:
                         self._tg = tg
                         await tg.start(self._keeper.run)
+                        await self._flush_claim()
                         tg.start_soon(self._flush_loop)
                         try:
                             result = await self._dispatch()
@@ -414,7 +415,18 @@ class SessionRunner:
                 self._keeper.lose(exc)
                 return
             except OrchestratorError:
-                _log.warning("session %s: flush failed; will retry", self._session_id, exc_info=True)
+                _log.warning("session %s: flush failed; will retry", self._session_id, exc_info=True,
+                             extra={"session_id": self._session_id})
+
+    async def _flush_claim(self) -> None:
+        """Write the claim (or takeover) at once, not a flush interval later: it survives a crash."""
+        try:
+            await self.events.flush()
+        except LeaseLostError:
+            raise
+        except OrchestratorError:
+            _log.warning("session %s: the claim event was not written; retried with the next flush",
+                         self._session_id, exc_info=True, extra={"session_id": self._session_id})
 
     async def _flush_progress(self, final: bool = False) -> None:
         if self.stopping:
@@ -433,10 +445,12 @@ class SessionRunner:
             try:
                 await flush()
             except LeaseLostError as exc:  # past the deadline nothing more is written, history included
-                _log.warning("session %s: buffered events and metrics not written: %s", self._session_id, exc)
+                _log.warning("session %s: buffered events and metrics not written: %s", self._session_id, exc,
+                             extra={"session_id": self._session_id})
                 return
             except (OrchestratorError, OSError):
-                _log.warning("session %s: final flush failed", self._session_id, exc_info=True)
+                _log.warning("session %s: final flush failed", self._session_id, exc_info=True,
+                             extra={"session_id": self._session_id})
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
