@@ -28,7 +28,7 @@ def parse_agent_limits(specs: Iterable[str], *, what: str = "--agent-limit") -> 
         for part in (p for p in spec.split(",") if p.strip()):
             match = _LIMIT.match(part)
             if match is None:
-                raise ValidationError(f"{what} {part.strip()!r} is not AGENT=N; use e.g. {what} build=2")
+                raise ValidationError(f"{what} {part.strip()!r} is not AGENT=N; use e.g. build=2 (an agent name, =, a count)")
             name, n = match.group(1), int(match.group(2))
             if n < 1:
                 raise ValidationError(f"{what} {name}={n}: a limit must be 1 or more (with 0 the agent never runs)")
