@@ -141,8 +141,8 @@ class SessionLines:
 
     def claimed(self, lease: Lease, pipeline: str, how: str) -> None:
         self._console.print(f"claimed  {lease.session_id} {pipeline} ({how}, fence {lease.fence})",
-                            highlight=False, markup=False)
+                            highlight=False, markup=False, soft_wrap=True)
 
     def finished(self, session_id: str, pipeline: str, status: str, duration: float, detail: str | None) -> None:
         self._console.print(f"finished {session_id} {pipeline} {status} in {format_duration(duration)}"
-                            + (f": {detail}" if detail else ""), highlight=False, markup=False)
+                            + (f": {detail}" if detail else ""), highlight=False, markup=False, soft_wrap=True)
