@@ -269,3 +269,23 @@ def test_every_running_command_refuses_a_bad_lease_before_it_runs(tmp_path: Path
     result = cli(*command, "--lease", "-5s", store=f"sqlite://{tmp_path / 'life.db'}", tmp=tmp_path)
 
     _assert_one_error_line(result, "--lease")
+
+
+@pytest.mark.parametrize("command", [["resume", "redriven"], ["resume-failed", "--older-than", "0s"]])
+def test_resume_and_resume_failed_claim_with_the_lease_given(tmp_path: Path, command: list[str]) -> None:
+    url = f"sqlite://{tmp_path / 'life.db'}"
+    marker = tmp_path / "fixed"
+    failed = cli("run", "demo_app:flaky", "--session-id", "redriven", "--input", json.dumps({"marker": str(marker)}),
+                 store=url, tmp=tmp_path)
+    assert failed.code == 1, failed.err
+    marker.write_text("ok")
+
+    result = cli(*command, "--app", "demo_app:flaky", "--lease", "45s", store=url, tmp=tmp_path)
+
+    assert result.code == 0, result.err
+    listed = cli("events", "redriven", "--json", store=url, tmp=tmp_path)
+    claims = [e for e in map(json.loads, listed.out.splitlines()) if e["kind"] == "claim"]
+    assert [c["data"]["how"] for c in claims] == ["claim", "redrive"]
+    redrive = claims[-1]
+    # Recorded right after the claim: its lease ends 45 s (not the default 30) after it.
+    assert 44 < redrive["data"]["lease_expires_at"] - redrive["at"] <= 45
