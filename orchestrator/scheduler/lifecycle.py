@@ -3,7 +3,8 @@
 A claim (or redrive, or takeover naming both owners and both fences), a lost lease, the
 plan's notes (retries, failures, waits, wakes, cancels) and the end each become one
 session event and one record of the `orchestrator.lifecycle` logger, whose `extra` carries
-the ids (`session_id`, `task_id`) and the numbers (`owner`, `fence`, `attempt`, ...).
+the ids (`session_id`, `task_id`) and the numbers (`owner`, `fence`, `attempt`, ...), at
+INFO (WARNING for a lost lease).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ _log = logging.getLogger("orchestrator.lifecycle")
 
 #: Note data copied into a log record's extra (under these names), when present.
 _NOTE_FIELDS = {"attempt": "attempt", "error": "error_type", "delay": "delay_s", "signal": "signal"}
-_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
 
 
 def claim_kind(lease: Lease, *, redrive: bool, abandoned: bool) -> str:
@@ -44,11 +44,15 @@ class Lifecycle:
         self._pipeline = pipeline
 
     def _emit(self, kind: str, message: str, *, level: str = "INFO", task_id: str | None = None,
-              data: Mapping[str, Any] | None = None, log: Mapping[str, Any] | None = None) -> None:
+              data: Mapping[str, Any] | None = None, log: Mapping[str, Any] | None = None,
+              log_message: str | None = None) -> None:
+        """One event (at `level`) and one log record: INFO, or WARNING for a lost lease, the one
+        moment that needs an operator; retries and failures are the session's business, not the process's."""
         self._events.add(kind, message, task_id=task_id, level=level, data=dict(data or {}))
         extra = {"session_id": self._session_id, "task_id": task_id, "pipeline": self._pipeline, "event": kind,
                  **(log or {})}
-        _log.log(_LEVELS.get(level, logging.INFO), "session %s: %s", self._session_id, message, extra=extra)
+        _log.log(logging.WARNING if kind == "lease_lost" else logging.INFO, "session %s: %s", self._session_id,
+                 log_message or message, extra=extra)
 
     def claimed(self, lease: Lease, *, redrive: bool, abandoned: bool) -> None:
         """Who holds the session from now on, and how it got it (a takeover names both owners)."""
@@ -109,4 +113,6 @@ class Lifecycle:
             data["cancelled_tasks"] = cancelled
             message += f" ({cancelled} task(s) cancelled)"
         self._emit("end", message, level="INFO" if end.status is SessionStatus.COMPLETED else "WARNING",
-                   data=data, log={"status": end.status.value, "duration_s": round(duration, 3)})
+                   data=data, log={"status": end.status.value, "duration_s": round(duration, 3)},
+                   log_message=f"{end.status.value} after {duration:.2f}s in this run" + message.removeprefix(
+                       f"session {end.status.value}"))

@@ -55,13 +55,13 @@ async def test_a_run_logs_its_claim_retries_and_end_with_the_session_and_task_id
     assert claim.getMessage().startswith("session l1: w1 holds the session at fence 1")
     assert (_f(retry, "session_id"), _f(retry, "task_id"), _f(retry, "attempt"),
             _f(retry, "error_type")) == ("l1", "wobble", 1, "builtins.RuntimeError")
-    assert retry.levelno == logging.WARNING and "the first attempt fails" in retry.getMessage()
+    assert retry.levelno == logging.INFO and "the first attempt fails" in retry.getMessage()
     assert (_f(end, "session_id"), _f(end, "status"), end.levelno) == ("l1", "COMPLETED", logging.INFO)
     assert _f(end, "duration_s") >= 0
     assert _f(end, "task_id") is None
 
 
-async def test_a_final_failure_is_logged_as_an_error_naming_the_task(
+async def test_a_final_failure_is_logged_naming_the_task_and_the_attempt(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     @agent(retry=RetryPolicy(max_attempts=1))
@@ -76,8 +76,9 @@ async def test_a_final_failure_is_logged_as_an_error_naming_the_task(
     records = _lifecycle(caplog)
     failed = records["failed"]
     assert (_f(failed, "session_id"), _f(failed, "task_id"), _f(failed, "attempt")) == ("l2", "b", 1)
-    assert failed.levelno == logging.ERROR
-    assert (_f(records["end"], "status"), records["end"].levelno) == ("FAILED", logging.WARNING)
+    assert failed.levelno == logging.INFO
+    assert (_f(records["end"], "status"), records["end"].levelno) == ("FAILED", logging.INFO)
+    assert records["end"].getMessage().startswith("session l2: FAILED after ")
 
 
 async def test_a_wait_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
