@@ -90,8 +90,9 @@ class LeaseKeeper:
     def _lose(self, error: LeaseLostError) -> None:
         if self._error is None:
             self._error = error
-            _log.warning("%s", error, extra={"session_id": self._lease.session_id, "owner": self._lease.owner,
-                                             "fence": self._lease.fence, "event": "lease_lost"})
+            # The listener records the loss (a lifecycle event and WARNING record); this says why.
+            _log.debug("%s", error, extra={"session_id": self._lease.session_id, "owner": self._lease.owner,
+                                           "fence": self._lease.fence})
             self._listener.lease_lost(error)
 
     def ending(self, value: bool) -> None:

@@ -89,9 +89,10 @@ class Lifecycle:
                     else f"; fence {fence} holds it" if fence is not None and fence != lease.fence else "")
         data = {"owner": lease.owner, "fence": lease.fence, "new_owner": holder,
                 "new_fence": fence if fence != lease.fence else None, "error": str(error)}
-        self._emit("lease_lost", f"{lease.owner} lost its lease at fence {lease.fence}{now_held}",
-                   level="WARNING", data=data,
-                   log={"owner": lease.owner, "fence": lease.fence, "new_owner": holder})
+        message = f"{lease.owner} lost its lease at fence {lease.fence}{now_held}"
+        self._emit("lease_lost", message, level="WARNING", data=data,
+                   log={"owner": lease.owner, "fence": lease.fence, "new_owner": holder},
+                   log_message=f"{message}: {error}")
 
     def noted(self, note: Note) -> None:
         """One of the plan's notes: a retry, a failure, a wait, a wake, a cancel..."""

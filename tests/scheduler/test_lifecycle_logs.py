@@ -124,4 +124,4 @@ async def test_a_lost_lease_is_logged_as_a_warning_with_the_fence_held(
     record = _lifecycle(caplog)["lease_lost"]
     assert (_f(record, "session_id"), _f(record, "owner"), _f(record, "fence")) == ("l4", "w1", 1)
     assert record.levelno == logging.WARNING
-    assert record.getMessage() == "session l4: w1 lost its lease at fence 1"
+    assert record.getMessage().startswith("session l4: w1 lost its lease at fence 1: session l4: the lease of w1")
