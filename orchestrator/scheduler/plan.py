@@ -393,7 +393,7 @@ class SessionPlan:
             return
         reason = f"task {tid} failed after {used} attempt(s): {info.type.rsplit('.', 1)[-1]}: {info.message}"
         self._fail(reason)
-        d.note("failed", reason, task_id=tid, level="ERROR", data={"attempt": attempt})
+        d.note("failed", reason, task_id=tid, level="ERROR", data={"attempt": attempt, "error": info.type})
         self._queue.append(TaskWrite(TaskWriteKind.FAIL, tid, attempt, error=info))
         self._tasks.finalize(task, TaskStatus.FAILED)
         self._skip_dependents(tid)

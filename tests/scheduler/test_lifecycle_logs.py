@@ -75,7 +75,8 @@ async def test_a_final_failure_is_logged_naming_the_task_and_the_attempt(
 
     records = _lifecycle(caplog)
     failed = records["failed"]
-    assert (_f(failed, "session_id"), _f(failed, "task_id"), _f(failed, "attempt")) == ("l2", "b", 1)
+    assert (_f(failed, "session_id"), _f(failed, "task_id"), _f(failed, "attempt"), _f(failed, "error_type")) == (
+        "l2", "b", 1, "builtins.ValueError")
     assert failed.levelno == logging.INFO
     assert (_f(records["end"], "status"), records["end"].levelno) == ("FAILED", logging.INFO)
     assert records["end"].getMessage().startswith("session l2: FAILED after ")
