@@ -12,12 +12,14 @@ covers every module under it. Move a module, and update this map.
                  orchestrator/aws_lambda.py     Lambda handlers: resume-failed sweep, worker batch
                  orchestrator/apps.py           `module:attribute` -> Pipeline, for the entry points
                  orchestrator/durations.py      `1h30m` -> seconds, for the entry points
+                 orchestrator/tuning.py         lease, per-agent limits, progress interval: parsed for the entry points
     recovery     orchestrator/recovery.py       resume-failed sweep, worker loop
                  orchestrator/fork.py           a new session from part of an old one
     scheduler    orchestrator/scheduler/__init__.py     the public names: run, submit, resume, ...
                  orchestrator/scheduler/entry.py        run, submit, resume, execute (the entry points)
                  orchestrator/scheduler/runner.py       SessionRunner: the I/O shell of one claimed session
                  orchestrator/scheduler/lease_keeper.py owns the lease: renewal and the local deadline
+                 orchestrator/scheduler/lifecycle.py    claim/takeover/lease-lost/end: history events and log records
                  orchestrator/scheduler/attempt.py      one attempt of one task on its executor
                  orchestrator/scheduler/context.py      the engine's AgentContext
                  orchestrator/scheduler/plan.py         SessionPlan: the pure core (outcomes in, steps out)

@@ -11,9 +11,15 @@ Configuration comes from the function's environment (entry points may read it):
     ORCHESTRATOR_MAX_SESSIONS   sessions per worker invocation   (default 10)
     ORCHESTRATOR_IDLE_EXIT      worker returns when idle this long (default 2s)
     ORCHESTRATOR_SAFETY_MARGIN  stop this long before the Lambda's deadline (default 30s)
+    ORCHESTRATOR_LEASE          lease length, e.g. 30s           (default 30s; heartbeat a fifth of it)
+    ORCHESTRATOR_AGENT_LIMITS   AGENT=N[,AGENT=N...]: at most N of that agent at once (default: no limit)
+    ORCHESTRATOR_PROGRESS_INTERVAL  progress written at most this often (default 1s)
 
 An event may override `older_than`, `limit`, `concurrency`, `max_redrives`, `dry_run`,
-`max_sessions`. Both handlers stop before `context.get_remaining_time_in_millis()`
+`max_sessions`, `lease`, `agent_limits` (a string as above, or an object `{"build": 2}`)
+and `progress_interval`. The worker's agent limits are shared by the sessions of one
+invocation; the sweep's apply to each session. A bad knob raises ValidationError before
+the store is opened. Both handlers stop before `context.get_remaining_time_in_millis()`
 runs out: the sweep is cut off (the sessions it held resume after their lease
 expires), the worker stops claiming and releases what it holds.
 """
@@ -34,6 +40,7 @@ from orchestrator.graph import Pipeline
 from orchestrator.recovery import ResumeReport, Worker, resume_failed
 from orchestrator.scheduler import RunOptions
 from orchestrator.store import StoreConfig, open_store
+from orchestrator.tuning import Knobs
 
 __all__ = ["LambdaContext", "resume_failed_handler", "worker_handler"]
 
@@ -60,6 +67,22 @@ def _int(event: Mapping[str, Any], env: Mapping[str, str], key: str, default: st
         return int(text)
     except ValueError:
         raise ConfigError(f"{key}={text!r} is not an integer") from None
+
+
+def _knobs(event: Mapping[str, Any], env: Mapping[str, str], pipelines: list[Pipeline]) -> Knobs:
+    """Lease, agent limits and progress interval from the event or the environment, checked."""
+    limits: Any = event.get("agent_limits")
+    if isinstance(limits, Mapping):
+        specs = [f"{name}={n}" for name, n in limits.items()]
+    else:
+        specs = [str(limits if limits is not None else env.get("ORCHESTRATOR_AGENT_LIMITS", ""))]
+    lease = _setting(event, env, "ORCHESTRATOR_LEASE", "") or None
+    interval = _setting(event, env, "ORCHESTRATOR_PROGRESS_INTERVAL", "") or None
+    names = ("lease (ORCHESTRATOR_LEASE)", "progress_interval (ORCHESTRATOR_PROGRESS_INTERVAL)",
+             "agent_limits (ORCHESTRATOR_AGENT_LIMITS)")
+    knobs = Knobs.parse(lease=lease, progress_interval=interval, agent_limits=specs, names=names)
+    knobs.check_agents(pipelines, what=names[2])
+    return knobs
 
 
 def _pipelines(env: Mapping[str, str]) -> list[Pipeline]:
@@ -105,6 +128,7 @@ def resume_failed_handler(event: Mapping[str, Any] | None, context: LambdaContex
     redrives_text = _setting(event, env, "ORCHESTRATOR_MAX_REDRIVES", "")
     max_redrives = _int(event, env, "ORCHESTRATOR_MAX_REDRIVES", "0") if redrives_text else None
     dry_run = str(event.get("dry_run", env.get("ORCHESTRATOR_DRY_RUN", ""))).lower() in ("1", "true", "yes")
+    options = _knobs(event, env, pipelines).options()
     budget = _budget(context, env, event)
     config = StoreConfig.from_env(env)
 
@@ -116,7 +140,8 @@ def resume_failed_handler(event: Mapping[str, Any] | None, context: LambdaContex
             timed_out = True
             with anyio.move_on_after(budget if budget is not None else float("inf")):
                 report = await resume_failed(store, pipelines, older_than=older, limit=limit,
-                                             concurrency=concurrency, max_redrives=max_redrives, dry_run=dry_run)
+                                             concurrency=concurrency, max_redrives=max_redrives, dry_run=dry_run,
+                                             options=options)
                 timed_out = False
             if timed_out:
                 _log.warning("resume-failed stopped before the Lambda deadline; held sessions resume after "
@@ -139,6 +164,7 @@ def worker_handler(event: Mapping[str, Any] | None, context: LambdaContext | Non
     max_sessions = _int(event, env, "ORCHESTRATOR_MAX_SESSIONS", "10")
     concurrency = _int(event, env, "ORCHESTRATOR_CONCURRENCY", "4")
     idle = parse_duration(_setting(event, env, "ORCHESTRATOR_IDLE_EXIT", "2s"), what="ORCHESTRATOR_IDLE_EXIT")
+    knobs = _knobs(event, env, pipelines)
     budget = _budget(context, env, event)
     config = StoreConfig.from_env(env)
 
@@ -147,8 +173,9 @@ def worker_handler(event: Mapping[str, Any] | None, context: LambdaContext | Non
         try:
             await store.initialize()
             # The grace period must fit in the margin left after `budget`: finish or release in time.
-            worker = Worker(store, pipelines, concurrency=concurrency, options=RunOptions(),
-                            poll_interval=0.5, grace=min(10.0, (budget or 10.0) / 4))
+            worker = Worker(store, pipelines, concurrency=concurrency,
+                            options=knobs.options(RunOptions(), per_session_limits=False),
+                            limits=knobs.worker_limits(), poll_interval=0.5, grace=min(10.0, (budget or 10.0) / 4))
             stopped_early = False
             async with anyio.create_task_group() as tg:
                 async def deadline() -> None:

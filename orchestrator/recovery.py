@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 
@@ -17,11 +18,13 @@ from orchestrator.errors import ClaimRejectedError, OrchestratorError, SessionNo
 from orchestrator.graph import Pipeline
 from orchestrator.metrics import MetricsRecorder
 from orchestrator.scheduler import RunOptions, RunResult, SessionRunner, WorkerLimits, default_worker_id
+from orchestrator.scheduler.lifecycle import claim_kind
 from orchestrator.store.protocol import Store
 from orchestrator.store.records import ClaimPolicy, Lease, SessionRecord, SessionStatus
 from orchestrator.telemetry import Telemetry
 
-__all__ = ["ResumeReport", "Worker", "WorkerReport", "pipelines_by_name", "resume_failed", "run_batch"]
+__all__ = ["ResumeReport", "Worker", "WorkerListener", "WorkerReport", "pipelines_by_name", "resume_failed",
+           "run_batch"]
 
 _log = logging.getLogger("orchestrator.recovery")
 
@@ -178,6 +181,16 @@ class WorkerReport:
     errors: dict[str, str] = field(default_factory=dict)
 
 
+class WorkerListener(Protocol):
+    """Hears each session a worker claims and how it ends (the CLI prints a line for each)."""
+
+    def claimed(self, lease: Lease, pipeline: str, how: str) -> None:
+        """`how`: claim or takeover (from an owner whose lease expired)."""
+
+    def finished(self, session_id: str, pipeline: str, status: str, duration: float, detail: str | None) -> None:
+        """`status`: the session's status, or `released` / `error`; `duration`: seconds since the claim."""
+
+
 class Worker:
     """Claims PENDING, abandoned RUNNING and due WAITING sessions and runs them.
 
@@ -198,6 +211,7 @@ class Worker:
         grace: float = 10.0,
         limits: WorkerLimits | None = None,
         telemetry: Telemetry | None = None,
+        listener: WorkerListener | None = None,
     ) -> None:
         if concurrency < 1 or poll_interval <= 0 or grace < 0:
             raise ValidationError("Worker needs concurrency >= 1, poll_interval > 0 and grace >= 0")
@@ -210,6 +224,7 @@ class Worker:
         self.grace = grace
         self.limits = limits or WorkerLimits()
         self.telemetry = telemetry or Telemetry()
+        self.listener = listener
         self.metrics = MetricsRecorder(store, clock=store.clock, flush_interval=self.options.flush_interval)
         self.report = WorkerReport(self.worker_id)
         self._stop = anyio.Event()
@@ -245,25 +260,38 @@ class Worker:
     async def _run_one(self, lease: Lease, claimed_from: SessionStatus) -> None:
         sid = lease.session_id
         scope = anyio.CancelScope()
+        started = self.store.clock.now()
+        pipeline = "?"
+        status, detail = "error", None
         try:
             with scope:
                 snapshot = await self.store.load_session(sid)
+                pipeline = snapshot.session.pipeline
+                abandoned = claimed_from is SessionStatus.RUNNING
                 runner = SessionRunner(
-                    self.store, self.pipelines[snapshot.session.pipeline], lease, snapshot,
+                    self.store, self.pipelines[pipeline], lease, snapshot,
                     options=self.options, clock=self.store.clock, telemetry=self.telemetry,
-                    limits=self.limits, metrics=self.metrics, abandoned=claimed_from is SessionStatus.RUNNING,
+                    limits=self.limits, metrics=self.metrics, abandoned=abandoned,
                 )
                 self._running[sid] = (runner, scope)
+                if self.listener is not None:
+                    self.listener.claimed(lease, pipeline, claim_kind(lease, redrive=False, abandoned=abandoned))
                 result: RunResult = await runner.run()
                 self.report.results[sid] = result.status.value
+                status, detail = result.status.value, result.reason
             if scope.cancelled_caught:
                 await self._release(sid)
+                status, detail = "released", "stopped before it finished; another worker may take it at once"
         except OrchestratorError as exc:
-            _log.warning("worker %s: session %s stopped: %s", self.worker_id, sid, exc)
+            _log.warning("worker %s: session %s stopped: %s", self.worker_id, sid, exc,
+                         extra={"session_id": sid, "owner": self.worker_id})
             self.report.errors[sid] = f"{type(exc).__name__}: {exc}"
+            status, detail = "error", f"{type(exc).__name__}: {exc}"
         finally:
             self._running.pop(sid, None)
             self._slots.release()
+            if self.listener is not None:
+                self.listener.finished(sid, pipeline, status, self.store.clock.now() - started, detail)
 
     async def _release(self, sid: str) -> None:
         entry = self._running.get(sid)

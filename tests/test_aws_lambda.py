@@ -12,9 +12,9 @@ import anyio
 import pytest
 
 from orchestrator.aws_lambda import resume_failed_handler, worker_handler
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, ValidationError
 from orchestrator.scheduler import run, submit
-from orchestrator.store import SessionSnapshot, SessionStatus, open_store
+from orchestrator.store import Event, SessionSnapshot, SessionStatus, open_store
 
 APPS = Path(__file__).resolve().parent / "apps"
 
@@ -131,3 +131,81 @@ def test_worker_handler_stops_and_releases_before_the_deadline(demo: Any, tmp_pa
     assert summary["released"] == ["slow"]
     assert started.exists()
     assert _load(url, "slow").session.status is SessionStatus.PENDING
+
+
+def _submit(url: str, pipeline: Any, inputs: dict[str, Any]) -> None:
+    async def go() -> None:
+        store = open_store(url)
+        try:
+            await store.initialize()
+            for sid, value in inputs.items():
+                await submit(pipeline, value, store=store, session_id=sid)
+        finally:
+            await store.aclose()
+
+    anyio.run(go)
+
+
+def _events(url: str, sid: str) -> list[Event]:
+    async def go() -> list[Event]:
+        store = open_store(url)
+        try:
+            return list((await store.read_events(sid)).items)
+        finally:
+            await store.aclose()
+
+    result: list[Event] = anyio.run(go)
+    return result
+
+
+def test_worker_handler_takes_the_lease_length_from_the_environment(demo: Any, tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'l.db'}"
+    _submit(url, demo.small, {"leased": None})
+
+    summary = worker_handler({}, FakeContext(300_000),
+                             env=_env(url, "demo_app:small", ORCHESTRATOR_LEASE="45s", ORCHESTRATOR_IDLE_EXIT="0.2s"))
+
+    assert summary["results"] == {"leased": "COMPLETED"}
+    [claim] = [e for e in _events(url, "leased") if e.kind == "claim"]
+    # The claim is recorded right after the lease is taken: its expiry is 45 s (not the default 30) ahead.
+    assert 44 < claim.data["lease_expires_at"] - claim.at <= 45
+
+
+def test_worker_handler_event_agent_limits_hold_across_the_sessions_of_a_batch(demo: Any, tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'l.db'}"
+    _submit(url, demo.wide, {"w-1": {"want": 2, "wait": 0.5}, "w-2": {"want": 2, "wait": 0.5}})
+
+    summary = worker_handler({"agent_limits": {"probe": 1}, "concurrency": 2, "max_sessions": 2},
+                             FakeContext(300_000), env=_env(url, "demo_app:wide", ORCHESTRATOR_IDLE_EXIT="0.2s"))
+
+    assert summary["results"] == {"w-1": "COMPLETED", "w-2": "COMPLETED"}
+    peaks = [t.output["peak"] for sid in ("w-1", "w-2") for t in _load(url, sid).tasks.values()]
+    assert peaks == [1] * 6
+
+
+def test_worker_handler_takes_the_progress_interval_from_the_environment(demo: Any, tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'l.db'}"
+    _submit(url, demo.progress, {"probed": {"store": url, "wait": 3.0}})
+
+    summary = worker_handler({}, FakeContext(300_000), env=_env(
+        url, "demo_app:progress", ORCHESTRATOR_PROGRESS_INTERVAL="0.05s", ORCHESTRATOR_IDLE_EXIT="0.2s"))
+
+    assert summary["results"] == {"probed": "COMPLETED"}
+    assert _load(url, "probed").tasks["watch"].output == {"seen": True}
+
+
+@pytest.mark.parametrize(("setting", "fragment"), [
+    ({"ORCHESTRATOR_LEASE": "0s"}, "lease (ORCHESTRATOR_LEASE) '0s' must be more than 0"),
+    ({"ORCHESTRATOR_AGENT_LIMITS": "step=zero"}, "is not AGENT=N"),
+    ({"ORCHESTRATOR_AGENT_LIMITS": "nosuch=1"}, "agent(s) nosuch that no pipeline given defines"),
+    ({"ORCHESTRATOR_PROGRESS_INTERVAL": "often"}, "is not a duration"),
+])
+@pytest.mark.parametrize("handler", [worker_handler, resume_failed_handler])
+def test_a_bad_knob_is_refused_before_the_store_is_opened(
+    demo: Any, tmp_path: Path, handler: Any, setting: dict[str, str], fragment: str
+) -> None:
+    db = tmp_path / "never.db"
+    with pytest.raises(ValidationError) as info:
+        handler({}, FakeContext(300_000), env=_env(f"sqlite://{db}", "demo_app:small", **setting))
+    assert fragment in str(info.value)
+    assert not db.exists()

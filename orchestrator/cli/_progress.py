@@ -17,10 +17,10 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 from orchestrator.cli._common import fmt_time
 from orchestrator.durations import format_duration
 from orchestrator.errors import NotFoundError, StoreError
-from orchestrator.store import SessionSnapshot, Store, TaskRecord, TaskStatus
+from orchestrator.store import Lease, SessionSnapshot, Store, TaskRecord, TaskStatus
 from orchestrator.store.records import Progress as SessionProgress
 
-__all__ = ["SessionWatcher", "poll_session"]
+__all__ = ["SessionLines", "SessionWatcher", "poll_session"]
 
 _log = logging.getLogger("orchestrator.cli")
 
@@ -134,3 +134,18 @@ async def poll_session(
             return
         with anyio.move_on_after(interval):
             await stop.wait()
+
+
+class SessionLines:
+    """What `orchestrator worker` prints: one line per claimed session and one per finished one."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+
+    def claimed(self, lease: Lease, pipeline: str, how: str) -> None:
+        self._console.print(f"claimed  {lease.session_id} {pipeline} ({how}, fence {lease.fence})",
+                            highlight=False, markup=False, soft_wrap=True)
+
+    def finished(self, session_id: str, pipeline: str, status: str, duration: float, detail: str | None) -> None:
+        self._console.print(f"finished {session_id} {pipeline} {status} in {format_duration(duration)}"
+                            + (f": {detail}" if detail else ""), highlight=False, markup=False, soft_wrap=True)

@@ -27,14 +27,16 @@ from orchestrator.cli._common import (
     parse_json_arg,
     run_async,
 )
-from orchestrator.cli._progress import SessionWatcher, poll_session
+from orchestrator.cli._progress import SessionLines, SessionWatcher, poll_session
 from orchestrator.cli._waits import TaskWait, cli_base, continue_commands, describe_wait, task_waits
 from orchestrator.durations import parse_duration
 from orchestrator.errors import ValidationError
 from orchestrator.fork import fork_session
+from orchestrator.graph import Pipeline
 from orchestrator.recovery import ResumeReport, Worker, WorkerReport, resume_failed
 from orchestrator.scheduler import RunOptions, RunResult, resume, run, submit
 from orchestrator.store import SessionStatus, Store
+from orchestrator.tuning import Knobs
 
 __all__ = ["register"]
 
@@ -48,14 +50,26 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Agents running at once.")]
 AppsOpt = Annotated[list[str], typer.Option("--app", "-a", help="APP:PIPELINE this process can run "
                                             "(repeat, or comma-separate).")]
+LeaseOpt = Annotated[str | None, typer.Option("--lease", help="Lease length, e.g. 30s (default 30s); "
+                                              "renewed every fifth of it. Another worker may take the "
+                                              "session over once it lapses.")]
+AgentLimitOpt = Annotated[list[str] | None, typer.Option("--agent-limit", metavar="AGENT=N", help="At most N "
+                                                         "agents of that name at once (repeat, or "
+                                                         "comma-separate).")]
+ProgressOpt = Annotated[str | None, typer.Option("--progress-interval", help="Write task and session progress "
+                                                 "at most this often, e.g. 2s (default 1s).")]
 
 
-def _options(concurrency: int, fail_fast: bool = False, worker_id: str | None = None,
-             max_redrives: int | None = None) -> RunOptions:
-    extra: dict[str, Any] = {}
-    if max_redrives is not None:
-        extra["max_redrives"] = max_redrives
-    return RunOptions(concurrency=concurrency, fail_fast=fail_fast, worker_id=worker_id, **extra)
+def _knobs(lease: str | None, agent_limits: list[str] | None, progress: str | None,
+           pipelines: list[Pipeline]) -> Knobs:
+    """The knobs, parsed and checked against the loaded agents before anything runs."""
+    knobs = Knobs.parse(lease=lease, progress_interval=progress, agent_limits=agent_limits or ())
+    knobs.check_agents(pipelines)
+    return knobs
+
+
+def _options(concurrency: int, knobs: Knobs, fail_fast: bool = False) -> RunOptions:
+    return knobs.options(RunOptions(concurrency=concurrency, fail_fast=fail_fast))
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +144,15 @@ def run_cmd(
     pipeline_type: Annotated[str | None, typer.Option("--type", help="Pipeline type (free text).")] = None,
     concurrency: ConcurrencyOpt = 16,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Cancel the rest when a task fails.")] = False,
+    lease: LeaseOpt = None,
+    agent_limit: AgentLimitOpt = None,
+    progress_interval: ProgressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a session and run it here, with live progress; exit 1 if it ends FAILED, 6 if it waits."""
     g = globals_of(ctx)
     pipeline = load_pipeline(app)
+    options = _options(concurrency, _knobs(lease, agent_limit, progress_interval, [pipeline]), fail_fast)
     value = parse_json_arg(input, what="--input")
     sid = session_id or f"{pipeline.name}-{uuid.uuid4().hex[:12]}"
 
@@ -142,7 +160,7 @@ def run_cmd(
         async with open_cli_store(g) as store:
             return await _watched(store, sid, as_json, lambda: run(
                 pipeline, value, store=store, session_id=sid, project_id=project, user_id=user,
-                pipeline_type=pipeline_type, options=_options(concurrency, fail_fast)), new=True)
+                pipeline_type=pipeline_type, options=options), new=True)
 
     _finish(run_async(go), as_json, app, g.store)
 
@@ -181,16 +199,20 @@ def resume_cmd(
     force: Annotated[bool, typer.Option("--force", help="Past the redrive limit, clearing needs-human, and "
                                         "despite a pipeline version mismatch.")] = False,
     concurrency: ConcurrencyOpt = 16,
+    lease: LeaseOpt = None,
+    agent_limit: AgentLimitOpt = None,
+    progress_interval: ProgressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Claim a session and run what is left (completed kept); exit 1 if it ends FAILED, 6 if it waits."""
     g = globals_of(ctx)
     pipeline = load_pipeline(app)
+    options = _options(concurrency, _knobs(lease, agent_limit, progress_interval, [pipeline]))
 
     async def go() -> Outcome:
         async with open_cli_store(g) as store:
             return await _watched(store, session, as_json, lambda: resume(
-                pipeline, session, store=store, force=force, options=_options(concurrency)))
+                pipeline, session, store=store, force=force, options=options))
 
     _finish(run_async(go), as_json, app, g.store)
 
@@ -242,6 +264,13 @@ def worker_cmd(
     poll: Annotated[str, typer.Option("--poll-interval", help="How often to look for work.")] = "1s",
     grace: Annotated[str, typer.Option("--grace", help="On SIGTERM/SIGINT, how long running sessions may "
                                        "finish before they are stopped and released.")] = "10s",
+    lease: LeaseOpt = None,
+    agent_limit: Annotated[list[str] | None, typer.Option("--agent-limit", metavar="AGENT=N", help="At most N "
+                                                          "agents of that name at once across all the sessions "
+                                                          "this worker runs (repeat, or comma-separate).")] = None,
+    progress_interval: ProgressOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No line per claimed and finished session.")]
+    = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Claim and run submitted, abandoned and due sessions until SIGTERM/SIGINT.
@@ -257,12 +286,16 @@ def worker_cmd(
     grace_s = parse_duration(grace, what="--grace")
     if poll_s <= 0:
         raise ValidationError("--poll-interval must be > 0")
+    knobs = _knobs(lease, agent_limit, progress_interval, list(pipelines))
+    options = knobs.options(RunOptions(worker_id=worker_id), per_session_limits=False)
+    limits = knobs.worker_limits()
     forced: list[int] = []
+    lines = None if quiet else SessionLines(err_console if as_json else console)
 
     async def go() -> WorkerReport | None:
         async with open_cli_store(g) as store:
-            worker = Worker(store, pipelines, worker_id=worker_id, concurrency=concurrency,
-                            options=RunOptions(worker_id=worker_id), poll_interval=poll_s, grace=grace_s)
+            worker = Worker(store, pipelines, worker_id=worker_id, concurrency=concurrency, options=options,
+                            poll_interval=poll_s, grace=grace_s, limits=limits, listener=lines)
             reports: list[WorkerReport] = []
             async with anyio.create_task_group() as tg:
 
@@ -313,6 +346,9 @@ def resume_failed_cmd(
                                                      "limit).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be resumed; change "
                                           "nothing.")] = False,
+    lease: LeaseOpt = None,
+    agent_limit: AgentLimitOpt = None,
+    progress_interval: ProgressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Resume FAILED and abandoned sessions (a cron's job); exit 1 if any resume failed.
@@ -323,11 +359,12 @@ def resume_failed_cmd(
     g = globals_of(ctx)
     pipelines = load_pipelines(apps)
     bound = parse_duration(older_than, what="--older-than")
+    options = _knobs(lease, agent_limit, progress_interval, list(pipelines)).options()
 
     async def go() -> ResumeReport:
         async with open_cli_store(g) as store:
             return await resume_failed(store, pipelines, older_than=bound, limit=limit, concurrency=concurrency,
-                                       max_redrives=max_redrives, dry_run=dry_run)
+                                       max_redrives=max_redrives, dry_run=dry_run, options=options)
 
     report = run_async(go)
     if as_json:

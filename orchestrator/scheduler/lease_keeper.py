@@ -90,7 +90,9 @@ class LeaseKeeper:
     def _lose(self, error: LeaseLostError) -> None:
         if self._error is None:
             self._error = error
-            _log.warning("%s", error)
+            # The listener records the loss (a lifecycle event and WARNING record); this says why.
+            _log.debug("%s", error, extra={"session_id": self._lease.session_id, "owner": self._lease.owner,
+                                           "fence": self._lease.fence})
             self._listener.lease_lost(error)
 
     def ending(self, value: bool) -> None:
@@ -129,7 +131,7 @@ class LeaseKeeper:
                 return
             except (OrchestratorError, OSError):
                 _log.warning("session %s: lease renewal failed; retrying until %s", self._lease.session_id,
-                             format_ts(self.deadline), exc_info=True)
+                             format_ts(self.deadline), exc_info=True, extra={"session_id": self._lease.session_id})
                 continue
             self.deadline = sent + opts.lease_seconds - opts.clock_skew_margin
             # Keep our own signal_seq: it must stay the sequence of signals we have *loaded*,

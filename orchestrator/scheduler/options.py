@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -53,6 +54,17 @@ class RunOptions:
                 f"{self.heartbeat_interval:g} and clock_skew_margin={self.clock_skew_margin:g}; it must "
                 f"be at least 3 x heartbeat + margin = {need:g}"
             )
+
+
+    def with_lease(self, lease_seconds: float, *, where: str = "RunOptions.with_lease") -> RunOptions:
+        """These options with another lease length. The heartbeat (a fifth of the lease, at most
+        8 s) and the clock-skew margin (a tenth, at most 2 s) follow, so any lease > 0 is valid."""
+        if (isinstance(lease_seconds, bool) or not isinstance(lease_seconds, (int, float))
+                or not math.isfinite(lease_seconds) or lease_seconds <= 0):
+            raise ValidationError.bad_value("lease", lease_seconds, "a duration > 0, e.g. 30s or 2m", where)
+        lease = float(lease_seconds)
+        return replace(self, lease_seconds=lease, heartbeat_interval=min(8.0, lease / 5),
+                       clock_skew_margin=min(2.0, lease / 10))
 
 
 @dataclass(frozen=True, slots=True)

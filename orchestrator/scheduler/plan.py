@@ -137,7 +137,7 @@ class SessionPlan:
                 d.timers.append(record.not_before)
         for tid in sorted(failed):
             self._skip_dependents(tid)
-        self._wake_due(now)
+        self._wake_due(now, d)
         return d.step()
 
     # -- dispatching ----------------------------------------------------------------------
@@ -239,13 +239,14 @@ class SessionPlan:
         self._signal_seq = signal_seq
         self._tasks.add_signals(signals)
         d = Draft()
-        d.note("signal", f"signal sequence now {signal_seq}")
-        self._wake_due(now)
+        self._wake_due(now, d)
         return d.step()
 
-    def timer_fired(self, now: float) -> None:
+    def timer_fired(self, now: float) -> Step:
         """A backoff or wait deadline may have passed: make those tasks runnable."""
-        self._wake_due(now)
+        d = Draft()
+        self._wake_due(now, d)
+        return d.step()
 
     def cancel_requested(self, reason: str) -> Step:
         """A stored cancel request: cancel running agents, CANCEL everything not started."""
@@ -392,7 +393,7 @@ class SessionPlan:
             return
         reason = f"task {tid} failed after {used} attempt(s): {info.type.rsplit('.', 1)[-1]}: {info.message}"
         self._fail(reason)
-        d.note("failed", reason, task_id=tid, level="ERROR", data={"attempt": attempt})
+        d.note("failed", reason, task_id=tid, level="ERROR", data={"attempt": attempt, "error": info.type})
         self._queue.append(TaskWrite(TaskWriteKind.FAIL, tid, attempt, error=info))
         self._tasks.finalize(task, TaskStatus.FAILED)
         self._skip_dependents(tid)
@@ -446,16 +447,22 @@ class SessionPlan:
             flag = f"failed again after {session.redrive_count} redrive(s): {reason}"
         return Finish(status, reason, flag)
 
-    def _wake_due(self, now: float) -> None:
+    def _wake_due(self, now: float, d: Draft) -> None:
         """Make waiting tasks runnable when a newer signal arrived or their deadline passed."""
         for tid in sorted(self._tasks.waiting):
             task = self._tasks[tid]
             wait = task.wait
             if task.status is not TaskStatus.WAITING or wait is None:
                 continue
-            signalled = any(sig.seq > wait.seen for sig in task.signals.values())
-            if signalled or (wait.deadline is not None and wait.deadline <= now):
+            woken_by = sorted(name for name, sig in task.signals.items() if sig.seq > wait.seen)
+            if woken_by:
                 self._tasks.move(task, TaskStatus.PENDING)
+                d.note("wake", f"task {tid} woken by signal {woken_by[0]!r}", task_id=tid,
+                       data={"signal": woken_by[0], "signals": woken_by, "attempt": task.attempt})
+            elif wait.deadline is not None and wait.deadline <= now:
+                self._tasks.move(task, TaskStatus.PENDING)
+                d.note("wake", f"task {tid} woken: its wait deadline passed", task_id=tid,
+                       data={"signal": None, "deadline": wait.deadline, "attempt": task.attempt})
         for tid in [t for t in self._tasks.backoff if (self._tasks[t].not_before or 0.0) <= now]:
             self._tasks.set_backoff(self._tasks[tid], None)
 

@@ -22,7 +22,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from orchestrator.agents.spec import AgentSpec
-from orchestrator.clock import Clock, format_ts
+from orchestrator.clock import Clock
 from orchestrator.codec import Codec
 from orchestrator.errors import LeaseLostError, OrchestratorError
 from orchestrator.events import EventBuffer
@@ -30,6 +30,7 @@ from orchestrator.graph import Pipeline
 from orchestrator.metrics import MetricsRecorder, session_sample
 from orchestrator.scheduler.attempt import run_attempt
 from orchestrator.scheduler.lease_keeper import LeaseKeeper
+from orchestrator.scheduler.lifecycle import Lifecycle
 from orchestrator.scheduler.messages import AttemptOutcome, Cancelled, Failed, Finished, Launch, TimedOut, Waiting
 from orchestrator.scheduler.options import RunOptions, RunResult, WorkerLimits
 from orchestrator.scheduler.plan import SessionPlan
@@ -119,7 +120,9 @@ class SessionRunner:
         self._tg: TaskGroup | None = None
         self._span: SpanHandle | None = None
         self._ending = False  # the session's end is being written (see _end_writing)
-        self._claimed(lease, redrive=redrive, abandoned=abandoned)
+        self._started = clock.now()
+        self.lifecycle = Lifecycle(self.events, self._session_id, pipeline.name)
+        self.lifecycle.claimed(lease, redrive=redrive, abandoned=abandoned)
 
     @property
     def lease(self) -> Lease:
@@ -184,22 +187,12 @@ class SessionRunner:
                                                 result.task.fence if result.task else None, self.lease.fence)
         self.plan.checkpointed(task_id, state)
 
-    def _claimed(self, lease: Lease, *, redrive: bool, abandoned: bool) -> None:
-        """The history's record of who holds the session from now on, and how it got it."""
-        until = "without expiry" if lease.expires_at is None else f"until {format_ts(lease.expires_at)}"
-        data = {"owner": lease.owner, "fence": lease.fence, "lease_expires_at": lease.expires_at}
-        if abandoned:
-            self.events.add("takeover", f"{lease.owner} took the session over at fence {lease.fence} ({until}): "
-                            f"the owner of fence {lease.fence - 1} stopped renewing its lease", level="WARNING",
-                            data={**data, "previous_fence": lease.fence - 1})
-        else:
-            how = "redrive" if redrive else "claim"
-            self.events.add("claim", f"{lease.owner} holds the session at fence {lease.fence} ({until}, {how})",
-                            data={**data, "redrive": redrive})
-
     # -- LeaseListener: news from the keeper --------------------------------------------------
 
     def lease_lost(self, error: LeaseLostError) -> None:
+        # Written by the final flush only while the local deadline holds (a newer claim
+        # refused us early); past it nothing is written and the next owner's takeover says it.
+        self.lifecycle.lost(self.lease, error)
         self.plan.halt()
         self._send.send_nowait(_LeaseLost(error))
         if self._tg is not None:  # stop at once, even a store call or an agent in progress
@@ -235,6 +228,7 @@ class SessionRunner:
                     async with anyio.create_task_group() as tg:
                         self._tg = tg
                         await tg.start(self._keeper.run)
+                        await self._flush_claim()
                         tg.start_soon(self._flush_loop)
                         try:
                             result = await self._dispatch()
@@ -285,7 +279,7 @@ class SessionRunner:
             self._scopes.pop(message.task_id, None)
             await self._perform(self.plan.attempt_ended(message, self._clock.now()))
         elif isinstance(message, _TimerFired):
-            self.plan.timer_fired(self._clock.now())
+            await self._perform(self.plan.timer_fired(self._clock.now()))
         elif isinstance(message, _SignalsChanged):
             await self._refresh_signals()
         elif isinstance(message, _CancelRequested):
@@ -319,7 +313,7 @@ class SessionRunner:
 
     def _record(self, step: Step) -> None:
         for note in step.notes:
-            self.events.add(note.kind, note.message, task_id=note.task_id, level=note.level, data=dict(note.data))
+            self.lifecycle.noted(note)
         for retry in step.retries:
             if self._span is not None:
                 self._span.add_event("retry", {
@@ -374,9 +368,7 @@ class SessionRunner:
             self._end_writing(False)  # it runs on: renewals and flushes resume
             await self._refresh_signals()
             return None
-        until = "a signal arrives" if end.wake_at is None else f"a signal arrives or {format_ts(end.wake_at)}"
-        self.events.add("wait", f"session waits until {until}; its lease is released",
-                        data={"wake_at": end.wake_at})
+        self.lifecycle.waiting(end.wake_at)
         return self._result(SessionStatus.WAITING, "waiting for a signal")
 
     def _end_writing(self, value: bool) -> None:
@@ -390,9 +382,7 @@ class SessionRunner:
         await self._flush_progress(final=True)
         record = await self.store.finish_session(self.lease, end.status, end.reason,
                                                  needs_human_reason=end.needs_human_reason)
-        self.events.add("end", f"session {end.status.value}" + (f": {end.reason}" if end.reason else ""),
-                        level="INFO" if end.status is SessionStatus.COMPLETED else "WARNING",
-                        data={"status": end.status.value, "needs_human": end.needs_human_reason is not None})
+        self.lifecycle.finished(end, self.plan.statuses(), self._clock.now() - self._started)
         sample = session_sample(record, self._clock.now())
         if sample is not None:
             self.metrics.observe(sample)
@@ -425,7 +415,18 @@ class SessionRunner:
                 self._keeper.lose(exc)
                 return
             except OrchestratorError:
-                _log.warning("session %s: flush failed; will retry", self._session_id, exc_info=True)
+                _log.warning("session %s: flush failed; will retry", self._session_id, exc_info=True,
+                             extra={"session_id": self._session_id})
+
+    async def _flush_claim(self) -> None:
+        """Write the claim (or takeover) at once, not a flush interval later: it survives a crash."""
+        try:
+            await self.events.flush()
+        except LeaseLostError:
+            raise
+        except OrchestratorError:
+            _log.warning("session %s: the claim event was not written; retried with the next flush",
+                         self._session_id, exc_info=True, extra={"session_id": self._session_id})
 
     async def _flush_progress(self, final: bool = False) -> None:
         if self.stopping:
@@ -444,10 +445,12 @@ class SessionRunner:
             try:
                 await flush()
             except LeaseLostError as exc:  # past the deadline nothing more is written, history included
-                _log.warning("session %s: buffered events and metrics not written: %s", self._session_id, exc)
+                _log.warning("session %s: buffered events and metrics not written: %s", self._session_id, exc,
+                             extra={"session_id": self._session_id})
                 return
             except (OrchestratorError, OSError):
-                _log.warning("session %s: final flush failed", self._session_id, exc_info=True)
+                _log.warning("session %s: final flush failed", self._session_id, exc_info=True,
+                             extra={"session_id": self._session_id})
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -24,6 +24,7 @@ from orchestrator.store import (
     NewSession,
     NewTask,
     OwnerKind,
+    PreviousHolder,
     Progress,
     SessionRecord,
     SessionStatus,
@@ -136,6 +137,18 @@ class SessionContract:
         b = await _expire_and_claim(store, "s1", "worker-b")
         assert (b.owner, b.fence) == ("worker-b", 2)
         assert (await store.get_session("s1")).lease_owner == "worker-b"
+
+    async def test_a_takeover_claim_names_the_previous_owner_and_fence(self, store: Store) -> None:
+        await make_session(store)
+        a = await store.claim_session("s1", "worker-a", LEASE)
+        b = await _expire_and_claim(store, "s1", "worker-b")
+        assert b.previous == PreviousHolder("worker-a", 1, SessionStatus.RUNNING, a.expires_at)
+        assert b.fence == 2
+
+    async def test_a_claim_of_a_pending_session_names_no_previous_owner(self, store: Store) -> None:
+        await make_session(store)
+        lease = await store.claim_session("s1", "w1", LEASE)
+        assert lease.previous == PreviousHolder(None, 0, SessionStatus.PENDING, None)
 
     async def test_renew_lease_extends_expiry(self, store: Store) -> None:
         await make_session(store)

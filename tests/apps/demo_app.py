@@ -99,6 +99,60 @@ watched = (
 )
 
 
+_active = {"probe": 0}
+
+
+@agent
+async def probe(ctx: AgentContext) -> dict[str, Any]:
+    """Counts the probes running at once in this process: waits (bounded) until "want" run, returns the peak."""
+    _active["probe"] += 1
+    peak = _active["probe"]
+    try:
+        with anyio.move_on_after(float((ctx.session_input or {}).get("wait", 1.0))):
+            while peak < int((ctx.session_input or {}).get("want", 2)):
+                await anyio.sleep(0.01)
+                peak = max(peak, _active["probe"])
+    finally:
+        _active["probe"] -= 1
+    return {"peak": peak}
+
+
+wide = Pipeline("wide", agents=[probe]).task("p1", "probe").task("p2", "probe").task("p3", "probe")
+
+
+@agent(retry=RetryPolicy(max_attempts=2, initial_backoff=0.01, jitter=0.0))
+async def wobbly(ctx: AgentContext) -> str:
+    """Fails its first attempt, succeeds on the retry."""
+    if ctx.attempt == 1:
+        raise RuntimeError("the first attempt fails")
+    return "steady"
+
+
+retry_once = Pipeline("retry_once", agents=[wobbly]).task("wobble", "wobbly")
+
+
+@agent
+async def progress_probe(ctx: AgentContext) -> dict[str, Any]:
+    """Reports progress, then watches the store (bounded by input "wait") until it is written there."""
+    from orchestrator.store import open_store
+
+    spec = ctx.session_input or {}
+    ctx.progress(1, 2, phase="half")
+    store = open_store(spec["store"])
+    try:
+        await store.initialize()
+        with anyio.move_on_after(float(spec["wait"])):
+            while (await store.get_task(ctx.session_id, ctx.task_id)).progress.current != 1:
+                await anyio.sleep(0.02)
+            return {"seen": True}
+    finally:
+        await store.aclose()
+    return {"seen": False}
+
+
+progress = Pipeline("progress", agents=[progress_probe]).task("watch", "progress_probe")
+
+
 def make_small() -> Pipeline:
     """A zero-argument factory: APP:PIPELINE may name one."""
     return small

@@ -266,7 +266,7 @@ def test_a_signal_newer_than_the_wait_wakes_the_task_in_the_same_attempt() -> No
     wake = plan.next_step(NOW)
     [launch] = _commit(plan, wake).launches
 
-    assert [n.kind for n in step.notes] == ["signal"]
+    assert [(n.kind, n.task_id, n.data["signal"]) for n in step.notes] == [("wake", "ask", "approve")]
     assert [(w.kind, w.attempt) for w in wake.writes] == [(TaskWriteKind.WAKE, 1)]
     assert (launch.attempt, launch.wait_deadline) == (1, NOW + 60)
     assert plan.signal("ask", "approve") is not None
@@ -292,6 +292,16 @@ def test_a_wait_past_its_deadline_wakes_on_its_timer() -> None:
     plan.timer_fired(NOW + 10)
 
     assert [(w.kind, w.attempt) for w in plan.next_step(NOW + 10).writes] == [(TaskWriteKind.WAKE, 1)]
+
+
+def test_a_wake_by_its_deadline_is_noted_without_a_signal() -> None:
+    plan = _opened(_plan(_pipeline(("ask", "work", (), 2)), stored={"ask": {
+        "status": TaskStatus.WAITING, "attempt": 1, "not_before": NOW + 10}}))
+
+    step = plan.timer_fired(NOW + 10)
+
+    assert [(n.kind, n.task_id, n.data["signal"], n.data["deadline"]) for n in step.notes] == [
+        ("wake", "ask", None, NOW + 10)]
 
 
 def test_a_cancel_request_cancels_running_agents_and_writes_cancel_for_the_rest() -> None:

@@ -113,6 +113,7 @@ class SessionOps(DynamoDBBase):
         attempts = self.config.max_attempts
         for _ in range(attempts):
             now = self.clock.now()
+            decided_on = current
             change = op.decide(current, now)
             if change is None:
                 assert current is not None, "an operation decided without a read always writes"
@@ -126,18 +127,18 @@ class SessionOps(DynamoDBBase):
                     {"Update": self.update_params(session_pk(sid), "META", actions, cond)},
                 ], session=sid):
                     assert current is not None
-                    return op.result(change.apply(current, 0.0))
+                    return op.settled(decided_on, change.apply(current, 0.0))
                 if item is not None:
                     await self._caller.call("PutItem", self.put_params(item), session=sid)
                 params = self.update_params(session_pk(sid), "META", actions, cond, return_new=True)
                 answer = await self._caller.call("UpdateItem", params, session=sid)
-                return op.result(self.items.session(answer["Attributes"], sid))
+                return op.settled(decided_on, self.items.session(answer["Attributes"], sid))
             except DynamoCallError as exc:
                 if not exc.condition_failed:
                     raise self._caller.to_error(exc, sid) from exc
             current = await self.read_session(sid)
             if change.shown_by(current):
-                return op.result(current)  # our write landed; its response was lost
+                return op.settled(decided_on, current)  # our write landed; its response was lost
         raise SessionStateError.kept_changing(sid, op.action, attempts)
 
     # -- creation ---------------------------------------------------------------------------

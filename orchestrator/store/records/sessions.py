@@ -12,8 +12,8 @@ from orchestrator.errors import ValidationError
 from orchestrator.store.records.base import SCHEMA_VERSION, check_id
 
 __all__ = ["AttemptRecord", "ChunkRef", "ClaimPolicy", "Edge", "ErrorInfo", "Lease", "NewSession", "NewTask",
-           "OwnerKind", "PipelineDefinition", "Progress", "SessionRecord", "SessionSnapshot", "SessionStatus",
-           "SignalRecord", "TaskRecord", "TaskStatus", "TaskWrite", "TaskWriteKind", "WriteOutcome"]
+           "OwnerKind", "PipelineDefinition", "PreviousHolder", "Progress", "SessionRecord", "SessionSnapshot",
+           "SessionStatus", "SignalRecord", "TaskRecord", "TaskStatus", "TaskWrite", "TaskWriteKind", "WriteOutcome"]
 
 class SessionStatus(str, enum.Enum):
     PENDING = "PENDING"
@@ -304,6 +304,20 @@ class SessionSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class PreviousHolder:
+    """Who held a session just before a claim took it, read from the record the claim decided on.
+
+    `owner` is None when nobody held it (PENDING, or released by a wait or a finish);
+    a RUNNING `status` means the claim took it over from an owner whose lease expired.
+    """
+
+    owner: str | None
+    fence: int
+    status: SessionStatus
+    lease_expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Lease:
     """Proof of ownership: every fenced write carries it.
 
@@ -316,6 +330,7 @@ class Lease:
     fence: int
     expires_at: float | None
     signal_seq: int = 0  # the session's signal sequence as seen at claim/renew
+    previous: PreviousHolder | None = None  # set by a claim: who held the session before it
 
     def with_expiry(self, expires_at: float | None) -> Lease:
         return replace(self, expires_at=expires_at)

@@ -113,3 +113,11 @@ class SessionOp(ABC, Generic[R]):
     @abstractmethod
     def result(self, record: SessionRecord) -> R:
         """What the operation returns, from the session as stored after it."""
+
+    def settled(self, before: SessionRecord | None, after: SessionRecord) -> R:
+        """What the operation returns once its change, decided on `before`, is stored as `after`.
+
+        Backends call this when their write landed; only an operation whose answer names
+        what it replaced (a claim names the previous holder) looks at `before`.
+        """
+        return self.result(after)

@@ -18,6 +18,7 @@ from orchestrator.store.records import (
     Lease,
     NewSession,
     OwnerKind,
+    PreviousHolder,
     Progress,
     SessionRecord,
     SessionStatus,
@@ -222,3 +223,11 @@ class Claim(SessionOp[Lease]):
     def result(self, record: SessionRecord) -> Lease:
         return Lease(self.session_id, self.owner, record.fence, record.lease_expires_at,
                      signal_seq=record.signal_seq)
+
+    def settled(self, before: SessionRecord | None, after: SessionRecord) -> Lease:
+        """The lease, naming who held the session before: a takeover's history names both owners."""
+        lease = self.result(after)
+        if before is None:
+            return lease
+        previous = PreviousHolder(before.lease_owner, before.fence, before.status, before.lease_expires_at)
+        return replace(lease, previous=previous)

@@ -125,7 +125,7 @@ def settle(
     starts_retention = any(isinstance(v, Retained) for v in change.changes.values())
     new = change.apply(current, _ttl(conn, op.session_id, default_ttl) if starts_retention else default_ttl)
     write(conn, new, change, encoded or {})
-    return op.result(new)
+    return op.settled(current, new)
 
 
 def write(conn: sqlite3.Connection, new: SessionRecord, change: SessionChange, encoded: Mapping[str, str]) -> None:
