@@ -15,13 +15,16 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import anyio
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from cli_helpers import cli, spawn
+from orchestrator.store import NewSession, NewTask, open_store
 from orchestrator.testing._servers import stop_server, wait_until_answers
 
 pytestmark = pytest.mark.slow
@@ -101,7 +104,8 @@ def test_the_dashboard_follows_a_pipeline_live_and_approves_it(page: Page, store
         submitted = cli("submit", "ui_app:ui_demo", "--session-id", "demo-1", "--project", "p-ui",
                         "--input", json.dumps({"gate": str(gate)}), store=store_url, tmp=tmp_path)
         assert submitted.code == 0, submitted.err
-        worker = spawn("worker", "--app", "ui_app:ui_demo", "--poll-interval", "0.2s", store=store_url, tmp=tmp_path)
+        worker = spawn("worker", "--app", "ui_app:ui_demo", "--poll-interval", "0.2s", "--worker-id", "e2e-worker",
+                       store=store_url, tmp=tmp_path)
 
         page.goto(f"{base}/sessions/demo-1")
         page.evaluate("window.__notReloaded = true")
@@ -198,4 +202,30 @@ def test_an_action_from_a_page_of_another_origin_is_refused(page: Page, tmp_path
         evil.shutdown()
         evil.server_close()
         thread.join(timeout=10)
+        stop_server(ui)
+
+
+def test_a_session_of_500_tasks_is_drawn_and_a_task_found_by_its_id(page: Page, tmp_path: Path) -> None:
+    store = f"sqlite://{tmp_path / 'state.db'}"
+
+    async def create() -> None:
+        tasks = [NewTask(f"t{layer}-{n:02d}", "worker", depends_on=(f"t{layer - 1}-{n:02d}",) if layer else ())
+                 for layer in range(10) for n in range(50)]
+        async with open_store(store) as s:
+            await s.create_session(NewSession("big", "bench"), tasks)
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API runs an event loop in this thread
+        pool.submit(anyio.run, create).result(timeout=60)
+    ui, base = _start_ui(store, tmp_path)
+    try:
+        page.goto(f"{base}/sessions/big")
+        expect(page.locator("svg.dag g.task")).to_have_count(500)
+        expect(page.locator("svg.dag path.edge")).to_have_count(450)
+        page.locator('#find-task input[name="task"]').fill("t9-49")
+        page.locator('#find-task button[type="submit"]').click()
+        expect(page.locator('#task-panel .task-detail[data-task="t9-49"]')).to_contain_text("t8-49")
+        expect(page.locator('svg.dag g.task.selected')).to_have_attribute("data-task", "t9-49")
+        page.locator('[data-zoom="0.8"]').click()
+        expect(page.locator("#zoom-level")).to_have_text("80%")
+    finally:
         stop_server(ui)

@@ -207,9 +207,8 @@ async def session_fragment(request: Request) -> Response:
 @_guarded("fragment", "Task", "sessions")
 async def task_fragment(request: Request) -> Response:
     store = await _backend(request).store()
-    snapshot = await store.load_session(request.path_params["session_id"])
-    task = snapshot.task(request.path_params["task_id"])
-    s = snapshot.session
+    s = await store.get_session(request.path_params["session_id"])
+    task = await store.get_task(s.session_id, request.path_params["task_id"])
     fp = fingerprint(task.status.value, task.updated_at, task.attempt, task.progress, s.status.value, s.updated_at)
     return _live(request, fp, lambda: task_panel(s, task, store.clock.now()))
 

@@ -172,6 +172,10 @@ def session_live(view: SessionView, outcome: str | None, selected: str | None) -
 def session_page(view: SessionView, outcome: str | None, fp: str) -> str:
     sid = view.snapshot.session.session_id
     return (f'<h1>Session <span class="sid">{esc(sid)}</span></h1>'
+            f'<form id="find-task" class="tools"><input name="task" placeholder="find a task by id" size="22">'
+            f'<button type="submit">Find</button><span class="zoom">zoom <button type="button" data-zoom="0.8">−'
+            f'</button><span id="zoom-level">100%</span><button type="button" data-zoom="1.25">+</button>'
+            f'<button type="button" data-zoom="0">reset</button></span></form>'
             f'<div class="session-grid"><div id="session-live" data-live="/fragments/sessions/{esc(sid)}" '
             f'data-fp="{fp}" data-session="{esc(sid)}">{session_live(view, outcome, None)}</div>'
             f'<aside id="task-panel" data-fp="">'
@@ -227,7 +231,8 @@ def task_panel(session: SessionRecord, task: TaskRecord, now: float) -> str:
              ("attempts", f"{task.attempt} of {task.max_attempts} (this drive: {task.attempt - task.attempt_base})"),
              ("priority", f"P{task.priority}"), ("started", fmt_time(task.started_at)),
              ("ended", fmt_time(task.ended_at)), ("duration", took),
-             ("progress", _progress(p.current, p.total, " / ".join(x for x in (p.phase, p.step) if x))),
+             ("progress", _progress(p.current, p.total, " / ".join(x for x in (p.phase, p.step) if x))
+              if p.total else "-"),
              ("depends on", esc(", ".join(task.depends_on) or "-"))]
     if task.added_by:
         facts.append(("added by", esc(task.added_by)))

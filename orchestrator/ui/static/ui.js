@@ -29,11 +29,51 @@ async function refresh(el, force) {
   }
   const html = await resp.text();
   if (url !== el.dataset.live) return;  // the selection changed meanwhile
-  el.innerHTML = html;
+  replaceKeepingView(el, html);
   el.dataset.fp = resp.headers.get("x-fingerprint") || "";
   setLiveStatus(resp.ok ? "live · updated " + new Date().toLocaleTimeString()
                         : "the server answered " + resp.status + ": see the message on the page", resp.ok);
   markSelected();
+}
+
+// Redraw a live element without losing the reader's place: scroll offsets of the DAG,
+// opened <details> (a traceback being read) and the zoom stay as they were.
+function replaceKeepingView(el, html) {
+  const scrolls = Array.from(el.querySelectorAll(".dag-scroll")).map((s) => [s.scrollLeft, s.scrollTop]);
+  const opened = new Set(Array.from(el.querySelectorAll("details[open]")).map(detailsKey));
+  el.innerHTML = html;
+  el.querySelectorAll(".dag-scroll").forEach((s, i) => {
+    if (scrolls[i]) { s.scrollLeft = scrolls[i][0]; s.scrollTop = scrolls[i][1]; }
+  });
+  el.querySelectorAll("details").forEach((d) => { if (opened.has(detailsKey(d))) d.open = true; });
+  applyZoom();
+}
+
+function detailsKey(d) {
+  const owner = d.closest("[data-attempt]");
+  return (owner ? owner.dataset.attempt : "") + "/" + (d.querySelector("summary") || {}).textContent;
+}
+
+let zoom = 1;
+function applyZoom() {
+  document.querySelectorAll("svg.dag").forEach((svg) => {
+    const w = Number(svg.getAttribute("viewBox").split(" ")[2]);
+    svg.style.width = Math.round(w * zoom) + "px";
+    svg.style.height = "auto";
+  });
+  const label = document.getElementById("zoom-level");
+  if (label) label.textContent = Math.round(zoom * 100) + "%";
+}
+
+function findTask(text) {
+  const wanted = text.trim().toLowerCase();
+  if (!wanted) return;
+  const boxes = Array.from(document.querySelectorAll("svg.dag g.task"));
+  const hit = boxes.find((g) => g.dataset.task.toLowerCase() === wanted)
+    || boxes.find((g) => g.dataset.task.toLowerCase().includes(wanted));
+  if (!hit) { showResult(false, "no task matches " + JSON.stringify(text)); return; }
+  hit.scrollIntoView({ block: "center", inline: "center" });
+  selectTask(hit.dataset.task);
 }
 
 function refreshAll(force) {
@@ -113,12 +153,23 @@ async function submitAction(form) {
 document.addEventListener("click", (ev) => {
   const box = ev.target.closest("svg.dag g.task");
   if (box) selectTask(box.dataset.task);
+  const z = ev.target.closest("[data-zoom]");
+  if (z) {
+    const step = Number(z.dataset.zoom);
+    zoom = step === 0 ? 1 : Math.min(2, Math.max(0.25, zoom * step));
+    applyZoom();
+  }
 });
 document.addEventListener("keydown", (ev) => {
   const box = ev.target.closest && ev.target.closest("svg.dag g.task");
   if (box && (ev.key === "Enter" || ev.key === " ")) { ev.preventDefault(); selectTask(box.dataset.task); }
 });
 document.addEventListener("submit", (ev) => {
+  if (ev.target.id === "find-task") {
+    ev.preventDefault();
+    findTask(ev.target.elements.task.value);
+    return;
+  }
   const form = ev.target.closest("form[data-action]");
   if (!form) return;
   ev.preventDefault();
