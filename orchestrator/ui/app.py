@@ -255,6 +255,8 @@ class _GuardMiddleware(BaseHTTPMiddleware):
         refusal = guard.host_refusal(request.headers.get("host"))
         if refusal is not None:
             return PlainTextResponse(refusal, status_code=421)
+        if request.url.path == "/healthz":  # says only that the server is up: for probes, without the token
+            return await call_next(request)
         query_token = request.query_params.get("token")
         if not guard.has_access(request.headers, request.cookies, query_token):
             return PlainTextResponse("this dashboard needs its access token: open the URL `orchestrator ui` printed "
@@ -315,7 +317,11 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
-def serve(settings: Settings, *, announce: Callable[[str], None] = print) -> None:
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def serve(settings: Settings, *, announce: Callable[[str], None] = _say) -> None:
     """Run the dashboard until interrupted; refuses a non-loopback address without a token."""
     check_bind(settings.host, settings.access_token)
     announce(f"orchestrator ui: {settings.url} (store: {settings.store_url}; Ctrl-C to stop)")
