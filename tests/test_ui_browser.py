@@ -104,8 +104,9 @@ def test_the_dashboard_follows_a_pipeline_live_and_approves_it(page: Page, store
         submitted = cli("submit", "ui_app:ui_demo", "--session-id", "demo-1", "--project", "p-ui",
                         "--input", json.dumps({"gate": str(gate)}), store=store_url, tmp=tmp_path)
         assert submitted.code == 0, submitted.err
-        worker = spawn("worker", "--app", "ui_app:ui_demo", "--poll-interval", "0.2s", "--worker-id", "e2e-worker",
-                       store=store_url, tmp=tmp_path)
+        assert cli("submit", "ui_app:failing", "--session-id", "fail-1", store=store_url, tmp=tmp_path).code == 0
+        worker = spawn("worker", "--app", "ui_app:ui_demo,ui_app:failing", "--poll-interval", "0.2s",
+                       "--worker-id", "e2e-worker", store=store_url, tmp=tmp_path)
 
         page.goto(f"{base}/sessions/demo-1")
         page.evaluate("window.__notReloaded = true")
@@ -143,6 +144,13 @@ def test_the_dashboard_follows_a_pipeline_live_and_approves_it(page: Page, store
 
         page.goto(f"{base}/")
         expect(page.locator('tr[data-session="demo-1"]')).to_have_attribute("data-status", "COMPLETED")
+        expect(page.locator('tr[data-session="fail-1"]')).to_have_attribute("data-status", "FAILED")
+
+        page.goto(f"{base}/sessions/fail-1#task=boom")  # a link straight to a task opens its panel
+        panel = page.locator('#task-panel .task-detail[data-task="boom"]')
+        expect(panel).to_have_attribute("data-status", "FAILED")
+        panel.locator("details.traceback summary").click()
+        expect(panel.locator("details.traceback pre")).to_contain_text("ValueError: this task always fails")
 
         page.goto(f"{base}/metrics")
         flaky_row = page.locator('#agent-totals tr[data-agent="flaky"]')

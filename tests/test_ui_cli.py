@@ -83,3 +83,14 @@ def test_open_hands_the_dashboards_url_to_the_browser(tmp_path: Path) -> None:
         assert opened.read_text(encoding="utf-8").strip() == f"http://127.0.0.1:{port}/"
     finally:
         stop_server(proc)
+
+
+def test_a_port_in_use_is_one_error_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("ui", "--port", str(port), store=f"sqlite://{tmp_path / 's.db'}", tmp=tmp_path)
+    assert result.code == 2
+    assert result.err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "--port" in result.err
+    assert len(result.err.strip().splitlines()) == 1

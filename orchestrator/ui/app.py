@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import webbrowser
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
@@ -27,7 +28,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from orchestrator.cli._common import EXIT_CONFLICT, EXIT_NOT_FOUND, EXIT_STORE, EXIT_USAGE, exit_code_for, jsonable
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.graph import Pipeline
 from orchestrator.store import Store, StoreConfig, open_store
 from orchestrator.ui.actions import Actions
@@ -317,6 +318,21 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so a taken port is one clear error, not a server log line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): another program may use the "
+                          f"port; choose another with --port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def _say(line: str) -> None:
     print(line, flush=True)
 
@@ -324,7 +340,11 @@ def _say(line: str) -> None:
 def serve(settings: Settings, *, announce: Callable[[str], None] = _say) -> None:
     """Run the dashboard until interrupted; refuses a non-loopback address without a token."""
     check_bind(settings.host, settings.access_token)
+    sock = _bind(settings.host, settings.port)
     announce(f"orchestrator ui: {settings.url} (store: {settings.store_url}; Ctrl-C to stop)")
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
                             lifespan="on", access_log=False)
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
