@@ -6,6 +6,7 @@ The store is a real SQLite file, filled by running the `ui_app` pipelines in-pro
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,7 +216,7 @@ def test_resume_with_the_pipeline_redrives_the_session_in_the_dashboard(db_url: 
         for _ in range(200):  # bounded: the redrive fails again, quickly
             if "ended FAILED" in c.get("/sessions/fails").text:
                 break
-            anyio.run(anyio.sleep, 0.05)
+            time.sleep(0.05)
         assert "resume started here ended FAILED" in c.get("/sessions/fails").text
 
 
