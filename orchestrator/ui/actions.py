@@ -1,7 +1,7 @@
 """The dashboard's buttons, each through the same API as its CLI command.
 
-approve / reject / signal: `orchestrator.cli.control.deliver_signal` (what `orchestrator
-approve|reject|signal` call); cancel: `Store.request_cancel`; clear needs-human:
+approve / reject / signal: `orchestrator.cli.control.deliver_signal`, which the
+`approve`, `reject` and `signal` commands call; cancel: `Store.request_cancel`; clear needs-human:
 `Store.set_needs_human(..., None)`; fork: `orchestrator.fork.fork_session` (the new
 session is left PENDING for a worker, as `orchestrator fork` without --run);
 resume: `orchestrator.resume`, which needs the pipeline's code, so it runs here only
