@@ -131,6 +131,26 @@ def test_the_session_page_draws_every_task_with_its_status_and_marks_added_ones(
     assert 'data-from="spawn" data-to="extra"' in page
 
 
+def test_the_session_page_shows_the_event_history_newest_first(client: TestClient) -> None:
+    page = client.get("/sessions/waits").text
+    events = page.split('<table class="events">')[1]
+    assert "task flaky attempt 1 failed: upstream flaked on the first attempt" in events
+    assert events.index("task review waits for signal") < events.index("attempt 1 failed")
+
+
+def test_the_session_page_shows_the_lease_owner_and_fence(client: TestClient) -> None:
+    page = client.get("/sessions/waits").text
+    assert "<dt>lease owner</dt><dd>none</dd>" in page and "<dt>fence</dt><dd>1</dd>" in page
+
+
+def test_the_live_sessions_list_answers_204_while_nothing_changed(client: TestClient) -> None:
+    first = client.get("/fragments/sessions?status=FAILED")
+    assert 'data-session="fails"' in first.text
+    again = client.get("/fragments/sessions?status=FAILED",
+                       headers={"x-live-fingerprint": first.headers["x-fingerprint"]})
+    assert again.status_code == 204
+
+
 def test_an_unknown_session_is_a_404_page(client: TestClient) -> None:
     resp = client.get("/sessions/nope")
     assert resp.status_code == 404 and "nope" in resp.text
