@@ -5,6 +5,7 @@ The store is a real SQLite file, filled by running the `ui_app` pipelines in-pro
 
 from __future__ import annotations
 
+import html
 import importlib
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import boto3
 import pytest
 from starlette.testclient import TestClient
 
@@ -119,6 +121,16 @@ def test_an_unreachable_store_shows_the_error_and_doctor(tmp_path: Path) -> None
         resp = c.get("/")
     assert resp.status_code == 503
     assert "The store cannot be reached" in resp.text and f"orchestrator --store {url} doctor" in resp.text
+
+
+def test_a_missing_dynamodb_table_is_named_and_never_created_by_the_dashboard(moto_upstream: str) -> None:
+    url = f"dynamodb://t-missing?region=us-east-1&endpoint={moto_upstream}"
+    with TestClient(create_app(_settings(url)), base_url=BASE) as c:
+        resp = c.get("/")
+    assert resp.status_code == 503 and "t-missing" in resp.text
+    assert html.escape(f"orchestrator --store {url} doctor") in resp.text
+    client = boto3.client("dynamodb", endpoint_url=moto_upstream, region_name="us-east-1")
+    assert "t-missing" not in client.list_tables()["TableNames"]
 
 
 def test_the_session_page_draws_every_task_with_its_status_and_marks_added_ones(client: TestClient) -> None:

@@ -89,7 +89,10 @@ class _Backend:
             if self._store is None:
                 store = open_store(self.settings.store)
                 try:
-                    await store.initialize()
+                    # A SQLite file is created, as any command would; a DynamoDB table never is
+                    # from a dashboard (a mistyped name must not become a new table).
+                    if self.settings.store.sqlite is not None:
+                        await store.initialize()
                 except BaseException:
                     with anyio.CancelScope(shield=True):
                         await store.aclose()
