@@ -30,6 +30,7 @@ from orchestrator.testing._servers import stop_server, wait_until_answers
 pytestmark = pytest.mark.slow
 
 WAIT_MS = 30_000  # the bound of every wait on the page
+expect.set_options(timeout=WAIT_MS)  # `expect` has its own default (5 s), too short on a busy 2-core machine
 
 
 def _free_port() -> int:
