@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import webbrowser
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
@@ -223,8 +224,9 @@ async def task_output(request: Request) -> Response:
     sid, tid = request.path_params["session_id"], request.path_params["task_id"]
     task = await store.get_task(sid, tid)
     body = json.dumps(jsonable(task.output), indent=2, sort_keys=True, default=str)
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{sid}-{tid}-output.json")
     return Response(body, media_type="application/json",
-                    headers={"content-disposition": f'attachment; filename="{sid}-{tid}-output.json"'})
+                    headers={"content-disposition": f'attachment; filename="{name}"'})
 
 
 @_guarded("page", "Metrics", "metrics")
@@ -270,7 +272,8 @@ class _GuardMiddleware(BaseHTTPMiddleware):
             refusal = guard.post_refusal(request.headers, own)
             if refusal is not None:
                 return JSONResponse({"ok": False, "error": refusal}, status_code=403)
-        if query_token is not None and query_token == guard.access_token and request.method == "GET":
+        if (query_token is not None and guard.access_token is not None and request.method == "GET"
+                and guard.has_access({}, {}, query_token)):
             response: Response = RedirectResponse(request.url.remove_query_params("token"), status_code=303)
             response.set_cookie(ACCESS_COOKIE, query_token, httponly=True, samesite="strict")
             return response
