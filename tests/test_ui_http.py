@@ -82,6 +82,11 @@ def test_the_sessions_page_lists_every_session_with_its_status(client: TestClien
     assert 'data-session="done" data-status="COMPLETED"' in page
 
 
+def test_the_sessions_list_shows_sessions_that_need_attention_first(client: TestClient) -> None:
+    page = client.get("/").text
+    assert page.index('data-session="waits"') < page.index('data-session="fails"') < page.index('data-session="done"')
+
+
 @pytest.mark.parametrize(("query", "shown"), [
     ("status=FAILED", {"fails"}),
     ("project=p-1", {"fails", "done"}),
