@@ -39,6 +39,7 @@ test: $(BIN)/.installed $(DYNALITE_DIR)/node_modules/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python bench/store_requests.py
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/ui.py
 
 bench-peer: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -r bench/requirements-peer.txt

@@ -9,6 +9,7 @@ covers every module under it. Move a module, and update this map.
     api          orchestrator/__init__.py       this file: the public names
     cli          orchestrator/cli/              command line: parses, calls the API, prints
                  orchestrator/__main__.py       `python -m orchestrator`: the command line
+                 orchestrator/ui/               `orchestrator ui`: the web dashboard (starlette, uvicorn)
                  orchestrator/aws_lambda.py     Lambda handlers: resume-failed sweep, worker batch
                  orchestrator/apps.py           `module:attribute` -> Pipeline, for the entry points
                  orchestrator/durations.py      `1h30m` -> seconds, for the entry points
@@ -43,7 +44,8 @@ covers every module under it. Move a module, and update this map.
     agents       agents/                        what agent authors import, as `orchestrator.agents` (a symlink)
 
 Only `orchestrator/store/dynamodb/` imports pynamodb; only the cli imports typer and
-rich; only telemetry imports opentelemetry; `orchestrator.agents` imports nothing else from here.
+rich; only the ui imports starlette and uvicorn (an optional extra, which the cli
+imports lazily); only telemetry imports opentelemetry; `orchestrator.agents` imports nothing else from here.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def test_help_lists_every_command_and_the_exit_codes(tmp_path: Path) -> None:
     assert result.code == 0
     for command in ("init", "doctor", "run", "submit", "worker", "status", "list", "events", "graph", "signal",
                     "approve", "reject", "resume", "cancel", "fork", "resume-failed", "purge", "metrics",
-                    "export-iac", "iam-policy", "projects"):
+                    "export-iac", "iam-policy", "projects", "ui"):
         assert command in result.out
     assert "Exit codes" in result.out
 

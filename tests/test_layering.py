@@ -207,6 +207,21 @@ def test_only_the_cli_imports_terminal_libraries(library: str) -> None:
     assert {m for m in _importers(library) if not m.startswith("orchestrator/cli/")} == set()
 
 
+@pytest.mark.parametrize("library", ["starlette", "uvicorn", "httpx"])
+def test_only_the_ui_imports_web_libraries(library: str) -> None:
+    """The `ui` extra is optional: nothing else may need it."""
+    assert {m for m in _importers(library) if not m.startswith("orchestrator/ui/")} == set()
+
+
+def test_the_cli_imports_the_ui_only_inside_the_command() -> None:
+    """`orchestrator --help` and every other command work without the `ui` extra installed."""
+    tree = ast.parse((ROOT / "orchestrator/cli/dashboard.py").read_text(encoding="utf-8"))
+    top_level = {n.module for n in tree.body if isinstance(n, ast.ImportFrom)}
+    assert not any(m and m.startswith("orchestrator.ui") for m in top_level)
+    assert {m for m in _importers("orchestrator.ui") if m.startswith("orchestrator/cli/")} == {
+        "orchestrator/cli/dashboard.py"}
+
+
 def test_errors_module_imports_only_the_stdlib_and_agent_errors() -> None:
     names = {i.name for i in MODULES["orchestrator/errors.py"]}
     assert {n for n in names if n.split(".")[0] in PACKAGES} <= {"orchestrator.agents.errors"}

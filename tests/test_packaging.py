@@ -34,6 +34,17 @@ def test_the_wheel_holds_one_top_level_package_with_the_agent_api_inside(wheel: 
     assert {"orchestrator/agents/__init__.py", "orchestrator/agents/py.typed"} <= set(names)
 
 
+def test_the_wheel_ships_the_dashboards_pages_and_keeps_its_web_stack_optional(wheel: Path) -> None:
+    archive = zipfile.ZipFile(wheel)
+    names = set(archive.namelist())
+    assert {"orchestrator/ui/static/ui.js", "orchestrator/ui/static/ui.css", "orchestrator/ui/app.py"} <= names
+    (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    requires = [line for line in archive.read(metadata).decode().splitlines() if line.startswith("Requires-Dist:")]
+    web = [line for line in requires if line.split()[1].startswith(("starlette", "uvicorn"))]
+    assert web and all("extra ==" in line for line in web)
+    assert any('extra == "ui"' in line for line in web)
+
+
 @pytest.mark.timeout(600)
 def test_the_sdk_and_openai_agents_install_and_import_in_one_venv(wheel: Path, tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"

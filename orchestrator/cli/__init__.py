@@ -2,8 +2,9 @@
 
 Only this package imports typer and rich. One module per command group: `admin`
 (init, doctor, purge, export-iac, iam-policy), `running` (run, submit, resume, fork,
-worker, resume-failed), `inspect` (status, list, events, graph, metrics) and
-`control` (signal, approve, reject, cancel). `main()` maps SDK errors to exit codes.
+worker, resume-failed), `inspect` (status, list, events, graph, metrics),
+`control` (signal, approve, reject, cancel) and `dashboard` (ui: the web dashboard of
+`orchestrator.ui`, imported only when it runs). `main()` maps SDK errors to exit codes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli import admin, control, inspect, running
+from orchestrator.cli import admin, control, dashboard, inspect, running
 from orchestrator.cli._common import Globals, err_console, exit_code_for, operational_error, setup_logging
 
 __all__ = ["app", "main"]
@@ -65,6 +66,7 @@ admin.register(app)
 running.register(app)
 inspect.register(app)
 control.register(app)
+dashboard.register(app)
 
 
 def main(argv: list[str] | None = None, *, prog_name: str = "orchestrator") -> None:

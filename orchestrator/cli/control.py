@@ -17,9 +17,9 @@ import typer
 from orchestrator.cli._common import console, emit_json, globals_of, open_cli_store, parse_json_arg, run_async
 from orchestrator.cli._waits import signals_awaited
 from orchestrator.errors import SessionStateError
-from orchestrator.store import SessionRecord, SessionStatus, TaskStatus
+from orchestrator.store import SessionRecord, SessionStatus, Store, TaskStatus
 
-__all__ = ["register"]
+__all__ = ["Sent", "approval_payload", "deliver_signal", "describe_cancel", "describe_signal", "register", "rejection_payload"]
 
 SessionArg = Annotated[str, typer.Argument(help="Session id.")]
 TaskArg = Annotated[str, typer.Argument(help="Task id (the waiting task).")]
@@ -45,33 +45,40 @@ class Sent:
         return None if self.waiting_for is None else self.waiting_for == name
 
 
+async def deliver_signal(store: Store, session: str, task: str, name: str, payload: Any) -> Sent:
+    """Store a signal unless nothing could ever read it (SessionStateError); what `signal`,
+    `approve`, `reject` and the dashboard's buttons all do."""
+    snap = await store.load_session(session)
+    record = snap.task(task)  # TaskNotFoundError naming the known tasks
+    status = snap.session.status
+    if record.status is TaskStatus.COMPLETED:
+        raise SessionStateError.signal_unread(session, task, f"task {task} of session {session}", "COMPLETED")
+    if status in _FINAL_SESSION:
+        raise SessionStateError.signal_unread(session, task, f"session {session}", status.value)
+    waiting = [task] if record.status is TaskStatus.WAITING else []
+    waiting_for = (await signals_awaited(store, session, waiting)).get(task)
+    seq = await store.send_signal(session, task, name, payload)
+    return Sent(seq, record.status, status, waiting_for)
+
+
 def _send(ctx: typer.Context, session: str, task: str, name: str, payload: Any, as_json: bool) -> None:
     """Store a signal, refusing one nothing could read, and say truthfully what it will do."""
     g = globals_of(ctx)
 
     async def go() -> Sent:
         async with open_cli_store(g) as store:
-            snap = await store.load_session(session)
-            record = snap.task(task)  # TaskNotFoundError naming the known tasks
-            status = snap.session.status
-            if record.status is TaskStatus.COMPLETED:
-                raise SessionStateError.signal_unread(session, task, f"task {task} of session {session}", "COMPLETED")
-            if status in _FINAL_SESSION:
-                raise SessionStateError.signal_unread(session, task, f"session {session}", status.value)
-            waiting = [task] if record.status is TaskStatus.WAITING else []
-            waiting_for = (await signals_awaited(store, session, waiting)).get(task)
-            seq = await store.send_signal(session, task, name, payload)
-            return Sent(seq, record.status, status, waiting_for)
+            return await deliver_signal(store, session, task, name, payload)
 
     sent = run_async(go)
     if as_json:
         emit_json({"session_id": session, "task_id": task, "name": name, "signal_seq": sent.seq,
                    "task_status": sent.task_status, "waiting_for": sent.waiting_for, "awaited": sent.awaited(name)})
         return
-    console.print(_what_happened(sent, session, task, name), highlight=False)
+    console.print(describe_signal(sent, session, task, name), highlight=False)
 
 
-def _what_happened(sent: Sent, session: str, task: str, name: str) -> str:
+def describe_signal(sent: Sent, session: str, task: str, name: str) -> str:
+    """What a delivered signal will do, in one sentence."""
     stored = f"signal {name!r} stored for task {task} of session {session} (sequence {sent.seq})"
     awaited = sent.awaited(name)
     if awaited:
@@ -88,6 +95,24 @@ def _what_happened(sent: Sent, session: str, task: str, name: str) -> str:
         return f"{stored}; the task is {sent.task_status.value}, not waiting: it gets the signal when it waits for {name!r}"
     return (f"{stored}; the task is {sent.task_status.value}: it gets the signal only if the session is resumed and "
             f"the task waits for {name!r}")
+
+
+def approval_payload(comment: str | None, by: str | None) -> dict[str, Any]:
+    """The signal payload of an approval: `{"approved": true}` with the optional note and approver."""
+    payload: dict[str, Any] = {"approved": True}
+    if comment:
+        payload["comment"] = comment
+    if by:
+        payload["by"] = by
+    return payload
+
+
+def rejection_payload(reason: str | None, by: str | None) -> dict[str, Any]:
+    """The signal payload of a rejection: `{"approved": false, "reason": ...}`."""
+    payload: dict[str, Any] = {"approved": False, "reason": reason or "rejected"}
+    if by:
+        payload["by"] = by
+    return payload
 
 
 def signal_cmd(
@@ -112,12 +137,7 @@ def approve_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Approve a waiting approval task: sends {"approved": true, ...}."""
-    payload: dict[str, Any] = {"approved": True}
-    if comment:
-        payload["comment"] = comment
-    if by:
-        payload["by"] = by
-    _send(ctx, session, task, name, payload, as_json)
+    _send(ctx, session, task, name, approval_payload(comment, by), as_json)
 
 
 def reject_cmd(
@@ -130,10 +150,7 @@ def reject_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Reject a waiting approval task: sends {"approved": false, "reason": ...}."""
-    payload: dict[str, Any] = {"approved": False, "reason": reason or "rejected"}
-    if by:
-        payload["by"] = by
-    _send(ctx, session, task, name, payload, as_json)
+    _send(ctx, session, task, name, rejection_payload(reason, by), as_json)
 
 
 def cancel_cmd(
@@ -153,11 +170,16 @@ def cancel_cmd(
     record = run_async(go)
     if as_json:
         emit_json(record)
-    elif record.status.value == "CANCELLED":
-        console.print(f"session {session} CANCELLED", highlight=False)
     else:
-        console.print(f"cancel requested for session {session} ({record.status.value}, held by "
-                      f"{record.lease_owner or '-'}); its owner stops it at the next heartbeat", highlight=False)
+        console.print(describe_cancel(record), highlight=False)
+
+
+def describe_cancel(record: SessionRecord) -> str:
+    """What a cancel request did: cancelled at once, or left for the session's owner."""
+    if record.status is SessionStatus.CANCELLED:
+        return f"session {record.session_id} CANCELLED"
+    return (f"cancel requested for session {record.session_id} ({record.status.value}, held by "
+            f"{record.lease_owner or '-'}); its owner stops it at the next heartbeat")
 
 
 def register(app: typer.Typer) -> None:
