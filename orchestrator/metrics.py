@@ -9,8 +9,11 @@ write never double-counts and no single item is hot (readers sum over writers).
 Conventions: a task execution is a sample named "task" with `agent=<agent name>`; a
 session outcome is named "session" with `agent="project:<project_id>"`, `error=True`
 for FAILED and `blocked=True` for a FAILED session flagged needs-human
-(`session_sample` builds both the same way everywhere). Any other name is a custom metric
-(`StateAPI.record_metric`): its `value`s are summed, or with a unit it is a duration.
+(`session_sample` builds both the same way everywhere). A task of a project's session is
+counted a second time as "project_task" with `agent=<project_id>/<agent name>` (project ids
+hold no '/'), so a project's agents are read from one day's rows, never by loading its
+sessions. Any other name is a custom metric (`StateAPI.record_metric`): its `value`s are
+summed, or with a unit it is a duration.
 
 Metrics are statistics: samples buffered in a process that is SIGKILLed before its
 next flush are lost. State (sessions, tasks, outputs) never is: it is written through
@@ -31,10 +34,12 @@ import anyio
 import anyio.abc
 
 from orchestrator.clock import Clock
-from orchestrator.errors import NotFoundError, StoreError, ValidationError
+from orchestrator.errors import StoreError, ValidationError
 from orchestrator.store.protocol import Store
 from orchestrator.store.records import (
     LATENCY_BUCKETS_MS,
+    PROJECT_TASK_METRIC,
+    TASK_METRIC,
     MetricSample,
     MetricSummary,
     ProjectStats,
@@ -43,10 +48,11 @@ from orchestrator.store.records import (
     TaskRecord,
     TaskStatus,
     bucket_index,
+    project_task_agent,
 )
 
 __all__ = [
-    "PROJECT_SCAN_LIMIT",
+    "PROJECT_TASK_METRIC",
     "SESSION_METRIC",
     "TASK_METRIC",
     "MetricsRecorder",
@@ -56,16 +62,13 @@ __all__ = [
     "default_writer_id",
     "merge_summaries",
     "project_agent",
-    "project_agents",
+    "project_task_agent",
     "project_stats",
     "session_sample",
     "task_sample",
 ]
 
-TASK_METRIC = "task"
 SESSION_METRIC = "session"
-#: At most this many of a project's sessions (newest first) are read to find its agents.
-PROJECT_SCAN_LIMIT = 1000
 #: Samples older than this (relative to the clock) are dropped: their rows were evicted.
 _RETAIN_SECONDS = 48 * 3600.0
 _N_BUCKETS = len(LATENCY_BUCKETS_MS) + 1
@@ -299,10 +302,19 @@ async def project_stats(store: Store, project_id: str, days: Sequence[str]) -> P
 
 
 async def agent_stats(
-    store: Store, day: str, agent: str | None = None, *, by_hour: bool = False
+    store: Store, day: str, agent: str | None = None, *, by_hour: bool = False, project: str | None = None
 ) -> list[MetricSummary]:
-    """Task counters for one day per agent (hour -1 = the whole day), or per hour with `by_hour`."""
-    rows = await store.read_metrics(day, name=TASK_METRIC, agent=agent)
+    """Task counters for one day per agent (hour -1 = the whole day), or per hour with `by_hour`;
+    with `project`, only that project's tasks."""
+    if project is None:
+        rows = await store.read_metrics(day, name=TASK_METRIC, agent=agent)
+    elif agent is not None:
+        rows = [replace(r, name=TASK_METRIC, agent=agent) for r in
+                await store.read_metrics(day, name=PROJECT_TASK_METRIC, agent=project_task_agent(project, agent))]
+    else:
+        prefix = project_task_agent(project, "")
+        rows = [replace(r, name=TASK_METRIC, agent=r.agent.removeprefix(prefix))
+                for r in await store.read_metrics(day, name=PROJECT_TASK_METRIC) if r.agent.startswith(prefix)]
     if by_hour:
         return sorted(rows, key=lambda s: (s.agent, s.hour))
     by_agent: dict[str, list[MetricSummary]] = {}
@@ -318,35 +330,8 @@ async def custom_stats(store: Store, day: str, agent: str | None = None) -> list
     """Custom metrics (every name but "task" and "session") for one day, per name and agent."""
     groups: dict[tuple[str, str], list[MetricSummary]] = {}
     for row in await store.read_metrics(day, agent=agent):
-        if row.name not in (TASK_METRIC, SESSION_METRIC):
+        if row.name not in (TASK_METRIC, SESSION_METRIC, PROJECT_TASK_METRIC):
             groups.setdefault((row.name, row.agent), []).append(row)
     return [merge_summaries(rows, day=day, hour=-1, name=name, agent=who)
             for (name, who), rows in sorted(groups.items())]
 
-
-async def project_agents(store: Store, project_id: str, day: str) -> tuple[set[str], bool]:
-    """The agents of a project's sessions active on `day` (UTC), and whether every session was read.
-
-    Metrics are counted per agent, not per project: this says which agents a project used,
-    read from its sessions' tasks (newest first, at most PROJECT_SCAN_LIMIT sessions).
-    """
-    start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
-    end = start + 86400.0
-    agents: set[str] = set()
-    cursor: str | None = None
-    seen = 0
-    while seen < PROJECT_SCAN_LIMIT:
-        page = await store.list_project_sessions(project_id, limit=min(100, PROJECT_SCAN_LIMIT - seen),
-                                                 cursor=cursor)
-        for session in page.items:
-            seen += 1
-            if session.created_at < end and session.updated_at >= start:
-                try:
-                    snap = await store.load_session(session.session_id)
-                except NotFoundError:
-                    continue  # expired or purged since it was listed
-                agents.update(task.agent for task in snap.tasks.values())
-        if page.cursor is None:
-            return agents, True
-        cursor = page.cursor
-    return agents, False

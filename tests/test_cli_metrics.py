@@ -1,9 +1,8 @@
 """`orchestrator metrics`, as printed: a project's view keeps its own agents, and custom
 metrics recorded with `record_metric` are shown (they were stored but never printed).
 
-Two projects share the agent `step`; only p-b ran `fragile`. Metrics are counted per
-agent, so a project's view keeps the agents its sessions ran and says the counts cover
-every project.
+Two projects share the agent `step` (p-a's session ran it 4 times, p-b's once); only p-b
+ran `fragile`. A project's view counts only its own sessions' tasks.
 """
 
 from __future__ import annotations
@@ -57,9 +56,17 @@ def first_cells(result: Result) -> set[str]:
 def test_metrics_for_a_project_shows_only_the_agents_its_sessions_ran(url: str, tmp_path: Path) -> None:
     only_a = cli("metrics", "--project", "p-a", store=url, tmp=tmp_path)
     assert "step" in first_cells(only_a) and "fragile" not in first_cells(only_a)
-    assert "agents of project p-a's sessions" in only_a.out and "over all projects" in only_a.out
+    assert "agents of project p-a on " in only_a.out
     both = first_cells(cli("metrics", "--project", "p-b", store=url, tmp=tmp_path))
     assert {"step", "fragile"} <= both
+
+
+def test_metrics_for_a_project_counts_only_its_own_sessions_tasks(url: str, tmp_path: Path) -> None:
+    def step_count(*project: str) -> int:
+        body = cli("metrics", *project, "--json", store=url, tmp=tmp_path).json()
+        return int(next(row["count"] for row in body["agents"] if row["agent"] == "step"))
+
+    assert (step_count("--project", "p-a"), step_count("--project", "p-b"), step_count()) == (4, 1, 5)
 
 
 def test_metrics_for_a_project_in_json_lists_only_its_agents_and_its_outcomes(url: str, tmp_path: Path) -> None:

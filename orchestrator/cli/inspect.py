@@ -38,12 +38,10 @@ from orchestrator.durations import format_duration, parse_duration
 from orchestrator.errors import ConfigError, ValidationError
 from orchestrator.graph import RENDER_FORMATS, render
 from orchestrator.metrics import (
-    PROJECT_SCAN_LIMIT,
     SESSION_METRIC,
     agent_stats,
     custom_stats,
     day_of,
-    project_agents,
     project_stats,
 )
 from orchestrator.store import (
@@ -344,16 +342,15 @@ class _Metrics:
     daily: list[MetricSummary]
     custom: list[MetricSummary]
     projects: list[ProjectStats]
-    agents_of: str | None = None  # the project whose agents these are
-    complete: bool = True  # every session of that project was read
+    agents_of: str | None = None  # the project whose tasks these count
 
 
 def metrics_cmd(
     ctx: typer.Context,
     date: Annotated[str | None, typer.Option("--date", help="UTC day YYYY-MM-DD (default today).")] = None,
     agent: Annotated[str | None, typer.Option("--agent", help="Only this agent.")] = None,
-    project: Annotated[str | None, typer.Option("--project", help="Only this project: its aggregates and the "
-                                                "agents its sessions ran.")] = None,
+    project: Annotated[str | None, typer.Option("--project", help="Only this project: its aggregates, its "
+                                                "sessions' tasks per agent, its agents' custom metrics.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Per agent and hour: count, error rate, mean, p50, p95; custom metrics; and project aggregates."""
@@ -369,18 +366,16 @@ def metrics_cmd(
     async def go() -> _Metrics:
         async with open_cli_store(g, read_only=True) as store:
             day = date or day_of(store.clock.now())[0]
-            hourly = await agent_stats(store, day, agent, by_hour=True)
-            daily = await agent_stats(store, day, agent)
+            hourly = await agent_stats(store, day, agent, by_hour=True, project=project)
+            daily = await agent_stats(store, day, agent, project=project)
             custom = await custom_stats(store, day, agent)
             if project is None:
                 rows = await store.read_metrics(day, name=SESSION_METRIC)
                 projects = sorted({r.agent.removeprefix("project:") for r in rows if r.agent.startswith("project:")})
                 return _Metrics(day, hourly, daily, custom, [await project_stats(store, p, [day]) for p in projects])
-            # Metrics are kept per agent: a project's view keeps the agents its sessions ran.
-            agents, complete = await project_agents(store, project, day)
-            return _Metrics(day, [s for s in hourly if s.agent in agents], [s for s in daily if s.agent in agents],
-                            [s for s in custom if s.agent in agents], [await project_stats(store, project, [day])],
-                            agents_of=project, complete=complete)
+            agents = {s.agent for s in daily}  # custom metrics are per agent: keep this project's agents'
+            return _Metrics(day, hourly, daily, [s for s in custom if s.agent in agents],
+                            [await project_stats(store, project, [day])], agents_of=project)
 
     m = run_async(go)
     if as_json:
@@ -390,8 +385,7 @@ def metrics_cmd(
         return
     title = f"agents on {m.day} (UTC)"
     if m.agents_of is not None:
-        title = (f"agents of project {m.agents_of}'s sessions on {m.day} (UTC; counts are per agent, over all "
-                 f"projects" + ("" if m.complete else f"; only its {PROJECT_SCAN_LIMIT} newest sessions read") + ")")
+        title = f"agents of project {m.agents_of} on {m.day} (UTC)"
     table = Table(title=Text(title), title_justify="left")
     for col in ("agent", "hour", "count", "errors", "error rate", "mean", "p50", "p95"):
         table.add_column(col, justify="left" if col == "agent" else "right")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from orchestrator.errors import StoreUnavailableError, ValidationError
@@ -25,6 +26,8 @@ from orchestrator.scheduler.step import Addition, Draft, Finish, Retry, Step, Su
 from orchestrator.scheduler.tasks import TaskState, TaskTable, Wait, pending_record
 from orchestrator.store.protocol import WriteResult
 from orchestrator.store.records import (
+    PROJECT_TASK_METRIC,
+    TASK_METRIC,
     ErrorInfo,
     MetricSample,
     Progress,
@@ -37,6 +40,7 @@ from orchestrator.store.records import (
     TaskWrite,
     TaskWriteKind,
     WriteOutcome,
+    project_task_agent,
 )
 
 __all__ = ["SessionPlan"]
@@ -65,6 +69,7 @@ class SessionPlan:
         self._session: SessionRecord = snapshot.session
         self._pipeline = pipeline
         self._fence = fence
+        self._project_id = snapshot.session.project_id
         self._signal_seq = signal_seq  # of the signals loaded: a wait begun now has seen these
         self._concurrency = concurrency
         self._agent_concurrency = dict(agent_concurrency or {})
@@ -218,8 +223,12 @@ class SessionPlan:
         self._tasks.set_running(task, False)
         d = Draft()
         if outcome.duration is not None:
-            d.metrics.append(MetricSample("task", task.agent, now, duration_ms=outcome.duration * 1000,
-                                          error=isinstance(outcome, (Failed, TimedOut))))
+            sample = MetricSample(TASK_METRIC, task.agent, now, duration_ms=outcome.duration * 1000,
+                                  error=isinstance(outcome, (Failed, TimedOut)))
+            d.metrics.append(sample)
+            if self._project_id is not None:  # counted again under the project, for `metrics --project`
+                d.metrics.append(replace(sample, name=PROJECT_TASK_METRIC,
+                                         agent=project_task_agent(self._project_id, task.agent)))
         if self._halted:
             return d.step()
         if isinstance(outcome, Waiting):

@@ -17,6 +17,8 @@ from orchestrator.store.records.base import (
     check_id,
 )
 from orchestrator.store.records.history import (
+    PROJECT_TASK_METRIC,
+    TASK_METRIC,
     Event,
     MetricSample,
     MetricSummary,
@@ -24,6 +26,7 @@ from orchestrator.store.records.history import (
     UserProjectRecord,
     bucket_index,
     percentile_from_buckets,
+    project_task_agent,
 )
 from orchestrator.store.records.sessions import (
     AttemptRecord,
@@ -51,6 +54,8 @@ from orchestrator.store.records.sessions import (
 
 __all__ = [
     "ATTEMPT_HISTORY_LIMIT",
+    "PROJECT_TASK_METRIC",
+    "TASK_METRIC",
     "LATENCY_BUCKETS_MS",
     "SCHEMA_VERSION",
     "AttemptRecord",
@@ -85,4 +90,5 @@ __all__ = [
     "bucket_index",
     "check_id",
     "percentile_from_buckets",
+    "project_task_agent",
 ]

@@ -10,8 +10,8 @@ from typing import Any
 from orchestrator.errors import ValidationError
 from orchestrator.store.records.base import LATENCY_BUCKETS_MS, SCHEMA_VERSION, check_id
 
-__all__ = ["Event", "MetricSample", "MetricSummary", "ProjectStats", "UserProjectRecord", "bucket_index",
-           "percentile_from_buckets"]
+__all__ = ["PROJECT_TASK_METRIC", "TASK_METRIC", "Event", "MetricSample", "MetricSummary", "ProjectStats", "UserProjectRecord", "bucket_index",
+           "percentile_from_buckets", "project_task_agent"]
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -63,6 +63,16 @@ def percentile_from_buckets(buckets: Sequence[int], q: float, low: float | None 
             return estimate
         seen += count
     return high if high is not None else math.inf
+
+
+TASK_METRIC = "task"
+#: A task of a project's session counted again, under `project_task_agent`.
+PROJECT_TASK_METRIC = "project_task"
+
+
+def project_task_agent(project_id: str, agent: str) -> str:
+    """`<project_id>/<agent>`: project ids hold no '/', so the prefix is unambiguous."""
+    return f"{project_id}/{agent}"
 
 
 @dataclass(frozen=True, slots=True)
