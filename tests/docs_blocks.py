@@ -7,9 +7,10 @@ What each kind of block must do (tests/test_docs.py has one test per block):
   top-level `await` is allowed, as in `python -m asyncio`. A block that defines
   `test_` functions is a test file: plain pytest runs it alone; it must pass without
   warnings. A block that opens with `# NAME.py` is a script, run alone as `python NAME.py`.
-- ```sh / ```bash / ```console, and ```cron without each line's schedule: run line by
-  line (bash) in a temp directory that holds the `myapp` package of tests/apps and an `issue.json`, against a fresh SQLite store,
-  with the venv's `orchestrator` and `python` on PATH; each line must exit 0. The
+- ```sh / ```bash (```console: its `$ ` lines), and ```cron without each line's
+  schedule: run line by line (bash) in a temp directory that holds the `myapp` package
+  of tests/apps and an `issue.json`, against a fresh SQLite store, with the venv's
+  `orchestrator` and `python` on PATH; each line must exit 0. The
   placeholders SESSION and build-1a2b3c stand for the first session the block created.
   A line ending in `&` starts a server (a moto server on 127.0.0.1; the block's port
   8000 becomes a free one), stopped after the block. `orchestrator worker` without
@@ -51,7 +52,7 @@ _FENCE = re.compile(r"^```([\w-]*)\s*$")
 _NOT_RUN = re.compile(r"^<!-- not run: (.+?) -->$")
 _OUTPUT_OF = re.compile(r"^<!-- output of: (.+?) -->$")
 _PLACEHOLDERS = ("SESSION", "build-1a2b3c")
-_SHELLS = frozenset({"sh", "bash", "console", "shell", "cron"})
+SHELLS = frozenset({"sh", "bash", "console", "shell", "cron"})
 _WAIT_POLLS = 300  # x 0.2 s: the bound on waiting for a worker to take what it can
 
 
@@ -205,6 +206,8 @@ def command_lines(block: Block) -> list[str]:
         line = raw.strip()
         if not pending and (not line or line.startswith("#")):
             continue
+        if block.lang == "console" and not pending and not line.startswith("$ "):
+            continue  # the output shown after a prompt line
         if block.lang == "cron" and not pending:
             line = re.sub(r"^(\S+\s+){5}", "", line)  # the schedule; the rest is the command
         line = pending + line.removeprefix("$ ")

@@ -20,7 +20,7 @@ import pytest
 import typer.main
 
 from docs_blocks import (
-    _SHELLS,
+    SHELLS,
     DOCS,
     REPO,
     Block,
@@ -54,7 +54,7 @@ def test_block_runs_as_printed(block: Block, tmp_path: Path) -> None:
         command, _, expected = block.text.partition("\n")
         assert normalized(real_output(command.removeprefix("$ "), tmp_path)) == normalized(expected), (
             f"{block.id}: the copy of `{command[2:]}` is stale; paste the output of `COLUMNS=100 {command[2:]}`")
-    elif block.lang in _SHELLS:
+    elif block.lang in SHELLS:
         ShellRun(block, tmp_path).run()
     elif block.lang == "json" and block.output_of is not None:
         shown = normalized(block.text)
