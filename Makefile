@@ -29,7 +29,7 @@ $(DYNALITE_DIR)/node_modules/.installed: $(DYNALITE_DIR)/package.json $(DYNALITE
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/python -m examples.demo
+	@$(BIN)/python -m examples.demo
 
 test: $(BIN)/.installed $(DYNALITE_DIR)/node_modules/.installed
 	$(BIN)/python -m ruff check .

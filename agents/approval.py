@@ -2,7 +2,8 @@
 
 The wait is durable (`ctx.wait_for_signal`): the session goes WAITING, holds no
 worker, and resumes when the signal is delivered, e.g.
-`orchestrator signal SESSION TASK approval '{"approved": true, "by": "ana"}'`.
+`orchestrator signal SESSION TASK approval --data '{"approved": true, "by": "ana"}'`
+(or `orchestrator approve SESSION TASK --by ana`).
 """
 
 from __future__ import annotations

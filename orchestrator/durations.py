@@ -17,7 +17,11 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 
 def parse_duration(text: str, *, what: str = "duration") -> float:
-    """Seconds in `text`: `90`, `45s`, `30m`, `1h`, `90d`, `2w`, or sums like `1h30m`."""
+    """Seconds in `text`: `90`, `45s`, `30m`, `1h`, `90d`, `2w`, or sums like `1h30m`.
+
+    >>> parse_duration("1h30m"), parse_duration("90")
+    (5400.0, 90.0)
+    """
     raw = text.strip().lower().replace(" ", "")
     if not raw:
         raise ValidationError(f"{what} is empty; use e.g. 45s, 30m, 1h or 90d")
@@ -42,7 +46,11 @@ def parse_duration(text: str, *, what: str = "duration") -> float:
 
 
 def format_duration(seconds: float | None) -> str:
-    """A short human form: `850ms`, `12.3s`, `4m05s`, `2h03m`, `3d04h`."""
+    """A short human form: `850ms`, `12.3s`, `4m05s`, `2h03m`, `3d04h`.
+
+    >>> [format_duration(s) for s in (0.85, 12.34, 245, 7380, 273600)]
+    ['850ms', '12.3s', '4m05s', '2h03m', '3d04h']
+    """
     if seconds is None:
         return "-"
     if seconds < 1:

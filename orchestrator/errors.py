@@ -415,7 +415,7 @@ class SessionStateError(ConflictError):
     def exists(cls, session_id: str, store: str) -> SessionStateError:
         return cls(
             f"session {session_id} already exists in {store}; choose another id, or continue it with "
-            f"`orchestrator resume {session_id}`",
+            f"`orchestrator resume {session_id} --app APP:PIPELINE`",
             session_id=session_id,
         )
 
@@ -445,4 +445,4 @@ class SessionStateError(ConflictError):
 
 class RedriveLimitError(ClaimRejectedError):
     """A FAILED session used all its redrives or is flagged needs-human: only a person's
-    forced resume (`orchestrator resume SESSION --force`) takes it again."""
+    forced resume (`orchestrator resume SESSION --app APP:PIPELINE --force`) takes it again."""

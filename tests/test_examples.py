@@ -250,7 +250,8 @@ def test_demo_runs_as_a_script_and_leaves_its_sessions_in_the_store(tmp_path: Pa
 
 
 def test_every_command_the_demo_prints_runs_as_printed(tmp_path: Path) -> None:
-    """From the repo root, in a shell whose PATH lacks the venv (not activated)."""
+    """Every one, in the printed order, from the repo root, each in a fresh shell whose PATH
+    lacks the venv (not activated)."""
     url = f"sqlite://{tmp_path / 'demo.db'}"
     path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
                            if Path(p).resolve() != Path(sys.executable).parent.resolve())
@@ -261,9 +262,8 @@ def test_every_command_the_demo_prints_runs_as_printed(tmp_path: Path) -> None:
     printed = done.stdout.split("Try next", 1)[1].splitlines()[1:]
     commands = [line.strip() for line in printed if line.startswith("  ") and not line.strip().startswith("(")]
     assert len(commands) >= 9 and commands[0].startswith("export ORCHESTRATOR_STORE=")
-    for command in commands[1:]:
-        if " resume " in command:
-            continue  # it runs the waiting session to its end; `approve` before it is the check
+    assert any(" approve " in c for c in commands) and any(" resume " in c for c in commands)
+    for command in commands[1:]:  # in order: `approve` comes before the `resume` it lets finish
         ran = subprocess.run(["bash", "-c", f"{commands[0]} && {command}"], cwd=REPO_ROOT, env=env,
                              capture_output=True, text=True, timeout=60, check=False)
         assert ran.returncode == 0, f"{command!r} failed as printed: {ran.stderr[-1000:]}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +121,22 @@ def test_every_command_named_in_a_message_exists() -> None:
 def test_every_option_named_in_a_message_exists() -> None:
     wrong = [f"{m.where}: `orchestrator {m.text}`: {unknown}" for m in MENTIONS if (unknown := parse(m)[1])]
     assert wrong == []
+
+
+def test_every_command_named_in_a_message_parses_as_written() -> None:
+    """Arity and required options too: `{}` and SESSION-like placeholders stand for one word each."""
+    wrong: list[str] = []
+    for m in MENTIONS:
+        name = parse(m)[0]
+        if name not in COMMANDS:
+            continue
+        tokens = shlex.split(m.text)
+        words = tokens[tokens.index(name) + 1:]
+        try:
+            COMMANDS[name].make_context(name, [w.replace("{}", "x") for w in words])
+        except Exception as exc:  # noqa: BLE001 - typer's own click raises usage errors of its own classes
+            wrong.append(f"{m.where}: `orchestrator {m.text}`: {exc}")
+    assert wrong == [], "\n".join(wrong)
 
 
 @pytest.mark.parametrize(("source", "expected"), [

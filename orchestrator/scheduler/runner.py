@@ -11,6 +11,7 @@ plan asks for, and a flusher (coalesced progress, events, metrics). It implement
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -187,6 +188,11 @@ class SessionRunner:
                                                 result.task.fence if result.task else None, self.lease.fence)
         self.plan.checkpointed(task_id, state)
 
+    def _post(self, message: _Message) -> None:
+        """Queue news for the dispatch loop; news arriving after the run ended is dropped."""
+        with contextlib.suppress(anyio.ClosedResourceError):
+            self._send.send_nowait(message)
+
     # -- LeaseListener: news from the keeper --------------------------------------------------
 
     def lease_lost(self, error: LeaseLostError) -> None:
@@ -194,15 +200,15 @@ class SessionRunner:
         # refused us early); past it nothing is written and the next owner's takeover says it.
         self.lifecycle.lost(self.lease, error)
         self.plan.halt()
-        self._send.send_nowait(_LeaseLost(error))
+        self._post(_LeaseLost(error))
         if self._tg is not None:  # stop at once, even a store call or an agent in progress
             self._tg.cancel_scope.cancel()
 
     def cancel_requested(self, reason: str) -> None:
-        self._send.send_nowait(_CancelRequested(reason))
+        self._post(_CancelRequested(reason))
 
     def signals_changed(self, signal_seq: int) -> None:
-        self._send.send_nowait(_SignalsChanged(signal_seq))
+        self._post(_SignalsChanged(signal_seq))
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -245,6 +251,8 @@ class SessionRunner:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._final_flush()
+                self._send.close()  # unclosed streams warn when collected (ResourceWarning)
+                self._receive.close()
             assert result is not None
             if result.status is SessionStatus.COMPLETED:
                 span.set_status_ok()
@@ -346,11 +354,11 @@ class SessionRunner:
         self._group.start_soon(attempt)
 
     def _report(self, outcome: AttemptOutcome) -> None:
-        self._send.send_nowait(outcome)
+        self._post(outcome)
 
     async def _timer(self, at: float) -> None:
         await self._clock.sleep(max(0.0, at - self._clock.now()))
-        self._send.send_nowait(_TimerFired())
+        self._post(_TimerFired())
 
     async def _refresh_signals(self) -> None:
         snapshot = await self.store.load_session(self._session_id)

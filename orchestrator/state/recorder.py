@@ -161,7 +161,7 @@ class SessionRecorder:
         if session.owner_kind is not OwnerKind.EXTERNAL:
             raise SessionStateError(
                 f"session {session_id} is run by workers (owner kind {session.owner_kind.value}); only "
-                f"external sessions can be attached. Use `orchestrator resume {session_id}` instead",
+                f"external sessions can be attached. Use `orchestrator resume {session_id} --app APP:PIPELINE` instead",
                 session_id=session_id,
             )
         if not hmac.compare_digest(session.lease_owner or "", external_owner(token)):

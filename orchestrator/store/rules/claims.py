@@ -86,17 +86,17 @@ def _redrive_refusal(session: SessionRecord, policy: ClaimPolicy) -> str | None:
     if not policy.redrive_failed:
         return (
             f"session {sid} is FAILED ({session.reason or 'no reason stored'}); resume it "
-            f"explicitly with `orchestrator resume {sid}`"
+            f"explicitly with `orchestrator resume {sid} --app APP:PIPELINE`"
         )
     if session.needs_human:
         return (
             f"session {sid} is flagged needs-human ({session.needs_human_reason}); a person must "
-            f"clear it with `orchestrator resume {sid} --force`"
+            f"clear it with `orchestrator resume {sid} --app APP:PIPELINE --force`"
         )
     if session.redrive_count >= session.max_redrives:
         return (
             f"session {sid} used {session.redrive_count} of {session.max_redrives} redrives; "
-            f"resume it with `orchestrator resume {sid} --force` after fixing the cause"
+            f"resume it with `orchestrator resume {sid} --app APP:PIPELINE --force` after fixing the cause"
         )
     bound = policy.failed_updated_before
     if bound is not None and session.updated_at > bound:

@@ -274,7 +274,7 @@ class Signal(SessionOp[int]):
         if current.status.is_final:
             raise SessionStateError.not_allowed(
                 current.session_id, current.status.value, f"signal {self.name!r} for task {self.task_id}",
-                f"a finished session never reads it; resume it first (`orchestrator resume {current.session_id}`)",
+                f"a finished session never reads it; resume it first (`orchestrator resume {current.session_id} --app APP:PIPELINE`)",
                 task_id=self.task_id)
         changes: dict[str, Any] = {"signal_seq": current.signal_seq + 1}
         read: dict[str, Any] = {"signal_seq": current.signal_seq, "status": current.status}

@@ -1,0 +1,1 @@
+"""The `myapp` the docs' command lines name (`myapp.pipelines:build`, `:release`)."""
