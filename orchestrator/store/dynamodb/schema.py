@@ -179,7 +179,7 @@ async def ensure_table(caller: Caller, config: DynamoDBConfig) -> None:
         raise SchemaError("; ".join(problems) + f" [table={config.table_name}, op=DescribeTable]",
                           table=config.table_name)
     for name in missing_indexes(table):
-        await _add_index(caller, config, name)
+        table = await _add_index(caller, config, table, name)
     await _ensure_ttl(caller, config)
     await _ensure_pitr(caller, config)
     await _ensure_sse(caller, config, table)
@@ -201,7 +201,7 @@ def _active(table: dict[str, Any]) -> bool:
         i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in table.get("GlobalSecondaryIndexes", []))
 
 
-async def _add_index(caller: Caller, config: DynamoDBConfig, name: str) -> None:
+async def _add_index(caller: Caller, config: DynamoDBConfig, table: dict[str, Any], name: str) -> dict[str, Any]:
     """Write the index's keys on the sessions that lack them, then create it (UpdateTable) and wait.
 
     Keys first: a run interrupted before UpdateTable leaves the index missing, so the next
@@ -210,7 +210,9 @@ async def _add_index(caller: Caller, config: DynamoDBConfig, name: str) -> None:
     written = await write_index_keys(caller, config, name)
     definition = table_definition(config)
     index = next(i for i in definition["GlobalSecondaryIndexes"] if i["IndexName"] == name)
-    attrs = [a for a in definition["AttributeDefinitions"] if a["AttributeName"] in _INDEX_KEYS[name]]
+    # The table's definitions and the new keys: some implementations (moto) replace the list instead of merging.
+    attrs = list(table.get("AttributeDefinitions", []))
+    attrs += [a for a in definition["AttributeDefinitions"] if a["AttributeName"] in _INDEX_KEYS[name] and a not in attrs]
     params = {"TableName": config.table_name, "AttributeDefinitions": attrs,
               "GlobalSecondaryIndexUpdates": [{"Create": index}]}
     for attempt in range(2):
@@ -224,7 +226,7 @@ async def _add_index(caller: Caller, config: DynamoDBConfig, name: str) -> None:
                 raise caller.to_error(exc) from exc
             await _wait_active(caller, config, _WAIT_INDEX_S)
     log.info("added index %s to %s (keys written on %d existing sessions)", name, config.table_name, written)
-    await _wait_active(caller, config, _WAIT_INDEX_S)
+    return await _wait_active(caller, config, _WAIT_INDEX_S)
 
 
 async def _wait_active(caller: Caller, config: DynamoDBConfig, limit_s: float = _WAIT_ACTIVE_S) -> dict[str, Any]:
