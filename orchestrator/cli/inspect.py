@@ -138,8 +138,10 @@ async def _watch(store: Store, session: str, snap: SessionSnapshot, as_json: boo
             live.update(_status_view(snap))
 
 
-#: Store pages one `list --user/--type` call reads at most to fill its page (short pages are
-#: possible when the status or another filter is checked after the index read).
+#: Store pages one `list --user/--type` call reads at most to fill its page: `--user`/`--type`
+#: read their index (never a Scan) and one `--status` (or `--needs-human`) is checked by the
+#: store on each session read, so a store page may be short; several statuses and
+#: `--since`/`--older-than` are checked here.
 _FILL_READS = 10
 
 
@@ -164,11 +166,7 @@ def list_cmd(
                                                "call.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Sessions by status (oldest first), or by project, user or pipeline type (newest first); prints the next cursor.
-
-    `--user`/`--type` read their index (never a Scan); one `--status` (or `--needs-human`) is
-    checked by the store on each session read, several statuses and `--since`/`--older-than` here.
-    """
+    """Sessions by status (oldest first) or by project, user or type (newest first); prints the next cursor."""
     g = globals_of(ctx)
     statuses = [SessionStatus.FAILED] if needs_human else list(status or SessionStatus)
     since_s = parse_duration(since, what="--since") if since else None
