@@ -96,6 +96,22 @@ def test_list_by_user_and_type_renders_type_user_and_creation_time(store_url: st
     assert "3 session(s)" in result.out and "next page" not in result.out
 
 
+def test_a_status_filter_fills_the_page_from_several_store_pages(store_url: str, tmp_path: Path) -> None:
+    seed(store_url)
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(10):
+        args = ["list", "--user", "u-1", "--status", "FAILED", "--limit", "1", "--json"]
+        result = cli(*args + (["--cursor", cursor] if cursor else []), store=store_url, tmp=tmp_path)
+        page = result.json()
+        assert len(page["sessions"]) == 1 or page["cursor"] is None, page  # full pages until the last
+        seen += [s["session_id"] for s in page["sessions"]]
+        cursor = page["cursor"]
+        if cursor is None:
+            break
+    assert seen == ["s4", "s3"]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--user", "u-1", "--project", "p"], "--project cannot be combined with --user or --type"),
     (["--user", "u" * 300], "user_id="),

@@ -165,6 +165,25 @@ class SessionListingDynamoDBContract:
         assert len(page.items) == 7
         assert Counter(counted.ops) == Counter({"Query": 1, "BatchGetItem": 1}), counted.ops
 
+    async def test_index_keys_are_written_at_creation_and_never_by_later_session_writes(self, store: Store) -> None:
+        sent: list[str] = []
+
+        def record(params: dict[str, Any], **_: Any) -> None:
+            sent.append(str(params.get("body") or b""))
+
+        events: Any = getattr(store, "client_events", None)
+        events.register("before-call.dynamodb", record, unique_id="listing-keys")
+        try:
+            await make_session(store, user_id="u-1", pipeline_type="deploy")
+            created = len(sent)
+            lease = await store.claim_session("s1", "w1", LEASE)
+            lease, _ = await store.renew_lease(lease, LEASE)
+            await store.finish_session(lease, SessionStatus.COMPLETED)
+        finally:
+            events.unregister("before-call.dynamodb", record, unique_id="listing-keys")
+        assert any("GSI3PK" in body and "GSI4PK" in body for body in sent[:created])
+        assert len(sent) > created and not any("GSI3" in body or "GSI4" in body for body in sent[created:])
+
     async def test_a_page_by_type_queries_each_shard_once_and_never_scans(self, store: Store) -> None:
         await _populate(store)
         config: Any = getattr(store, "config", None)  # DynamoDBConfig: not part of the protocol
