@@ -115,7 +115,7 @@ async def test_initialize_creates_table_with_indexes_ttl_sse_and_billing(aws: No
     client = boto3.client("dynamodb", region_name=REGION)
     table = client.describe_table(TableName="orch-prov")["Table"]
     assert {i["IndexName"]: i["Projection"]["ProjectionType"] for i in table["GlobalSecondaryIndexes"]} == {
-        "GSI1": "ALL", "GSI2": "ALL"}
+        "GSI1": "ALL", "GSI2": "ALL", "GSI3": "KEYS_ONLY", "GSI4": "KEYS_ONLY"}
     assert table["ProvisionedThroughput"]["ReadCapacityUnits"] == 7
     assert table["SSEDescription"]["Status"] == "ENABLED"
     ttl = client.describe_time_to_live(TableName="orch-prov")["TimeToLiveDescription"]
