@@ -20,6 +20,7 @@ from moto import mock_aws
 
 from orchestrator.clock import SystemClock
 from orchestrator.codec import default_codec
+from orchestrator.errors import SchemaError
 from orchestrator.store import DynamoDBConfig, NewSession, NewTask
 from orchestrator.store.dynamodb import DynamoDBStore
 
@@ -119,6 +120,8 @@ async def test_init_adds_the_user_and_type_indexes_to_an_older_table_and_indexes
     problems = await store.check()
     assert [p for p in problems if "has no index GSI3" in p or "has no index GSI4" in p], problems
     assert all("orchestrator init" in p for p in problems)
+    with pytest.raises(SchemaError, match=r"lacks an index .*GSI3.*orchestrator init"):
+        await store.find_sessions(user_id="u-1")
     ops = requests_of(store)
     async with store:
         assert await store.check() == []
