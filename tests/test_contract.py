@@ -18,6 +18,7 @@ from orchestrator.store import Store
 from orchestrator.testing.contract import StoreContract
 from orchestrator.testing.contract_concurrency import ConcurrencyContract
 from orchestrator.testing.contract_dynamodb import DynamoDBContract
+from orchestrator.testing.contract_listing import SessionListingContract, SessionListingDynamoDBContract
 from orchestrator.testing.contract_projects import UserProjectContract, UserProjectDynamoDBContract
 
 
@@ -57,3 +58,12 @@ class TestUserProjectContract(UserProjectContract):
 @pytest.mark.backends("moto", "moto-server", "moto-notx", "moto-server-notx", "dynalite")
 class TestUserProjectDynamoDBContract(UserProjectDynamoDBContract):
     """A lost download response counted once; listing a user's projects is one Query."""
+
+
+class TestSessionListingContract(SessionListingContract):
+    """Sessions by user and by pipeline type: newest first, each once across pages, bad filters refused."""
+
+
+@pytest.mark.backends("moto", "moto-server", "moto-notx", "moto-server-notx", "dynalite")
+class TestSessionListingDynamoDBContract(SessionListingDynamoDBContract):
+    """A page by user or type is index Queries and one BatchGetItem, never a Scan."""

@@ -20,7 +20,8 @@ from moto import mock_aws
 
 from orchestrator.clock import SystemClock
 from orchestrator.codec import default_codec
-from orchestrator.store import DynamoDBConfig
+from orchestrator.errors import SchemaError
+from orchestrator.store import DynamoDBConfig, NewSession, NewTask
 from orchestrator.store.dynamodb import DynamoDBStore
 
 REGION = "us-east-1"
@@ -96,3 +97,36 @@ async def test_init_turns_on_sse_of_a_table_encrypted_with_an_aws_owned_key(aws:
     await store.initialize()
     await store.aclose()
     assert [p["SSESpecification"] for p in sent] == [{"Enabled": True, "SSEType": "KMS"}]
+
+
+def _as_before_the_listing_indexes(table: str) -> None:
+    """Make the table look as an SDK before GSI3/GSI4 left it: no such indexes, no such keys on sessions."""
+    ddb = boto3.client("dynamodb", region_name=REGION)
+    for name in ("GSI3", "GSI4"):
+        ddb.update_table(TableName=table, GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": name}}])
+    for sid in ("old-1", "old-2", "old-3"):
+        ddb.update_item(TableName=table, Key={"PK": {"S": f"SESSION#{sid}"}, "SK": {"S": "META"}},
+                        UpdateExpression="REMOVE GSI3PK, GSI3SK, GSI4PK, GSI4SK")
+
+
+@pytest.mark.anyio
+async def test_init_adds_the_user_and_type_indexes_to_an_older_table_and_indexes_its_sessions(aws: None) -> None:
+    async with make_store() as first:
+        for i, user in enumerate(("u-1", "u-1", "u-2"), start=1):
+            await first.create_session(NewSession(f"old-{i}", "p", user_id=user, pipeline_type="deploy"),
+                                       [NewTask("t", "a")])
+    _as_before_the_listing_indexes("orch-admin")
+    store = make_store()
+    problems = await store.check()
+    assert [p for p in problems if "has no index GSI3" in p or "has no index GSI4" in p], problems
+    assert all("orchestrator init" in p for p in problems)
+    with pytest.raises(SchemaError, match=r"lacks an index .*GSI3.*orchestrator init"):
+        await store.find_sessions(user_id="u-1")
+    ops = requests_of(store)
+    async with store:
+        assert await store.check() == []
+        by_user = await store.find_sessions(user_id="u-1")
+        by_type = await store.find_sessions(pipeline_type="deploy")
+    assert [s.session_id for s in by_user.items] == ["old-2", "old-1"]
+    assert [s.session_id for s in by_type.items] == ["old-3", "old-2", "old-1"]
+    assert ops["UpdateTable"] == 2 and ops["UpdateItem"] == 6 and "Scan" not in ops, ops

@@ -115,7 +115,7 @@ async def test_initialize_creates_table_with_indexes_ttl_sse_and_billing(aws: No
     client = boto3.client("dynamodb", region_name=REGION)
     table = client.describe_table(TableName="orch-prov")["Table"]
     assert {i["IndexName"]: i["Projection"]["ProjectionType"] for i in table["GlobalSecondaryIndexes"]} == {
-        "GSI1": "ALL", "GSI2": "ALL"}
+        "GSI1": "ALL", "GSI2": "ALL", "GSI3": "KEYS_ONLY", "GSI4": "KEYS_ONLY"}
     assert table["ProvisionedThroughput"]["ReadCapacityUnits"] == 7
     assert table["SSEDescription"]["Status"] == "ENABLED"
     ttl = client.describe_time_to_live(TableName="orch-prov")["TimeToLiveDescription"]
@@ -381,6 +381,9 @@ def test_exports_name_the_same_table_and_no_scan() -> None:
     assert props["DeletionProtectionEnabled"] is True
     hcl = terraform(config)
     assert 'name                        = "orch-prod"' in hcl and 'attribute_name = "ttl"' in hcl
+    assert {i["IndexName"]: i["Projection"]["ProjectionType"] for i in props["GlobalSecondaryIndexes"]} == {
+        "GSI1": "ALL", "GSI2": "ALL", "GSI3": "KEYS_ONLY", "GSI4": "KEYS_ONLY"}
+    assert hcl.count('projection_type = "KEYS_ONLY"') == 2 and hcl.count('projection_type = "ALL"') == 2
     policy = iam_policy(config)
     actions = [a for s in policy["Statement"] for a in s["Action"]]
     assert "dynamodb:Scan" not in actions and set(DATA_ACTIONS) <= set(actions)

@@ -1,7 +1,7 @@
 """The exported IAM policy allows exactly the DynamoDB operations the SDK performs.
 
 A representative workload (init, init repairing SSE, doctor, run with retries and a failure, waits and
-signals, a worker, resume-failed, listings, events, metrics, pipelines, fork, cancel,
+signals, a worker, resume-failed, listings (by status, project, user, type), events, metrics, pipelines, fork, cancel,
 the users' project history, purge) runs on in-process moto while a botocore hook records every request. Each
 request maps to the IAM actions that authorise it (a transaction to its items'
 actions); the policy must allow every one of them, nothing more, and never Scan.
@@ -24,7 +24,7 @@ from orchestrator.fork import fork_session
 from orchestrator.metrics import agent_stats, day_of, project_stats
 from orchestrator.recovery import Worker, resume_failed
 from orchestrator.scheduler import resume, run, submit
-from orchestrator.store import SessionStatus, StoreConfig, UserProjectRecord, open_store
+from orchestrator.store import NewSession, NewTask, SessionStatus, StoreConfig, UserProjectRecord, open_store
 from orchestrator.store.dynamodb import iam_policy
 
 APPS = Path(__file__).resolve().parent / "apps"
@@ -94,6 +94,10 @@ async def _workload(url: str, tmp: Path) -> set[str]:
         for status in SessionStatus:
             await store.list_sessions(status, limit=5)
         await store.list_project_sessions("proj", limit=5)
+        await store.create_session(NewSession("iam-user", "p", user_id="u-1", pipeline_type="deploy"),
+                                   [NewTask("t", "a")])
+        assert len((await store.find_sessions(user_id="u-1", limit=5)).items) == 1
+        await store.find_sessions(pipeline_type="deploy", status=SessionStatus.COMPLETED, limit=5)
         await store.read_events("iam-bad")
         day = day_of(store.clock.now())[0]
         assert await agent_stats(store, day)

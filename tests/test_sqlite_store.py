@@ -448,3 +448,36 @@ async def test_a_file_without_the_user_projects_table_gains_it_on_open(db_path: 
         stored = await reopened.put_user_project(UserProjectRecord("u-1", "p-1", "Todo"))
         assert stored.download_count == 0
         assert (await reopened.get_session("s1")).session_id == "s1"
+
+
+def _drop_listing_indexes(path: Path) -> None:
+    with sqlite3.connect(path) as conn:  # a file written before sessions were listed by user and type
+        conn.execute("DROP INDEX sessions_by_user")
+        conn.execute("DROP INDEX sessions_by_type")
+
+
+def _index_names(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+
+
+@pytest.mark.anyio
+async def test_a_file_without_the_user_and_type_indexes_gains_them_on_open(db_path: Path) -> None:
+    async with make_store(db_path) as first:
+        await first.create_session(NewSession("s1", "p", user_id="u-1", pipeline_type="deploy"), chain(1))
+    _drop_listing_indexes(db_path)
+    async with make_store(db_path) as reopened:
+        assert {"sessions_by_user", "sessions_by_type"} <= _index_names(db_path)
+        assert [s.session_id for s in (await reopened.find_sessions(user_id="u-1")).items] == ["s1"]
+        assert [s.session_id for s in (await reopened.find_sessions(pipeline_type="deploy")).items] == ["s1"]
+
+
+@pytest.mark.anyio
+async def test_a_reader_of_a_file_without_the_indexes_lists_by_user_without_changing_it(db_path: Path) -> None:
+    async with make_store(db_path) as first:
+        await first.create_session(NewSession("s1", "p", user_id="u-1"), chain(1))
+    _drop_listing_indexes(db_path)
+    before = digest(db_path)
+    async with make_store(db_path, read_only=True) as reader:
+        assert [s.session_id for s in (await reader.find_sessions(user_id="u-1")).items] == ["s1"]
+    assert digest(db_path) == before and "sessions_by_user" not in _index_names(db_path)

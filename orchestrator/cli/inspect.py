@@ -158,6 +158,13 @@ async def _watch(store: Store, session: str, snap: SessionSnapshot, as_json: boo
             live.update((await _view(store, snap))[0])
 
 
+#: Store pages one `list --user/--type` call reads at most to fill its page: `--user`/`--type`
+#: read their index (never a Scan) and one `--status` (or `--needs-human`) is checked by the
+#: store on each session read, so a store page may be short; several statuses and
+#: `--since`/`--older-than` are checked here.
+_FILL_READS = 10
+
+
 def list_cmd(
     ctx: typer.Context,
     status: Annotated[list[SessionStatus] | None, typer.Option("--status", "-s", case_sensitive=False,
@@ -165,6 +172,10 @@ def list_cmd(
                                                                "all).")] = None,
     project: Annotated[str | None, typer.Option("--project", help="A project's sessions, newest "
                                                 "first.")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="A user's sessions, newest first (the user "
+                                             "index).")] = None,
+    pipeline_type: Annotated[str | None, typer.Option("--type", help="A pipeline type's sessions, newest first "
+                                                      "(the type index); with --user, both must match.")] = None,
     needs_human: Annotated[bool, typer.Option("--needs-human", help="Only FAILED sessions flagged for a "
                                               "person.")] = False,
     since: Annotated[str | None, typer.Option("--since", help="Updated within this long, e.g. 24h.")] = None,
@@ -175,11 +186,15 @@ def list_cmd(
                                                "call.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Sessions by status (oldest first) or by project (newest first); prints the next cursor."""
+    """Sessions by status (oldest first) or by project, user or type (newest first); prints the next cursor."""
     g = globals_of(ctx)
     statuses = [SessionStatus.FAILED] if needs_human else list(status or SessionStatus)
     since_s = parse_duration(since, what="--since") if since else None
     older_s = parse_duration(older_than, what="--older-than") if older_than else None
+    by_owner = user is not None or pipeline_type is not None
+    if by_owner and project is not None:
+        raise ValidationError("--project cannot be combined with --user or --type: each reads its own index; "
+                              "list by one of them")
 
     async def go() -> tuple[list[SessionRecord], str | None]:
         async with open_cli_store(g, read_only=True) as store:
@@ -191,6 +206,17 @@ def list_cmd(
                 page = await store.list_project_sessions(project, limit=limit, cursor=state.get("c"))
                 items = list(page.items)
                 next_state = {"p": project, "c": page.cursor} if page.cursor else None
+            elif by_owner:
+                inner = state.get("c")
+                for _ in range(_FILL_READS):
+                    page = await store.find_sessions(
+                        user_id=user, pipeline_type=pipeline_type, status=statuses[0] if len(statuses) == 1 else None,
+                        limit=limit - len(items), cursor=inner)
+                    items.extend(page.items)
+                    inner = page.cursor
+                    if inner is None or len(items) >= limit:
+                        break
+                next_state = {"c": inner} if inner else None
             else:
                 index = int(state.get("i", 0))
                 inner = state.get("c")
@@ -208,12 +234,13 @@ def list_cmd(
                         index, inner = index + 1, None
                         if len(items) >= limit and index < len(statuses):
                             next_state = {"i": index, "c": None}
+            scoped = project is not None or by_owner  # read by an index that does not hold the status
             keep = [
                 s for s in items
                 if (not needs_human or s.needs_human)
                 and (since_s is None or s.updated_at >= now - since_s)
-                and (project is None or status is None or s.status in statuses)
-                and (project is None or older_s is None or s.updated_at <= now - older_s)
+                and (not scoped or status is None or s.status in statuses)
+                and (not scoped or older_s is None or s.updated_at <= now - older_s)
             ]
             return keep, encode_cursor(next_state) if next_state else None
 
@@ -222,12 +249,19 @@ def list_cmd(
         emit_json({"sessions": sessions, "cursor": next_cursor})
         return
     table = Table(title_justify="left")
-    for col in ("session", "pipeline", "status", "progress", "updated", "project", "note"):
+    columns = (("session", "pipeline", "type", "user", "status", "progress", "created", "note") if by_owner
+               else ("session", "pipeline", "status", "progress", "updated", "project", "note"))
+    for col in columns:
         table.add_column(col, overflow="fold")
     for s in sessions:
         note = f"needs-human: {s.needs_human_reason}" if s.needs_human else (s.reason or "")
-        add_row(table, s.session_id, s.pipeline, status_text(s.status.value),
-                f"{s.progress.current}/{s.progress.total}", fmt_time(s.updated_at), s.project_id or "-", note[:120])
+        progress = f"{s.progress.current}/{s.progress.total}"
+        if by_owner:
+            add_row(table, s.session_id, s.pipeline, s.pipeline_type or "-", s.user_id or "-",
+                    status_text(s.status.value), progress, fmt_time(s.created_at), note[:120])
+        else:
+            add_row(table, s.session_id, s.pipeline, status_text(s.status.value), progress, fmt_time(s.updated_at),
+                    s.project_id or "-", note[:120])
     console.print(table, highlight=False)
     console.print(f"{len(sessions)} session(s)" + (f"; next page: --cursor {next_cursor}" if next_cursor else ""),
                   highlight=False)

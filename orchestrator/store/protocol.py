@@ -257,6 +257,25 @@ class SessionStore(Protocol):
         """A project's sessions, newest first."""
         ...
 
+    async def find_sessions(
+        self,
+        *,
+        user_id: str | None = None,
+        pipeline_type: str | None = None,
+        status: SessionStatus | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[SessionRecord]:
+        """A user's sessions, or a pipeline type's, or both, optionally in one status; newest first.
+
+        Read through the user index (any filter with a user) or the type index, never a
+        Scan (`rules.SessionFilter` decides). A page may be short, even empty, while its
+        cursor is not None (a field the index does not hold is checked after the read);
+        only `cursor=None` ends the listing. ValidationError for a filter without user and
+        type, a bad value, or a cursor of another filter.
+        """
+        ...
+
 
 @runtime_checkable
 class HistoryStore(Protocol):

@@ -8,7 +8,8 @@
   contract suite every Store backend must pass; subclass it in your tests with a
   `store` fixture. `ConcurrencyContract` (`.contract_concurrency`) and
   `DynamoDBContract` (`.contract_dynamodb`) cover contention and lost responses;
-  `UserProjectContract` (`.contract_projects`) the users' project history.
+  `UserProjectContract` (`.contract_projects`) the users' project history,
+  `SessionListingContract` (`.contract_listing`) sessions by user and pipeline type.
 - `moto_server()` (in `orchestrator.testing.moto_server`): a local DynamoDB double
   that serves one request at a time.
 - `FaultProxy` (in `orchestrator.testing.fault_proxy`): an HTTP proxy on 127.0.0.1 in

@@ -14,6 +14,11 @@ Which invariant is proven on which backend (tests/test_contract.py runs all of t
 | (`ConcurrencyContract`)                             |             |                 |                               |
 | lost responses retried without double effect, no    |     n/a     |       yes       |              yes              |
 | Scan for listing (`DynamoDBContract`)               |             |                 |                               |
+| sessions by user / pipeline type: newest first,     |     yes     |       yes       |              yes              |
+| each once across pages, bad filters refused         |             |                 |                               |
+| (`SessionListingContract`, `.contract_listing`)     |             |                 |                               |
+| a page by user / type: index Queries + one          |     n/a     |       yes       |              yes              |
+| BatchGetItem, no Scan (`SessionListingDynamoDB...`) |             |                 |                               |
 
 This repository also runs all three on dynalite (an independent DynamoDB
 implementation, concurrent, `transactions=0`; `orchestrator.testing.dynalite`): all pass

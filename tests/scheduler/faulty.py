@@ -175,6 +175,14 @@ class FaultyStore:
         await self._enter("list_project_sessions")
         return await self.inner.list_project_sessions(project_id, limit=limit, cursor=cursor)
 
+    async def find_sessions(
+        self, *, user_id: str | None = None, pipeline_type: str | None = None, status: SessionStatus | None = None,
+        limit: int = 100, cursor: str | None = None,
+    ) -> Page[SessionRecord]:
+        await self._enter("find_sessions")
+        return await self.inner.find_sessions(user_id=user_id, pipeline_type=pipeline_type, status=status,
+                                              limit=limit, cursor=cursor)
+
     async def append_events(self, events: Sequence[Event]) -> None:
         await self._enter("append_events")
         await self.inner.append_events(events)

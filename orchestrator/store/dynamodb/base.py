@@ -43,6 +43,7 @@ __all__ = ["DynamoDBBase", "gather", "put"]
 T = TypeVar("T")
 log = logging.getLogger("orchestrator.store.dynamodb")
 _BATCH = 25  # BatchWriteItem's limit
+_BATCH_GET = 100  # BatchGetItem's limit
 _KNOWN_SESSIONS = 1024
 
 
@@ -252,6 +253,31 @@ class DynamoDBBase:
                     f"DynamoDB kept {len(pending)} of a batch unprocessed after {self.config.max_attempts} "
                     f"resends (throttled); retry later or raise the table's capacity "
                     f"{self._caller.context('BatchWriteItem', session)}", session_id=session, table=self.table)
+
+    async def batch_get(self, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The items of `keys` that exist, strongly consistent: BatchGetItem in groups of 100
+        (sent concurrently), resending UnprocessedKeys with backoff; in no particular order."""
+
+        async def group(pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
+            for attempt in range(self.config.max_attempts + 1):
+                request = {self.table: {"Keys": pending, "ConsistentRead": True}}
+                answer = await self._caller.call("BatchGetItem", {"RequestItems": request})
+                found += answer.get("Responses", {}).get(self.table, [])
+                pending = answer.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+                if not pending:
+                    return found
+                await self._caller.pause(attempt + 1, "BatchGetItem")  # backoff, deadline
+            from orchestrator.errors import StoreUnavailableError
+
+            raise StoreUnavailableError(
+                f"DynamoDB kept {len(pending)} keys of a batch read unprocessed after {self.config.max_attempts} "
+                f"resends (throttled); retry later or raise the table's capacity "
+                f"{self._caller.context('BatchGetItem', None)}", table=self.table)
+
+        groups = [list(keys[i:i + _BATCH_GET]) for i in range(0, len(keys), _BATCH_GET)]
+        out = await gather([lambda g=g: group(g) for g in groups])  # type: ignore[misc]
+        return [item for found in out for item in found]
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -258,6 +258,10 @@ class Caller:
         ctx = self.context(op, session, task)
         kw: dict[str, Any] = {"session_id": session, "task_id": task, "table": self._config.table_name,
                               "op": op, "code": code}
+        # A table from before an index: DynamoDB answers ValidationException, moto ResourceNotFoundException.
+        if op == "Query" and code in ("ValidationException", "ResourceNotFoundException") and "index" in message:
+            return SchemaError(f"table {self._config.table_name} lacks an index this SDK reads ({message}); run "
+                               f"`orchestrator init` to add it {ctx}", **kw)
         if code == "ResourceNotFoundException":
             where = f"table {self._config.table_name} does not exist in region {self._config.region}"
             if self._config.endpoint:

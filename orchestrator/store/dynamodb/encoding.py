@@ -21,6 +21,8 @@ from orchestrator.store.dynamodb.models import (
     event_sk,
     gsi1,
     gsi2,
+    gsi3,
+    gsi4,
     metric_pk,
     metric_sk,
     pipeline_key,
@@ -148,10 +150,14 @@ class ItemCodec:
         """The META item; input and metadata arrive encoded (and size-checked) by the caller."""
         g1pk, g1sk = gsi1(s.status.value, s.session_id, status_time(s), self.shards)
         g2 = gsi2(s.project_id, s.session_id, s.created_at) if s.project_id else (None, None)
+        g3 = gsi3(s.user_id, s.session_id, s.created_at) if s.user_id is not None else (None, None)
+        g4 = (gsi4(s.pipeline_type, s.session_id, s.created_at, self.shards) if s.pipeline_type is not None
+              else (None, None))
         item = self.models.session(
             PK=session_pk(s.session_id), SK="META", v=SCHEMA_VERSION, kind="session", tok=tok,
             ttl=int(s.expires_at) if s.expires_at is not None else None,
-            GSI1PK=g1pk, GSI1SK=g1sk, GSI2PK=g2[0], GSI2SK=g2[1],
+            GSI1PK=g1pk, GSI1SK=g1sk, GSI2PK=g2[0], GSI2SK=g2[1], GSI3PK=g3[0], GSI3SK=g3[1], GSI4PK=g4[0],
+            GSI4SK=g4[1],
             pipeline=s.pipeline, pipeline_version=s.pipeline_version, status=s.status.value,
             owner_kind=s.owner_kind.value, input=input_text,
             project_id=s.project_id, user_id=s.user_id, pipeline_type=s.pipeline_type,

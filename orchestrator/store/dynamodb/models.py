@@ -7,7 +7,7 @@ in one process and nothing is configured at import time.
 
 Key layout (one partition per session, so resume is one Query with `SK >= "META"`):
 
-    SESSION#<sid> / META                          session (GSI1 status, GSI2 project)
+    SESSION#<sid> / META                          session (GSI1 status, GSI2 project, GSI3 user, GSI4 type)
     SESSION#<sid> / TASK#<tid>                    task
     SESSION#<sid> / TASK#<tid>#DEP#<dep>          dependency edge
     SESSION#<sid> / TASK#<tid>#CHUNK#<f>.<a>#<n>  large-output chunk (named by a completion)
@@ -39,14 +39,19 @@ from orchestrator.store.config import DynamoDBConfig
 __all__ = [
     "GSI1",
     "GSI2",
+    "GSI3",
+    "GSI4",
     "Models",
     "bind_models",
     "chunk_sk",
+    "created_sk",
     "dep_sk",
     "event_sk",
     "fmt_time",
     "gsi1",
     "gsi2",
+    "gsi3",
+    "gsi4",
     "metric_pk",
     "metric_sk",
     "pipeline_key",
@@ -56,11 +61,14 @@ __all__ = [
     "status_shard",
     "task_range",
     "task_sk",
+    "type_pk",
     "user_pk",
 ]
 
 GSI1 = "GSI1"
 GSI2 = "GSI2"
+GSI3 = "GSI3"  # sessions by user (keys only): `USER#<uid>` / `<created_at>#<sid>`
+GSI4 = "GSI4"  # sessions by pipeline type (keys only, sharded): `TYPE#<type>#<shard>` / `<created_at>#<sid>`
 META = "META"
 # Every character an id may hold sorts after '#' and before '~', so `TASK#<tid>#~`
 # bounds a task's own items without reaching a task whose id merely starts with <tid>.
@@ -126,6 +134,23 @@ def gsi2(project_id: str, sid: str, created_at: float) -> tuple[str, str]:
     return f"PROJECT#{project_id}", f"{fmt_time(created_at)}#{sid}"
 
 
+def created_sk(sid: str, created_at: float) -> str:
+    return f"{fmt_time(created_at)}#{sid}"
+
+
+def gsi3(user_id: str, sid: str, created_at: float) -> tuple[str, str]:
+    return f"USER#{user_id}", created_sk(sid, created_at)
+
+
+def type_pk(pipeline_type: str, shard: int) -> str:
+    """The type is free text (it may hold '#'); the shard is always the last segment."""
+    return f"TYPE#{pipeline_type}#{shard}"
+
+
+def gsi4(pipeline_type: str, sid: str, created_at: float, shards: int) -> tuple[str, str]:
+    return type_pk(pipeline_type, status_shard(sid, shards)), created_sk(sid, created_at)
+
+
 def metric_pk(day: str, writer: str, shards: int) -> str:
     return f"METRIC#{day}#{status_shard(writer, shards)}"
 
@@ -158,6 +183,10 @@ class SessionItem(_Item):
     GSI1SK = UnicodeAttribute()
     GSI2PK = UnicodeAttribute(null=True)
     GSI2SK = UnicodeAttribute(null=True)
+    GSI3PK = UnicodeAttribute(null=True)
+    GSI3SK = UnicodeAttribute(null=True)
+    GSI4PK = UnicodeAttribute(null=True)
+    GSI4SK = UnicodeAttribute(null=True)
     pipeline = UnicodeAttribute()
     pipeline_version = UnicodeAttribute()
     status = UnicodeAttribute()

@@ -4,8 +4,10 @@ One definition (`table_definition`) feeds CreateTable, the connection's key meta
 the CloudFormation and Terraform exports, and `check()`, so they cannot drift apart.
 
 `ensure_table` (`orchestrator init`) creates a missing table, and brings an existing one
-to the definition: TTL on `ttl`, point-in-time recovery, SSE with the AWS managed key
-(an earlier `init` may have been interrupted after CreateTable). It reads before it
+to the definition: the indexes added since it was created (GSI3 by user, GSI4 by type:
+their keys written on existing sessions first, then UpdateTable, so an interrupted run
+is finished by the next), TTL on `ttl`, point-in-time recovery, SSE with the AWS managed
+key (an earlier `init` may have been interrupted after CreateTable). It reads before it
 writes, so a second run sends no update. A feature the store lacks (a DynamoDB-
 compatible store without TTL or PITR) is a logged warning, not a failure; `check()`
 names it, with what it costs.
@@ -22,7 +24,8 @@ import anyio
 from orchestrator.errors import SchemaError, StoreError
 from orchestrator.store.config import DynamoDBConfig
 from orchestrator.store.dynamodb.connection import Caller, DynamoCallError
-from orchestrator.store.dynamodb.models import GSI1, GSI2
+from orchestrator.store.dynamodb.indexes import ADDED_INDEXES, write_index_keys
+from orchestrator.store.dynamodb.models import GSI1, GSI2, GSI3, GSI4
 
 __all__ = [
     "DATA_ACTIONS",
@@ -38,9 +41,11 @@ __all__ = [
 
 log = logging.getLogger("orchestrator.store.dynamodb")
 
-#: Every data-plane action the store calls at run time (no Scan, ever).
+#: Every data-plane action the store calls at run time (no Scan, ever). BatchGetItem reads
+#: the sessions a keys-only index (by user, by type) named.
 DATA_ACTIONS: tuple[str, ...] = (
     "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
@@ -50,7 +55,7 @@ DATA_ACTIONS: tuple[str, ...] = (
 #: Actions `initialize()` and `check()` call (TransactWriteItems is authorised per item
 #: through PutItem/UpdateItem above; IAM has no action of its own for it). CreateTable
 #: sends `Tags`, which IAM authorises as dynamodb:TagResource too (tag on create);
-#: UpdateTable turns on SSE of an existing table.
+#: UpdateTable turns on SSE of an existing table and adds an index it lacks.
 SETUP_ACTIONS: tuple[str, ...] = (
     "dynamodb:CreateTable",
     "dynamodb:TagResource",
@@ -66,11 +71,16 @@ _ON = ("ENABLED", "ENABLING")
 _SSE_ON = ("ENABLED", "ENABLING", "UPDATING")
 _WAIT_ACTIVE_S = 120.0
 _KEYS = {"PK": "HASH", "SK": "RANGE"}
-_INDEX_KEYS = {GSI1: {"GSI1PK": "HASH", "GSI1SK": "RANGE"}, GSI2: {"GSI2PK": "HASH", "GSI2SK": "RANGE"}}
+_INDEX_KEYS = {GSI1: {"GSI1PK": "HASH", "GSI1SK": "RANGE"}, GSI2: {"GSI2PK": "HASH", "GSI2SK": "RANGE"},
+               GSI3: {"GSI3PK": "HASH", "GSI3SK": "RANGE"}, GSI4: {"GSI4PK": "HASH", "GSI4SK": "RANGE"}}
+#: The status and project listings read whole sessions from the index (ALL); the user and type
+#: listings read keys (KEYS_ONLY) and then the sessions, so heartbeats never write those indexes.
+_PROJECTION = {GSI1: "ALL", GSI2: "ALL", GSI3: "KEYS_ONLY", GSI4: "KEYS_ONLY"}
+_WAIT_INDEX_S = 3600.0  # backfilling an index of a large table takes a while
 
 
 def table_definition(config: DynamoDBConfig) -> dict[str, Any]:
-    """CreateTable parameters: PK/SK, GSI1 (status) and GSI2 (project), ALL projection, SSE."""
+    """CreateTable parameters: PK/SK, GSI1 (status), GSI2 (project), GSI3 (user), GSI4 (type), SSE."""
     provisioned = config.billing_mode == "PROVISIONED"
     throughput = {"ReadCapacityUnits": config.read_capacity, "WriteCapacityUnits": config.write_capacity}
     indexes = []
@@ -78,12 +88,12 @@ def table_definition(config: DynamoDBConfig) -> dict[str, Any]:
         index: dict[str, Any] = {
             "IndexName": name,
             "KeySchema": [{"AttributeName": k, "KeyType": t} for k, t in keys.items()],
-            "Projection": {"ProjectionType": "ALL"},
+            "Projection": {"ProjectionType": _PROJECTION[name]},
         }
         if provisioned:
             index["ProvisionedThroughput"] = dict(throughput)
         indexes.append(index)
-    attrs = ["PK", "SK", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK"]
+    attrs = ["PK", "SK", *(k for keys in _INDEX_KEYS.values() for k in keys)]
     definition: dict[str, Any] = {
         "TableName": config.table_name,
         "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in attrs],
@@ -133,14 +143,21 @@ def schema_problems(config: DynamoDBConfig, table: dict[str, Any]) -> list[str]:
     for name, want in _INDEX_KEYS.items():
         index = found.get(name)
         if index is None:
-            problems.append(f"{where} has no global secondary index {name} ({', '.join(want)}): {fix}")
+            if name not in ADDED_INDEXES:
+                problems.append(f"{where} has no global secondary index {name} ({', '.join(want)}): {fix}")
             continue
         got = {k["AttributeName"]: k["KeyType"] for k in index.get("KeySchema", [])}
         projection = index.get("Projection", {}).get("ProjectionType")
-        if got != want or projection != "ALL":
+        if got != want or projection != _PROJECTION[name]:
             problems.append(f"{where} has index {name} with keys {got} and projection {projection}; the SDK "
-                            f"needs {want} with projection ALL: {fix}")
+                            f"needs {want} with projection {_PROJECTION[name]}: {fix}")
     return problems
+
+
+def missing_indexes(table: dict[str, Any]) -> list[str]:
+    """The indexes added since the table was created that it lacks (init adds them)."""
+    found = {i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])}
+    return [name for name in ADDED_INDEXES if name not in found]
 
 
 async def ensure_table(caller: Caller, config: DynamoDBConfig) -> None:
@@ -161,6 +178,8 @@ async def ensure_table(caller: Caller, config: DynamoDBConfig) -> None:
     if problems:
         raise SchemaError("; ".join(problems) + f" [table={config.table_name}, op=DescribeTable]",
                           table=config.table_name)
+    for name in missing_indexes(table):
+        table = await _add_index(caller, config, table, name)
     await _ensure_ttl(caller, config)
     await _ensure_pitr(caller, config)
     await _ensure_sse(caller, config, table)
@@ -182,16 +201,44 @@ def _active(table: dict[str, Any]) -> bool:
         i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in table.get("GlobalSecondaryIndexes", []))
 
 
-async def _wait_active(caller: Caller, config: DynamoDBConfig) -> dict[str, Any]:
+async def _add_index(caller: Caller, config: DynamoDBConfig, table: dict[str, Any], name: str) -> dict[str, Any]:
+    """Write the index's keys on the sessions that lack them, then create it (UpdateTable) and wait.
+
+    Keys first: a run interrupted before UpdateTable leaves the index missing, so the next
+    `init` writes the rest again; once the index exists every session carries its keys.
+    """
+    written = await write_index_keys(caller, config, name)
+    definition = table_definition(config)
+    index = next(i for i in definition["GlobalSecondaryIndexes"] if i["IndexName"] == name)
+    # The table's definitions and the new keys: some implementations (moto) replace the list instead of merging.
+    attrs = list(table.get("AttributeDefinitions", []))
+    attrs += [a for a in definition["AttributeDefinitions"] if a["AttributeName"] in _INDEX_KEYS[name] and a not in attrs]
+    params = {"TableName": config.table_name, "AttributeDefinitions": attrs,
+              "GlobalSecondaryIndexUpdates": [{"Create": index}]}
+    for attempt in range(2):
+        try:
+            await caller.call("UpdateTable", params, any_error=True)
+            break
+        except DynamoCallError as exc:
+            if exc.code == "ValidationException" and "already exists" in exc.message:  # another init added it
+                break
+            if exc.code != "ResourceInUseException" or attempt:  # the table is busy with another update
+                raise caller.to_error(exc) from exc
+            await _wait_active(caller, config, _WAIT_INDEX_S)
+    log.info("added index %s to %s (keys written on %d existing sessions)", name, config.table_name, written)
+    return await _wait_active(caller, config, _WAIT_INDEX_S)
+
+
+async def _wait_active(caller: Caller, config: DynamoDBConfig, limit_s: float = _WAIT_ACTIVE_S) -> dict[str, Any]:
     # Real time, not the injected clock: this waits on AWS, not on the SDK's logic time.
-    with anyio.move_on_after(_WAIT_ACTIVE_S):
+    with anyio.move_on_after(limit_s):
         while True:
             table = await _describe(caller, config)
             if table is not None and _active(table):
                 return table
             await anyio.sleep(1.0)
     raise StoreError(
-        f"{_where(config)} did not become ACTIVE within {_WAIT_ACTIVE_S:.0f} s; check it in the AWS "
+        f"{_where(config)} did not become ACTIVE within {limit_s:.0f} s; check it in the AWS "
         f"console and run `orchestrator init` again [table={config.table_name}, op=DescribeTable]",
         table=config.table_name,
     )
@@ -272,6 +319,10 @@ async def check_table(caller: Caller, config: DynamoDBConfig) -> list[str]:
     if table is None:
         return [f"{_where(config)} does not exist; run `orchestrator init` to create it"]
     problems = schema_problems(config, table)
+    for name in missing_indexes(table):
+        problems.append(f"{_where(config)} has no index {name} (sessions by {ADDED_INDEXES[name]}), so "
+                        f"`orchestrator list --{ADDED_INDEXES[name]}` fails; run `orchestrator init`: it writes the "
+                        f"index keys on existing sessions, then adds the index with UpdateTable")
     try:
         desc = await _ttl_description(caller, config)
         if desc.get("TimeToLiveStatus") not in _ON or desc.get("AttributeName") != "ttl":
@@ -349,7 +400,8 @@ def terraform(config: DynamoDBConfig) -> str:
         keys = {k["KeyType"]: k["AttributeName"] for k in index["KeySchema"]}
         lines += ["", "  global_secondary_index {", f"    name            = {json.dumps(index['IndexName'])}",
                   f"    hash_key        = {json.dumps(keys['HASH'])}",
-                  f"    range_key       = {json.dumps(keys['RANGE'])}", '    projection_type = "ALL"']
+                  f"    range_key       = {json.dumps(keys['RANGE'])}",
+                  f"    projection_type = {json.dumps(index['Projection']['ProjectionType'])}"]
         if provisioned:
             lines += [f"    read_capacity   = {config.read_capacity}",
                       f"    write_capacity  = {config.write_capacity}"]

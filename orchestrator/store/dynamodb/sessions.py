@@ -25,7 +25,18 @@ from orchestrator.store import rules
 from orchestrator.store.dynamodb.base import DynamoDBBase, gather, put
 from orchestrator.store.dynamodb.connection import DynamoCallError
 from orchestrator.store.dynamodb.encoding import Staged, progress_json
-from orchestrator.store.dynamodb.models import GSI1, GSI2, fmt_time, gsi1, session_pk
+from orchestrator.store.dynamodb.models import (
+    GSI1,
+    GSI2,
+    GSI3,
+    GSI4,
+    created_sk,
+    fmt_time,
+    gsi1,
+    gsi3,
+    session_pk,
+    type_pk,
+)
 from orchestrator.store.records import (
     ClaimPolicy,
     Lease,
@@ -37,7 +48,7 @@ from orchestrator.store.records import (
     SessionStatus,
     check_id,
 )
-from orchestrator.store.rules import Payload, Retained, SessionChange, SessionOp
+from orchestrator.store.rules import Payload, Position, Retained, SessionChange, SessionIndex, SessionOp
 
 __all__ = ["SessionOps"]
 
@@ -328,6 +339,51 @@ class SessionOps(DynamoDBBase):
         now = self.clock.now()
         records = tuple(self.items.session(r) for r in items if not self.expired(r, now))
         return Page(records, _encode_cursor(more) if more else None)
+
+    async def find_sessions(self, *, user_id: str | None = None, pipeline_type: str | None = None,
+                            status: SessionStatus | None = None, limit: int = 100,
+                            cursor: str | None = None) -> Page[SessionRecord]:
+        """Keys from GSI3 (user) or every shard of GSI4 (type), newest first, merged; then the
+        sessions themselves in one consistent BatchGetItem per 100, checked against the filter."""
+        rules.check_page_limit(limit)
+        flt = rules.SessionFilter(user_id, pipeline_type, status)
+        before = flt.position(cursor)
+        if flt.index is SessionIndex.USER:
+            index, pks = GSI3, [gsi3(flt.key, "", 0)[0]]
+        else:
+            index, pks = GSI4, [type_pk(flt.key, i) for i in range(self.config.status_shards)]
+        high = created_sk(before[1], before[0]) if before else "~"
+        pk_attr, sk_attr = f"{index}PK", f"{index}SK"
+
+        async def shard(pk: str) -> tuple[list[dict[str, Any]], bool]:
+            cond = (Path(pk_attr) == pk) & (Path(sk_attr) < high)
+            items, more = await self.query_raw(pk, cond, index=index, limit=limit + 1, forward=False, pages=False)
+            return items, more is not None
+
+        out: list[tuple[list[dict[str, Any]], bool]] = await gather(
+            [lambda pk=pk: shard(pk) for pk in pks])  # type: ignore[misc]
+        # A shard cut short by the 1 MB limit may hide keys newer than another shard's: stop at its last.
+        floor = max((items[-1][sk_attr]["S"] for items, more in out if more and len(items) <= limit), default="")
+        merged = sorted((raw for items, _ in out for raw in items), key=lambda r: r[sk_attr]["S"], reverse=True)
+        taken = [raw for raw in merged if raw[sk_attr]["S"] >= floor][:limit]
+        more = len(taken) < len(merged) or any(m for _, m in out)
+        found = {raw["PK"]["S"]: raw for raw in await self.batch_get([{"PK": r["PK"], "SK": r["SK"]} for r in taken])}
+        now = self.clock.now()
+        records = []
+        for key in taken:
+            raw = found.get(key["PK"]["S"])
+            if raw is None or self.expired(raw, now):
+                continue  # deleted or expired since the index was read
+            record = self.items.session(raw)
+            if flt.matches(record):
+                records.append(record)
+        return Page(tuple(records), flt.cursor(_position(taken[-1][sk_attr]["S"])) if more and taken else None)
+
+
+def _position(sk: str) -> Position:
+    """(created_at, session id) of an index sort key `<created_at>#<sid>`."""
+    at, sid = sk.split("#", 1)
+    return float(at), sid
 
 
 def _index_key(raw: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator.errors import ValidationError
-from orchestrator.store.records.base import SCHEMA_VERSION, check_id
+from orchestrator.store.records.base import SCHEMA_VERSION, check_id, check_label
 
 __all__ = ["AttemptRecord", "ChunkRef", "ClaimPolicy", "Edge", "ErrorInfo", "Lease", "NewSession", "NewTask",
            "OwnerKind", "PipelineDefinition", "PreviousHolder", "Progress", "SessionRecord", "SessionSnapshot",
@@ -220,6 +220,8 @@ class NewSession:
             raise ValidationError(f"session {self.session_id!r} has no pipeline name", session_id=self.session_id)
         if self.project_id is not None:
             check_id("project", self.project_id)
+        check_label("user id", self.user_id, f"session {self.session_id!r}")
+        check_label("pipeline type", self.pipeline_type, f"session {self.session_id!r}")
         if self.max_redrives < 0:
             raise ValidationError(
                 f"session {self.session_id!r} has max_redrives={self.max_redrives}; use 0 or more",

@@ -7,6 +7,7 @@
     claims     claimability, what a claim writes, lease loss, a new session's record
     sessions   every other session transition (renew ... signal), each a `SessionOp`
     tasks      the task-transition table, fencing, and the classification of a rejection
+    listing    sessions by user or pipeline type: index, matching, order, cursor
 
 Backends keep only encoding and I/O; `tests/store/test_differential.py` runs the same
 operations against every backend and compares the outcomes.
@@ -22,6 +23,7 @@ from orchestrator.store.rules.limits import (
     check_page_limit,
     encode,
 )
+from orchestrator.store.rules.listing import Position, SessionFilter, SessionIndex, position_of
 from orchestrator.store.rules.change import Retained, SessionChange, SessionOp, expired
 from orchestrator.store.rules.claims import (
     Claim,
@@ -69,10 +71,13 @@ __all__ = [
     "FlagNeedsHuman",
     "History",
     "Payload",
+    "Position",
     "Release",
     "Renew",
     "Retained",
     "SessionChange",
+    "SessionFilter",
+    "SessionIndex",
     "SessionOp",
     "Signal",
     "TaskTransition",
@@ -96,6 +101,7 @@ __all__ = [
     "find_cycle",
     "lease_lost",
     "new_session_record",
+    "position_of",
     "same_definition",
     "status_time",
     "task_write_allowed",

@@ -29,14 +29,14 @@ from orchestrator.store.config import SQLiteConfig
 from orchestrator.store.deadline import check as check_deadline
 from orchestrator.store.deadline import remaining as deadline_remaining
 from orchestrator.store.sqlite.schema import (
-    add_missing_tables,
+    add_missing,
     check_existing,
     connect,
     connect_read_only,
     create_file,
     inspect,
     is_busy,
-    missing_added_tables,
+    missing_additions,
     verify_or_create,
 )
 
@@ -98,9 +98,9 @@ class SQLiteDatabase:
                     "initialize",
                     lambda: _transaction(conn, "BEGIN IMMEDIATE", lambda: verify_or_create(conn, self.path)),
                 )
-            elif await self._retrying("initialize", lambda: missing_added_tables(conn)):
+            elif await self._retrying("initialize", lambda: missing_additions(conn)):
                 await self._retrying(
-                    "initialize", lambda: _transaction(conn, "BEGIN IMMEDIATE", lambda: add_missing_tables(conn))
+                    "initialize", lambda: _transaction(conn, "BEGIN IMMEDIATE", lambda: add_missing(conn))
                 )
         except BaseException:
             conn.close()

@@ -16,13 +16,13 @@ from orchestrator.store.records import SCHEMA_VERSION
 
 __all__ = [
     "APPLICATION",
-    "ADDED_TABLES",
+    "ADDED",
     "TABLES",
-    "add_missing_tables",
+    "add_missing",
     "check_existing",
     "connect",
     "connect_read_only",
-    "missing_added_tables",
+    "missing_additions",
     "create_file",
     "file_problems",
     "pragmas",
@@ -110,8 +110,11 @@ CREATE TABLE pipelines (
 );
 """
 
-#: Tables added after schema 1 shipped, without a version bump: created (IF NOT EXISTS)
-#: when a store opens a file that lacks them. The users' project history lives here.
+#: Tables and indexes added after schema 1 shipped, without a version bump: created
+#: (IF NOT EXISTS) when a writing store opens a file that lacks them; a reader (`mode=ro`)
+#: of an old file answers the same, by reading the table instead of the index.
+#: The users' project history, and the indexes of sessions by user and by pipeline type
+#: (`rules.SessionFilter`), newest first.
 _ADDED_DDL = {
     "user_projects": """
 CREATE TABLE IF NOT EXISTS user_projects (
@@ -122,8 +125,16 @@ CREATE TABLE IF NOT EXISTS user_projects (
     PRIMARY KEY (user_id, project_id)
 ) WITHOUT ROWID
 """,
+    "sessions_by_user": """
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id, created_at, session_id)
+    WHERE user_id IS NOT NULL
+""",
+    "sessions_by_type": """
+CREATE INDEX IF NOT EXISTS sessions_by_type ON sessions (pipeline_type, created_at, session_id)
+    WHERE pipeline_type IS NOT NULL
+""",
 }
-ADDED_TABLES = frozenset(_ADDED_DDL)
+ADDED = frozenset(_ADDED_DDL)
 
 #: Every table the SDK needs; a file with our marker but without one of these is damaged.
 TABLES = frozenset(
@@ -263,7 +274,7 @@ def verify_or_create(conn: sqlite3.Connection, path: Path) -> None:
     for statement in _DDL.split(";"):
         if statement.strip():
             conn.execute(statement)
-    add_missing_tables(conn)
+    add_missing(conn)
     conn.executemany(
         "INSERT INTO meta (key, value) VALUES (?, ?)",
         [("application", APPLICATION), ("schema_version", str(SCHEMA_VERSION))],
@@ -272,15 +283,15 @@ def verify_or_create(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def missing_added_tables(conn: sqlite3.Connection) -> list[str]:
-    """Tables of `ADDED_TABLES` the file lacks (a read only)."""
-    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return sorted(ADDED_TABLES - names)
+def missing_additions(conn: sqlite3.Connection) -> list[str]:
+    """Tables and indexes of `ADDED` the file lacks (a read only)."""
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
+    return sorted(ADDED - names)
 
 
-def add_missing_tables(conn: sqlite3.Connection) -> None:
-    """Inside the caller's write transaction: create the added tables a file lacks."""
-    for name in missing_added_tables(conn):
+def add_missing(conn: sqlite3.Connection) -> None:
+    """Inside the caller's write transaction: create the added tables and indexes a file lacks."""
+    for name in missing_additions(conn):
         conn.execute(_ADDED_DDL[name])
 
 

@@ -24,7 +24,7 @@ from orchestrator.store.records import (
     SignalRecord,
 )
 from orchestrator.store import rules
-from orchestrator.store.rules import Retained, SessionChange, SessionOp
+from orchestrator.store.rules import Position, Retained, SessionChange, SessionFilter, SessionIndex, SessionOp
 from orchestrator.store.sqlite.encoding import (
     SESSION_COLS,
     SESSION_INSERT,
@@ -40,8 +40,8 @@ from orchestrator.store.sqlite.encoding import (
 )
 from orchestrator.store.sqlite.tasks import TaskRow, insert_tasks
 
-__all__ = ["by_project", "by_status", "create", "decode_cursor", "exists", "load", "read", "settle", "store_signal",
-           "write"]
+__all__ = ["by_filter", "by_project", "by_status", "create", "decode_cursor", "exists", "load", "read", "settle",
+           "store_signal", "write"]
 
 R = TypeVar("R")
 
@@ -170,6 +170,35 @@ def by_project(conn: sqlite3.Connection, project_id: str, before: tuple[float, s
         (project_id, now, *before, limit + 1),
     ).fetchall()
     return _page(rows, limit, codec, where)
+
+
+#: The partial index each filter reads (`INDEXED BY`: a plan that reads the table is an error, not slow).
+_INDEX = {SessionIndex.USER: ("sessions_by_user", "user_id"), SessionIndex.TYPE: ("sessions_by_type", "pipeline_type")}
+
+
+def by_filter(conn: sqlite3.Connection, flt: SessionFilter, before: Position | None, limit: int, now: float,
+              codec: Codec, where: str) -> Page[SessionRecord]:
+    """Sessions matching `flt`, newest first, older than `before`, read through its index.
+
+    Only a reader (`mode=ro`) of a file written before the index existed reads the table.
+    """
+    index, column = _INDEX[flt.index]
+    indexed = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (index,)).fetchone()
+    clauses = [f"{column} = ?", _NOT_EXPIRED, "(created_at, session_id) < (?, ?)"]
+    params: list[Any] = [flt.key, now, *(before or (float("inf"), ""))]
+    for name, value in (("user_id", flt.user_id), ("pipeline_type", flt.pipeline_type),
+                        ("status", flt.status and flt.status.value)):
+        if value is not None and name != column:
+            clauses.append(f"{name} = ?")
+            params.append(value)
+    rows = conn.execute(
+        f"SELECT {SESSION_COLS} FROM sessions {f'INDEXED BY {index} ' if indexed else ''}"
+        f"WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, session_id DESC LIMIT ?",
+        (*params, limit + 1),
+    ).fetchall()
+    items = tuple(session_from_row(row, codec, where) for row in rows[:limit])
+    last = items[-1] if len(rows) > limit else None
+    return Page(items, None if last is None else flt.cursor((last.created_at, last.session_id)))
 
 
 def _page(rows: list[Any], limit: int, codec: Codec, where: str) -> Page[SessionRecord]:

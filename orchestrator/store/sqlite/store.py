@@ -384,6 +384,16 @@ class SQLiteStore:
             write=False,
         )
 
+    async def find_sessions(
+        self, *, user_id: str | None = None, pipeline_type: str | None = None, status: SessionStatus | None = None,
+        limit: int = 100, cursor: str | None = None,
+    ) -> Page[SessionRecord]:
+        rules.check_page_limit(limit)
+        flt = rules.SessionFilter(user_id, pipeline_type, status)
+        before = flt.position(cursor)
+        return await self._run("find_sessions", lambda c, now: sessions.by_filter(
+            c, flt, before, limit, now, self.codec, self._where), write=False)
+
     # -- events ---------------------------------------------------------------------------
 
     async def append_events(self, events: Sequence[Event]) -> None:
