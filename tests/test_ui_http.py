@@ -92,6 +92,9 @@ def test_the_sessions_list_shows_sessions_that_need_attention_first(client: Test
     ("project=p-1", {"fails", "done"}),
     ("user=ann", {"waits"}),
     ("type=demo", {"waits"}),
+    ("user=ann&type=demo", {"waits"}),
+    ("user=ann&status=COMPLETED", set()),
+    ("user=nobody", set()),
     ("project=p-1&status=COMPLETED", {"done"}),
 ])
 def test_the_sessions_filters_keep_only_matching_sessions(client: TestClient, query: str, shown: set[str]) -> None:

@@ -99,6 +99,11 @@ class SessionFilter:
                 and (not self.needs_human or s.needs_human))
 
     @property
+    def by_owner(self) -> bool:
+        """Read through the store's user or type index (`Store.find_sessions`)."""
+        return self.project is None and (self.user is not None or self.pipeline_type is not None)
+
+    @property
     def narrowed(self) -> bool:
         return any((self.status, self.project, self.user, self.pipeline_type, self.needs_human))
 
@@ -125,7 +130,7 @@ async def list_sessions(store: Store, f: SessionFilter) -> SessionList:
         inner = page[1]
         if inner is None:
             index += 1
-            if f.project is not None:
+            if f.project is not None or f.by_owner:
                 index = len(statuses)  # one listing covers every status
     done = index >= len(statuses)
     cursor = None if done else encode_cursor({"i": index, "c": inner})
@@ -134,10 +139,12 @@ async def list_sessions(store: Store, f: SessionFilter) -> SessionList:
 
 async def _source(store: Store, f: SessionFilter, status: SessionStatus, limit: int,
                   cursor: str | None) -> tuple[tuple[SessionRecord, ...], str | None]:
-    """The store listing a filter reads from: by project, else by status."""
-    # Listings by user and by pipeline type plug in here when the store offers them.
+    """The store listing a filter reads from: by project, by user or type, else by status."""
     if f.project is not None:
         page = await store.list_project_sessions(f.project, limit=limit, cursor=cursor)
+    elif f.by_owner:
+        page = await store.find_sessions(user_id=f.user, pipeline_type=f.pipeline_type, status=f.status,
+                                         limit=limit, cursor=cursor)
     else:
         page = await store.list_sessions(status, limit=limit, cursor=cursor)
     return page.items, page.cursor
