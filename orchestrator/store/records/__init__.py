@@ -17,6 +17,7 @@ from orchestrator.store.records.base import (
     check_id,
 )
 from orchestrator.store.records.history import (
+    EVENT_KINDS,
     Event,
     MetricSample,
     MetricSummary,
@@ -50,6 +51,7 @@ from orchestrator.store.records.sessions import (
 
 __all__ = [
     "ATTEMPT_HISTORY_LIMIT",
+    "EVENT_KINDS",
     "LATENCY_BUCKETS_MS",
     "SCHEMA_VERSION",
     "AttemptRecord",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from orchestrator.store.records import (
+    Event,
     SessionRecord,
     SessionStatus,
 )
@@ -113,3 +114,11 @@ class SessionOp(ABC, Generic[R]):
     @abstractmethod
     def result(self, record: SessionRecord) -> R:
         """What the operation returns, from the session as stored after it."""
+
+    def event(self, current: SessionRecord | None, change: SessionChange, now: float) -> Event | None:
+        """The history's record of `change` (unkeyed), written with it; None: the runner records it, if anyone.
+
+        Operations a person makes (cancel, needs-human, signal) record themselves, so every
+        caller gets the event; a runner's own writes are recorded by the runner.
+        """
+        return None
