@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
@@ -35,8 +36,10 @@ from orchestrator.errors import ConfigError, ValidationError
 from orchestrator.graph import RENDER_FORMATS, render
 from orchestrator.metrics import SESSION_METRIC, agent_stats, day_of, project_stats
 from orchestrator.store import (
+    EVENT_KINDS,
     Event,
     MetricSummary,
+    OwnerKind,
     SessionRecord,
     SessionSnapshot,
     SessionStatus,
@@ -218,20 +221,47 @@ def _event_line(e: Event) -> str:
     return f"{fmt_time(e.at)} {e.level:<7} {e.kind:<8}{task} {e.message}"
 
 
+def _event_json(e: Event) -> dict[str, Any]:
+    """An event as JSON: `at` in ISO 8601 UTC (microseconds), `at_epoch` the same time in epoch seconds."""
+    iso = datetime.fromtimestamp(e.at, tz=UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return {**jsonable(e), "at": iso, "at_epoch": e.at}
+
+
+def _closes(e: Event) -> bool:
+    """Whether `e` is the last event of a session's run: its `end`, or a cancel that ended it at once."""
+    return e.kind == "end" or (e.kind == "cancel" and e.data.get("ended") is True)
+
+
+#: How long `--follow` waits, once the session has ended, for the event that closes its
+#: history: the runner writes `end` right after the session's final write.
+_END_GRACE_S = 10.0
+_POLL_S = 1.0
+
+_EVENTS_SHORT = "A session's history: created, claims, signals, cancels, retries, needs-human, end, agent logs."
+_EVENTS_HELP = (
+    "A session's event history, oldest first: what the task items do not already show. Times are UTC: "
+    "`YYYY-MM-DD HH:MM:SSZ` in text; with --json, `at` is ISO 8601 (`2025-06-15T12:03:10.123456Z`) and "
+    "`at_epoch` the same time in epoch seconds, for sorting and arithmetic. --follow prints new events while "
+    "the session runs (a runner flushes its events at least every 5 seconds) and stops once the session has "
+    "ended and its closing event (`end`, or a cancel that ended it at once) is printed.\n\nKinds:\n\n"
+    + "\n\n".join(f"{kind}: {what}" for kind, what in EVENT_KINDS.items())
+)
+
+
 def events_cmd(
     ctx: typer.Context,
     session: SessionArg,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until the "
                                          "session ends.")] = False,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Page size of each read.")] = 100,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event (JSON lines).")] = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="Page size of each read.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event (JSON lines); `at` in ISO "
+                                          "8601 UTC, `at_epoch` in epoch seconds.")] = False,
 ) -> None:
-    """A session's event history (retries, leases, signals, cancels, agent logs)."""
     g = globals_of(ctx)
 
     def show(e: Event) -> None:
         if as_json:
-            sys.stdout.write(json.dumps(jsonable(e), sort_keys=True, default=str) + "\n")
+            sys.stdout.write(json.dumps(_event_json(e), sort_keys=True, default=str) + "\n")
         else:
             console.print(_event_line(e), highlight=False, markup=False)
         sys.stdout.flush()
@@ -240,21 +270,34 @@ def events_cmd(
         async with open_cli_store(g, read_only=True) as store:
             await store.get_session(session)  # SessionNotFoundError before printing anything
             after: str | None = None
+            closed = False
+            ended_at: float | None = None  # monotonic time the session was first seen ended
+
+            async def drain() -> None:
+                nonlocal after, closed
+                while True:
+                    page = await store.read_events(session, after=after, limit=limit)
+                    for e in page.items:
+                        show(e)
+                        closed = closed or _closes(e)
+                    if page.items:
+                        after = page.items[-1].cursor
+                    if page.cursor is None:
+                        return
+
             while True:
-                page = await store.read_events(session, after=after, limit=limit)
-                for e in page.items:
-                    show(e)
-                if page.items:
-                    after = page.items[-1].cursor
-                if page.cursor is not None:
-                    continue
-                if not follow or (await store.get_session(session)).status.is_final:
-                    # one last read: events flushed with the final session write
-                    if follow:
-                        for e in (await store.read_events(session, after=after, limit=limit)).items:
-                            show(e)
+                await drain()
+                if not follow or closed:
                     return
-                await anyio.sleep(1.0)
+                record = await store.get_session(session)
+                if record.status.is_final:
+                    # Its closing event lands right after the final write; a recorded (external)
+                    # session has none, and a runner killed at its end never writes one: bounded.
+                    ended_at = ended_at if ended_at is not None else anyio.current_time()
+                    if record.owner_kind is OwnerKind.EXTERNAL or anyio.current_time() - ended_at > _END_GRACE_S:
+                        await drain()
+                        return
+                await anyio.sleep(_POLL_S)
 
     run_async(go)
 
@@ -391,7 +434,7 @@ def projects_cmd(
 def register(app: typer.Typer) -> None:
     app.command("status")(status_cmd)
     app.command("list")(list_cmd)
-    app.command("events")(events_cmd)
+    app.command("events", help=_EVENTS_HELP, short_help=_EVENTS_SHORT)(events_cmd)
     app.command("graph")(graph_cmd)
     app.command("metrics")(metrics_cmd)
     app.command("projects")(projects_cmd)
