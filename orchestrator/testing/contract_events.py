@@ -2,8 +2,8 @@
 people make, with the change, and nothing when the operation is refused.
 
 `created` (create_session), `signal` (send_signal), `cancel` (request_cancel) and
-`needs_human` (set_needs_human) are decided by the rulebook (`rules.history`) and written
-by the store itself, so every caller gets them. See `orchestrator.testing.contract`.
+`needs_human` (set_needs_human, and a forced claim that clears the flag) are decided by
+the rulebook (`rules.history`) and written by the store itself, so every caller gets them. See `orchestrator.testing.contract`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.errors import SessionStateError, TaskNotFoundError
-from orchestrator.store import Event, NewTask, SessionStatus, Store, TaskWrite, TaskWriteKind
+from orchestrator.store import ClaimPolicy, Event, NewTask, SessionStatus, Store, TaskWrite, TaskWriteKind
 from orchestrator.testing.contract_base import LEASE, clock_of, make_session, start
 
 __all__ = ["OperatorEventsContract", "history_of"]
@@ -135,7 +135,26 @@ class OperatorEventsContract:
         assert (flagged.kind, flagged.level, flagged.data) == (
             "needs_human", "WARNING", {"needs_human": True, "reason": "look at the logs"})
         assert flagged.message == "flagged needs-human: look at the logs"
-        assert (cleared.kind, cleared.data) == ("needs_human", {"needs_human": False, "reason": None})
+        assert (cleared.kind, cleared.data) == ("needs_human", {"needs_human": False, "reason": None,
+                                                                "claimed_by": None})
+
+    async def test_a_forced_claim_that_clears_needs_human_records_it(self, store: Store) -> None:
+        await make_session(store)
+        lease = await store.claim_session("s1", "w1", LEASE)
+        await store.finish_session(lease, SessionStatus.FAILED, "boom")
+        await store.set_needs_human("s1", "look")
+        await store.claim_session("s1", "person", LEASE, ClaimPolicy(redrive_failed=True, force=True))
+        cleared = (await history_of(store))[-1]
+        assert (cleared.kind, cleared.data) == ("needs_human", {"needs_human": False, "reason": None,
+                                                                "claimed_by": "person"})
+        assert cleared.message == "needs-human cleared by the forced claim of person: crons may redrive it again"
+
+    async def test_a_claim_records_nothing_itself(self, store: Store) -> None:
+        await make_session(store)
+        lease = await store.claim_session("s1", "w1", LEASE)
+        await store.finish_session(lease, SessionStatus.FAILED, "boom")
+        await store.claim_session("s1", "cron", LEASE, ClaimPolicy(redrive_failed=True))  # the runner records it
+        assert await _kinds(store) == ["created"]
 
     async def test_a_refused_needs_human_flag_records_nothing(self, store: Store) -> None:
         await make_session(store)

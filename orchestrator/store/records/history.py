@@ -30,7 +30,7 @@ EVENT_KINDS: Mapping[str, str] = {
     "adopt": "a task completed by another owner was adopted with its output (runner)",
     "cancel": "a cancel was requested: reason, the status it had, whether it ended at once (store); the "
               "runner began cancelling (runner)",
-    "needs_human": "the needs-human flag was set (reason) or cleared (store)",
+    "needs_human": "the needs-human flag was set (reason) or cleared, also by a forced claim (store)",
     "end": "the session ended COMPLETED, FAILED or CANCELLED (runner)",
     "log": "a line an agent or a SessionRecorder chose to record (agents)",
 }

@@ -15,6 +15,7 @@ from orchestrator.errors import (
 )
 from orchestrator.store.records import (
     ClaimPolicy,
+    Event,
     Lease,
     NewSession,
     OwnerKind,
@@ -23,6 +24,7 @@ from orchestrator.store.records import (
     SessionStatus,
 )
 from orchestrator.store.rules.change import NEVER, SessionChange, SessionOp
+from orchestrator.store.rules.history import needs_human_event
 
 __all__ = ["Claim", "check_lease_seconds", "check_owner", "claim_refusal", "claimed", "lease_lost",
            "new_session_record", "status_time", "wake_due"]
@@ -222,3 +224,9 @@ class Claim(SessionOp[Lease]):
     def result(self, record: SessionRecord) -> Lease:
         return Lease(self.session_id, self.owner, record.fence, record.lease_expires_at,
                      signal_seq=record.signal_seq)
+
+    def event(self, current: SessionRecord | None, change: SessionChange, now: float) -> Event | None:
+        """A forced claim clears needs-human: the history says so (the claim itself is the runner's to record)."""
+        if current is not None and current.needs_human and change.changes.get("needs_human") is False:
+            return needs_human_event(self.session_id, None, now, by_claim_of=self.owner)
+        return None

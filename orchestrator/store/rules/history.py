@@ -110,11 +110,12 @@ def cancel_event(before: SessionRecord, ended_now: bool, reason: str, at: float)
                  data={"reason": why, "was": was, "ended": ended_now, "owner": before.lease_owner})
 
 
-def needs_human_event(session_id: str, reason: str | None, at: float) -> Event:
-    """`needs_human`: the flag set (with its reason) or cleared."""
+def needs_human_event(session_id: str, reason: str | None, at: float, *, by_claim_of: str | None = None) -> Event:
+    """`needs_human`: the flag set (with its reason) or cleared, by itself or by a forced claim (`resume --force`)."""
     if reason is None:
-        return Event(session_id, "needs_human", at, message="needs-human cleared: crons may redrive it again",
-                     data={"needs_human": False, "reason": None})
+        how = f" by the forced claim of {by_claim_of}" if by_claim_of else ""
+        return Event(session_id, "needs_human", at, message=f"needs-human cleared{how}: crons may redrive it again",
+                     data={"needs_human": False, "reason": None, "claimed_by": by_claim_of})
     why = _reason(reason)
     return Event(session_id, "needs_human", at, message=f"flagged needs-human: {why}", level="WARNING",
                  data={"needs_human": True, "reason": why})
