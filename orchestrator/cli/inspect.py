@@ -241,9 +241,10 @@ _EVENTS_SHORT = "A session's history: created, claims, signals, cancels, retries
 _EVENTS_HELP = (
     "A session's event history, oldest first: what the task items do not already show. Times are UTC: "
     "`YYYY-MM-DD HH:MM:SSZ` in text; with --json, `at` is ISO 8601 (`2025-06-15T12:03:10.123456Z`) and "
-    "`at_epoch` the same time in epoch seconds, for sorting and arithmetic. --follow prints new events while "
-    "the session runs (a runner flushes its events at least every 5 seconds) and stops once the session has "
-    "ended and its closing event (`end`, or a cancel that ended it at once) is printed.\n\nKinds:\n\n"
+    "`at_epoch` the same time in epoch seconds, for sorting and arithmetic; `data` is printed as recorded. "
+    "--follow prints new events while the session runs (a runner flushes its events at least every 5 "
+    "seconds) and stops once the session has ended and its closing event (`end`, or a cancel that ended it "
+    "at once) is printed.\n\nKinds:\n\n"
     + "\n\n".join(f"{kind}: {what}" for kind, what in EVENT_KINDS.items())
 )
 
