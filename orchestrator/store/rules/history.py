@@ -64,7 +64,8 @@ class StoreEventKeys:
     is `store-` and 16 random hex digits (64 bits from uuid4) drawn when the store is
     opened, so two processes (or two stores in one process) never share a writer, and
     the sequence, counted per instance, keeps two events of one store apart at the
-    same `at`. A repeated request (a retry of the same write) repeats the same key.
+    same `at` (`next` on an itertools.count is atomic, so store threads share it safely).
+    A repeated request (a retry of the same write) repeats the same key.
     """
 
     def __init__(self) -> None:
