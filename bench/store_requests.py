@@ -2,7 +2,8 @@
 
 Starts a moto server on a free 127.0.0.1 port (stopped at exit), opens the store by URL,
 and counts requests (by operation name) and ConsumedCapacity from botocore's
-`after-call` events on `DynamoDBStore.client_events`. Run:
+`after-call` events on `DynamoDBStore.client_events`. Operations a person makes (signal,
+needs-human) include the event they record (docs/design.md, "The event history"). Run:
 
     .venv/bin/python bench/store_requests.py
 
@@ -102,6 +103,8 @@ async def measure(endpoint: str, transactions: bool) -> list[tuple[str, str, str
         await store.write_tasks(lease, [TaskWrite(TaskWriteKind.COMPLETE, "t1", 1, output=1),
                                         TaskWrite(TaskWriteKind.START, "t2", 1)])
         rows.append(("complete + start it unlocks", *meter.take()))
+        await store.send_signal("s1", "t3", "go", {"ok": True})
+        rows.append(("send a signal (and its event)", *meter.take()))
         snap = await store.load_session("s1")
         assert len(snap.tasks) == TASKS
         load_ops = dict(meter.ops)
@@ -112,6 +115,8 @@ async def measure(endpoint: str, transactions: bool) -> list[tuple[str, str, str
         rows.append((f"list failed sessions ({store.config.status_shards} shards)", *meter.take()))
         await store.finish_session(lease, SessionStatus.FAILED, "bench")
         rows.append((f"finish: retention on {2 * TASKS - 1} items", *meter.take()))
+        await store.set_needs_human("s1", "bench")
+        rows.append(("set needs-human (and its event)", *meter.take()))
     return rows
 
 

@@ -5,18 +5,22 @@ nor one of its transitive dependents as COMPLETED with its original output (when
 had completed), and leaves the rest PENDING for a worker (or `resume`) to run. It uses
 only the public Store protocol: the new session is created owned by the fork (fence
 1), the kept tasks are written START then COMPLETE under that lease, and the lease is
-released, so no worker can pick the session up half-built.
+released, so no worker can pick the session up half-built. The new session's history
+then says where it came from (a `fork` event, after the store's own `created`).
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from orchestrator.errors import OrchestratorError, PipelineDefinitionError, ValidationError
 from orchestrator.graph import Pipeline
+from orchestrator.store import rules
 from orchestrator.store.protocol import Store
 from orchestrator.store.records import (
     Lease,
@@ -33,6 +37,7 @@ from orchestrator.store.records import (
 __all__ = ["fork_session"]
 
 _FORK_LEASE_S = 120.0
+_log = logging.getLogger("orchestrator.fork")
 
 
 def _closure(start: str, dependents: Mapping[str, set[str]]) -> set[str]:
@@ -162,6 +167,15 @@ async def fork_session(
         except OrchestratorError:
             pass
         raise
+    # Events of one instant sort by writer: one microsecond (the key's resolution) after
+    # `created` keeps the story in order on any clock.
+    at = max(store.clock.now(), record.created_at + 1e-6)
+    event = rules.forked_event(record.session_id, session_id, from_task, len(keep_done), len(tasks), at)
+    try:  # events are statistics-grade: the fork stands without its event
+        await store.append_events([replace(event, writer=f"{owner}.{lease.fence}", seq=1)])
+    except OrchestratorError:
+        _log.warning("fork %s of session %s: its fork event was not written", record.session_id, session_id,
+                     exc_info=True)
     return record.session_id
 
 

@@ -252,8 +252,8 @@ async def test_purge_deletes_ended_sessions_with_all_their_rows(store: SQLiteSto
     await store.create_session(NewSession("running", "p"), chain(1))
     clock.advance(10)
     report = await store.purge(ended_before=clock.now())
-    # session + 2 tasks + 1 edge + 1 event
-    assert (report.sessions, report.items) == (1, 5)
+    # session + 2 tasks + 1 edge + 2 events (the store's `created` and a log line)
+    assert (report.sessions, report.items) == (1, 6)
     with pytest.raises(SessionNotFoundError):
         await store.get_session("old")
     assert (await store.get_session("running")).status is SessionStatus.PENDING
@@ -284,7 +284,7 @@ async def test_expired_events_are_not_read(db_path: Path, clock: FakeClock) -> N
     async with make_store(db_path, clock, retention_days=1) as s:
         await s.create_session(NewSession("s1", "p"), chain(1))
         await s.append_events([Event("s1", "log", clock.now(), writer="w", seq=1)])
-        assert len((await s.read_events("s1")).items) == 1
+        assert [e.kind for e in (await s.read_events("s1")).items] == ["created", "log"]
         clock.advance(86401)
         assert (await s.read_events("s1")).items == ()
 

@@ -1,4 +1,4 @@
-"""Commands that read: status, list, events, graph, metrics, projects.
+"""Commands that read: status, list, events, graph, projects (and metrics, from cli/metrics.py).
 
 Each opens the store read-only (`open_cli_store(read_only=True)`): none of them writes,
 so a SQLite file is read with `mode=ro` and never waits for a writer's lock.
@@ -10,7 +10,7 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
@@ -34,21 +34,15 @@ from orchestrator.cli._common import (
     status_text,
 )
 from orchestrator.cli._waits import TaskWait, describe_wait, task_waits
+from orchestrator.cli.metrics import metrics_cmd
 from orchestrator.durations import format_duration, parse_duration
 from orchestrator.errors import ConfigError, ValidationError
 from orchestrator.graph import RENDER_FORMATS, render
-from orchestrator.metrics import (
-    SESSION_METRIC,
-    agent_stats,
-    custom_stats,
-    day_of,
-    project_stats,
-)
 from orchestrator.store import (
+    EVENT_KINDS,
     Event,
-    MetricSummary,
     Progress,
-    ProjectStats,
+    OwnerKind,
     SessionRecord,
     SessionSnapshot,
     SessionStatus,
@@ -272,20 +266,48 @@ def _event_line(e: Event) -> str:
     return f"{fmt_time(e.at)} {e.level:<7} {e.kind:<8}{task} {e.message}"
 
 
+def _event_json(e: Event) -> dict[str, Any]:
+    """An event as JSON: `at` in ISO 8601 UTC (microseconds), `at_epoch` the same time in epoch seconds."""
+    iso = datetime.fromtimestamp(e.at, tz=UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return {**jsonable(e), "at": iso, "at_epoch": e.at}
+
+
+def _closes(e: Event) -> bool:
+    """Whether `e` is the last event of a session's run: its `end`, or a cancel that ended it at once."""
+    return e.kind == "end" or (e.kind == "cancel" and e.data.get("ended") is True)
+
+
+#: How long `--follow` waits, once the session has ended, for the event that closes its
+#: history: the runner writes `end` right after the session's final write.
+_END_GRACE_S = 10.0
+_POLL_S = 1.0
+
+_EVENTS_SHORT = "A session's history: created, claims, signals, cancels, retries, needs-human, end, agent logs."
+_EVENTS_HELP = (
+    "A session's event history, oldest first: what the task items do not already show. Times are UTC: "
+    "`YYYY-MM-DD HH:MM:SSZ` in text; with --json, `at` is ISO 8601 (`2025-06-15T12:03:10.123456Z`) and "
+    "`at_epoch` the same time in epoch seconds, for sorting and arithmetic; `data` is printed as recorded. "
+    "--follow prints new events while the session runs (a runner flushes its events at least every 5 "
+    "seconds) and stops once the session has ended and its closing event (`end`, or a cancel that ended it "
+    "at once) is printed.\n\nKinds:\n\n"
+    + "\n\n".join(f"{kind}: {what}" for kind, what in EVENT_KINDS.items())
+)
+
+
 def events_cmd(
     ctx: typer.Context,
     session: SessionArg,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until the "
                                          "session ends.")] = False,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Page size of each read.")] = 100,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event (JSON lines).")] = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="Page size of each read.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event (JSON lines); `at` in ISO "
+                                          "8601 UTC, `at_epoch` in epoch seconds.")] = False,
 ) -> None:
-    """A session's event history (retries, leases, signals, cancels, agent logs)."""
     g = globals_of(ctx)
 
     def show(e: Event) -> None:
         if as_json:
-            sys.stdout.write(json.dumps(jsonable(e), sort_keys=True, default=str) + "\n")
+            sys.stdout.write(json.dumps(_event_json(e), sort_keys=True, default=str) + "\n")
         else:
             console.print(_event_line(e), highlight=False, markup=False)
         sys.stdout.flush()
@@ -294,21 +316,34 @@ def events_cmd(
         async with open_cli_store(g, read_only=True) as store:
             await store.get_session(session)  # SessionNotFoundError before printing anything
             after: str | None = None
+            closed = False
+            ended_at: float | None = None  # monotonic time the session was first seen ended
+
+            async def drain() -> None:
+                nonlocal after, closed
+                while True:
+                    page = await store.read_events(session, after=after, limit=limit)
+                    for e in page.items:
+                        show(e)
+                        closed = closed or _closes(e)
+                    if page.items:
+                        after = page.items[-1].cursor
+                    if page.cursor is None:
+                        return
+
             while True:
-                page = await store.read_events(session, after=after, limit=limit)
-                for e in page.items:
-                    show(e)
-                if page.items:
-                    after = page.items[-1].cursor
-                if page.cursor is not None:
-                    continue
-                if not follow or (await store.get_session(session)).status.is_final:
-                    # one last read: events flushed with the final session write
-                    if follow:
-                        for e in (await store.read_events(session, after=after, limit=limit)).items:
-                            show(e)
+                await drain()
+                if not follow or closed:
                     return
-                await anyio.sleep(1.0)
+                record = await store.get_session(session)
+                if record.status.is_final:
+                    # Its closing event lands right after the final write; a recorded (external)
+                    # session has none, and a runner killed at its end never writes one: bounded.
+                    ended_at = ended_at if ended_at is not None else anyio.current_time()
+                    if record.owner_kind is OwnerKind.EXTERNAL or anyio.current_time() - ended_at > _END_GRACE_S:
+                        await drain()
+                        return
+                await anyio.sleep(_POLL_S)
 
     run_async(go)
 
@@ -337,123 +372,6 @@ def graph_cmd(
             return render(snap.tasks, snap.edges, format=fmt)  # type: ignore[arg-type]
 
     sys.stdout.write(run_async(go))
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value == float("inf"):
-        return ">4.7h"
-    return format_duration(value / 1000.0)
-
-
-def _metric_row(s: MetricSummary) -> dict[str, Any]:
-    return {"agent": s.agent, "hour": s.hour if s.hour >= 0 else None, "count": s.count, "errors": s.errors,
-            "error_rate": round(s.error_rate, 4), "mean_ms": s.mean_ms, "p50_ms": s.percentile(0.5),
-            "p95_ms": s.percentile(0.95), "min_ms": s.min_ms, "max_ms": s.max_ms}
-
-
-def _custom_row(s: MetricSummary) -> dict[str, Any]:
-    """A custom metric: a duration (recorded with a unit) or a sum of values."""
-    if any(s.buckets):
-        return {"name": s.name, "agent": s.agent, "kind": "duration", "count": s.count, "errors": s.errors,
-                "sum_ms": s.sum_ms, "mean_ms": s.mean_ms, "p50_ms": s.percentile(0.5),
-                "p95_ms": s.percentile(0.95)}
-    return {"name": s.name, "agent": s.agent, "kind": "value", "count": s.count, "errors": s.errors,
-            "sum": s.sum_ms, "mean": s.sum_ms / s.count if s.count else None}
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:g}"
-
-
-@dataclass(frozen=True, slots=True)
-class _Metrics:
-    """What `metrics` shows for one day (agents limited to a project's when asked)."""
-
-    day: str
-    hourly: list[MetricSummary]
-    daily: list[MetricSummary]
-    custom: list[MetricSummary]
-    projects: list[ProjectStats]
-    agents_of: str | None = None  # the project whose tasks these count
-
-
-def metrics_cmd(
-    ctx: typer.Context,
-    date: Annotated[str | None, typer.Option("--date", help="UTC day YYYY-MM-DD (default today).")] = None,
-    agent: Annotated[str | None, typer.Option("--agent", help="Only this agent.")] = None,
-    project: Annotated[str | None, typer.Option("--project", help="Only this project: its aggregates, its "
-                                                "sessions' tasks per agent, its agents' custom metrics.")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Per agent and hour: count, error rate, mean, p50, p95; custom metrics; and project aggregates."""
-    g = globals_of(ctx)
-    if date is not None:
-        import datetime as dt
-
-        try:
-            dt.date.fromisoformat(date)
-        except ValueError:
-            raise ValidationError(f"--date {date!r} is not a date; use YYYY-MM-DD (UTC)") from None
-
-    async def go() -> _Metrics:
-        async with open_cli_store(g, read_only=True) as store:
-            day = date or day_of(store.clock.now())[0]
-            hourly = await agent_stats(store, day, agent, by_hour=True, project=project)
-            daily = await agent_stats(store, day, agent, project=project)
-            custom = await custom_stats(store, day, agent)
-            if project is None:
-                rows = await store.read_metrics(day, name=SESSION_METRIC)
-                projects = sorted({r.agent.removeprefix("project:") for r in rows if r.agent.startswith("project:")})
-                return _Metrics(day, hourly, daily, custom, [await project_stats(store, p, [day]) for p in projects])
-            agents = {s.agent for s in daily}  # custom metrics are per agent: keep this project's agents'
-            return _Metrics(day, hourly, daily, [s for s in custom if s.agent in agents],
-                            [await project_stats(store, project, [day])], agents_of=project)
-
-    m = run_async(go)
-    if as_json:
-        emit_json({"date": m.day, "agents": [_metric_row(s) for s in m.daily],
-                   "hourly": [_metric_row(s) for s in m.hourly], "metrics": [_custom_row(s) for s in m.custom],
-                   "projects": [{**jsonable(p), "success_rate": round(p.success_rate, 4)} for p in m.projects]})
-        return
-    title = f"agents on {m.day} (UTC)"
-    if m.agents_of is not None:
-        title = f"agents of project {m.agents_of} on {m.day} (UTC)"
-    table = Table(title=Text(title), title_justify="left")
-    for col in ("agent", "hour", "count", "errors", "error rate", "mean", "p50", "p95"):
-        table.add_column(col, justify="left" if col == "agent" else "right")
-    by_agent: dict[str, list[MetricSummary]] = {}
-    for s in m.hourly:
-        by_agent.setdefault(s.agent, []).append(s)
-    for total in m.daily:
-        for s in [*by_agent.get(total.agent, []), total]:
-            r = _metric_row(s)
-            add_row(table, s.agent, "day" if r["hour"] is None else f"{s.hour:02d}", str(s.count), str(s.errors),
-                    f"{100 * s.error_rate:.1f}%", _ms(s.mean_ms), _ms(r["p50_ms"]), _ms(r["p95_ms"]),
-                    end_section=r["hour"] is None)
-    console.print(table, highlight=False)
-    if m.custom:
-        ct = Table(title=Text(f"custom metrics on {m.day} (UTC)"), title_justify="left")
-        for col in ("metric", "agent", "count", "errors", "sum", "mean", "p50", "p95"):
-            ct.add_column(col, justify="left" if col in ("metric", "agent") else "right")
-        for s in m.custom:
-            r = _custom_row(s)
-            if r["kind"] == "duration":
-                add_row(ct, s.name, s.agent, str(s.count), str(s.errors), _ms(r["sum_ms"]), _ms(r["mean_ms"]),
-                        _ms(r["p50_ms"]), _ms(r["p95_ms"]))
-            else:
-                add_row(ct, s.name, s.agent, str(s.count), str(s.errors), _number(r["sum"]), _number(r["mean"]),
-                        "-", "-")
-        console.print(ct, highlight=False)
-    if m.projects:
-        pt = Table(title=Text(f"projects on {m.day} (UTC)"), title_justify="left")
-        for col in ("project", "sessions", "completed", "failed", "blocked", "success rate", "mean duration"):
-            pt.add_column(col, justify="left" if col == "project" else "right")
-        for p in m.projects:
-            add_row(pt, p.project_id, str(p.total), str(p.completed), str(p.failed), str(p.blocked),
-                    f"{100 * p.success_rate:.1f}%", _ms(p.mean_duration_ms))
-        console.print(pt, highlight=False)
 
 
 def projects_cmd(
@@ -490,7 +408,7 @@ def projects_cmd(
 def register(app: typer.Typer) -> None:
     app.command("status")(status_cmd)
     app.command("list")(list_cmd)
-    app.command("events")(events_cmd)
+    app.command("events", help=_EVENTS_HELP, short_help=_EVENTS_SHORT)(events_cmd)
     app.command("graph")(graph_cmd)
-    app.command("metrics")(metrics_cmd)
+    app.command("metrics")(metrics_cmd)  # orchestrator/cli/metrics.py; registered here to keep the order
     app.command("projects")(projects_cmd)

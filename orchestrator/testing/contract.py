@@ -7,7 +7,8 @@ Which invariant is proven on which backend (tests/test_contract.py runs all of t
 | round-trips, fenced writes, classification, waits,  |     yes     |       yes       |              yes              |
 | signals, cancel, redrive, listing/paging, metrics,  |             |                 |                               |
 | pipelines, add_tasks adoption, 1 MB output, bad     |             |                 |                               |
-| input, newer schema refused (`StoreContract`)       |             |                 |                               |
+| input, newer schema refused, each operation's own   |             |                 |                               |
+| event and none when refused (`StoreContract`)       |             |                 |                               |
 | claims exclusive under contention: threads and      |     yes     |   no (moto is   |              yes              |
 | processes, negative control, metrics summed over    |             | not atomic; no  |                               |
 | processes, killed owner taken over                  |             | shared state)   |                               |
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 from orchestrator.testing.contract_base import BIG, LEASE, clock_of, complete, make_session, start
 from orchestrator.testing.contract_deadline import DeadlineContract
+from orchestrator.testing.contract_events import OperatorEventsContract
 from orchestrator.testing.contract_history import HistoryContract
 from orchestrator.testing.contract_rules import RulebookContract
 from orchestrator.testing.contract_sessions import SessionContract
@@ -59,6 +61,7 @@ __all__ = [
     "LEASE",
     "DeadlineContract",
     "HistoryContract",
+    "OperatorEventsContract",
     "RulebookContract",
     "SessionContract",
     "StoreContract",
@@ -70,12 +73,14 @@ __all__ = [
 ]
 
 
-class StoreContract(SessionContract, TaskContract, HistoryContract, RulebookContract, DeadlineContract):
+class StoreContract(SessionContract, TaskContract, HistoryContract, OperatorEventsContract, RulebookContract,
+                    DeadlineContract):
     """Single-process behaviour of a whole Store; needs a `store` fixture (see module doc).
 
     A backend or wrapper that serves one role subclasses that role's contract alone:
     `SessionContract` and `TaskContract` (what a runner needs), `HistoryContract`
-    (events, metrics, pipelines, retention), `UserProjectContract` (contract_projects).
+    (events, metrics, pipelines, retention), `OperatorEventsContract` (the events operations
+    record themselves), `UserProjectContract` (contract_projects).
     `RulebookContract` pins the decisions the backends once took differently;
     `DeadlineContract` that no call is made past its context's deadline.
     """

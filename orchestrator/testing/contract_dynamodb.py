@@ -187,3 +187,34 @@ class DynamoDBContract:
         with count_requests(store) as completed:
             await store.write_tasks(lease, [complete("t1", output="small")])
         assert (len(started.ops), len(completed.ops)) == (1, 1), (started.ops, completed.ops)
+
+    # -- the events operations record (rules.history): their request cost ----------------------
+
+    async def test_an_operation_event_rides_in_its_transaction_or_is_one_put_right_after(self, store: Store) -> None:
+        transactions = bool(getattr(store, "transactions", False))
+
+        def writes(counted: count_requests) -> list[str]:
+            return [op for op in counted.ops if op in WRITE_OPS]
+
+        with count_requests(store) as created:
+            await make_session(store)
+        with count_requests(store) as signalled:
+            await store.send_signal("s1", "t1", "go", {"big": "x" * 1000})
+        lease = await store.claim_session("s1", "w1", LEASE)
+        with count_requests(store) as cancelled:  # held: the owner stops at its next heartbeat
+            await store.request_cancel("s1", "enough")
+        await store.finish_session(lease, SessionStatus.FAILED, "boom")
+        with count_requests(store) as flagged:
+            await store.set_needs_human("s1", "look")
+        if transactions:
+            assert [writes(c) for c in (created, signalled, cancelled, flagged)] == [["TransactWriteItems"]] * 4
+        else:
+            assert writes(created) == ["BatchWriteItem", "PutItem", "PutItem"]  # tasks, META, then the event
+            assert writes(signalled) == ["PutItem", "UpdateItem", "PutItem"]  # signal, META, then the event
+            assert writes(cancelled) == writes(flagged) == ["UpdateItem", "PutItem"]
+
+    async def test_a_lost_response_of_a_signal_records_its_event_once(self, store: Store) -> None:
+        await make_session(store)
+        seq, _ = await _with_lost_response(store, lambda: store.send_signal("s1", "t1", "go", None))
+        page = await store.read_events("s1")
+        assert [(e.kind, e.data.get("signal_seq")) for e in page.items] == [("created", None), ("signal", seq)]

@@ -38,8 +38,8 @@ async def test_a_run_records_its_claim_and_its_end(tmp_path: Path) -> None:
     finally:
         await store.aclose()
     kinds = [e.kind for e in events]
-    assert kinds[0] == "claim" and kinds[-1] == "end", kinds
-    claim, end = events[0], events[-1]
+    assert kinds[:2] == ["created", "claim"] and kinds[-1] == "end", kinds  # `created` is the store's
+    claim, end = events[1], events[-1]
     assert (claim.data["owner"], claim.data["fence"]) == ("w1", 1)
     assert "w1 holds the session at fence 1 (until 20" in claim.message  # an ISO time, not epoch seconds
     assert (end.message, end.data["status"]) == ("session COMPLETED", "COMPLETED")

@@ -21,7 +21,7 @@ from pynamodb.expressions.update import Action, Update
 
 from orchestrator.clock import Clock
 from orchestrator.codec import Codec
-from orchestrator.errors import SessionNotFoundError, TaskNotFoundError
+from orchestrator.errors import OrchestratorError, SessionNotFoundError, TaskNotFoundError
 from orchestrator.store.config import DynamoDBConfig
 from orchestrator.store.dynamodb.connection import Caller, DynamoCallError
 from orchestrator.store.dynamodb.encoding import ItemCodec, Staged
@@ -30,6 +30,7 @@ from orchestrator.store.dynamodb.schema import meta_table
 from orchestrator.store import rules
 from orchestrator.store.records import (
     Edge,
+    Event,
     SessionRecord,
     SessionSnapshot,
     SignalRecord,
@@ -100,6 +101,7 @@ class DynamoDBBase:
         # Tasks staged by (session, parent, fence, attempt): they join `_known` when that
         # attempt's COMPLETE applies (adoption), never before; until then they are unknown.
         self._staged: dict[tuple[str, str, int, int], set[str]] = {}
+        self._event_keys = rules.StoreEventKeys()
 
     def stage(self, sid: str, parent: str, fence: int, attempt: int, task_ids: Iterable[str]) -> None:
         self._staged.setdefault((sid, parent, fence, attempt), set()).update(task_ids)
@@ -156,6 +158,25 @@ class DynamoDBBase:
                     self._caller.context("TransactWriteItems", session))
             return False
         return True
+
+    # -- the events operations record (rules.history) ---------------------------------------
+
+    def event_item(self, event: Event) -> dict[str, Any]:
+        """An event as its item (keyed and size-checked), built before the write it records."""
+        e = self._event_keys.stamp(event)
+        return self.items.event_item(e, rules.event_data(self.codec, e), int(e.at + self.config.ttl_days * 86400))
+
+    async def record_after(self, item: dict[str, Any], session: str) -> None:
+        """Write an operation's event right after its change, when no transaction carried it.
+
+        Events are statistics-grade (DESIGN.md §3): the change has landed and is the
+        result, so a failure here is logged, never raised (a caller's retry would repeat
+        the change). The key is fixed, so a resent request writes the same event once.
+        """
+        try:
+            await self._caller.call("PutItem", self.put_params(item), session=session)
+        except (DynamoCallError, OrchestratorError):
+            log.warning("session %s: the event of an operation was not written", session, exc_info=True)
 
     def describe(self) -> StoreDescription:
         return StoreDescription("dynamodb", self.config.table_name, self.config.region, self.config.endpoint)

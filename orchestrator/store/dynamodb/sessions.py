@@ -115,7 +115,8 @@ class SessionOps(DynamoDBBase):
         `check` runs after the first read, before the first decision (the order SQLite
         checks in). `item_of` makes an item written with the session change (the signal):
         in one transaction where the store has them, else before the change (readers
-        ignore it until META's signal sequence reaches it).
+        ignore it until META's signal sequence reaches it). The operation's event
+        (`op.event`) goes in the same transaction, else right after the change.
         """
         sid = op.session_id
         current = await self.read_session(sid) if op.reads_first else None
@@ -131,24 +132,38 @@ class SessionOps(DynamoDBBase):
                 return op.result(current)
             cond = self._condition(change) if conditioned else None
             item = None if item_of is None else item_of(change, now)
+            event = op.event(current, change, now)
+            event_item = None if event is None else self.event_item(event)
+            extra = [i for i in (item, event_item) if i is not None]
             actions = self._actions(change, encoded or {})
+            # The event goes in the change's transaction, unless the change starts the retention:
+            # its expiry is computed by DynamoDB from the stored `ttl_seconds`, which only the
+            # UpdateItem's answer returns (a cancel ending the session at once; it then writes
+            # every item's expiry anyway, so one PutItem more is noise).
+            starts_retention = any(isinstance(v, Retained) for v in change.changes.values())
+            carried = bool(extra) and self.transactions and not (event_item is not None and starts_retention)
             try:
-                if item is not None and self.transactions and await self.transact([
-                    {"Put": self.put_params(item)},
+                if carried and await self.transact([
+                    *({"Put": self.put_params(i)} for i in extra),
                     {"Update": self.update_params(session_pk(sid), "META", actions, cond)},
                 ], session=sid):
                     assert current is not None
                     return op.settled(decided_on, change.apply(current, 0.0))
+                carried = False
                 if item is not None:
                     await self._caller.call("PutItem", self.put_params(item), session=sid)
                 params = self.update_params(session_pk(sid), "META", actions, cond, return_new=True)
                 answer = await self._caller.call("UpdateItem", params, session=sid)
+                if event_item is not None:
+                    await self.record_after(event_item, sid)
                 return op.settled(decided_on, self.items.session(answer["Attributes"], sid))
             except DynamoCallError as exc:
                 if not exc.condition_failed:
                     raise self._caller.to_error(exc, sid) from exc
             current = await self.read_session(sid)
             if change.shown_by(current):
+                if event_item is not None and not carried:
+                    await self.record_after(event_item, sid)
                 return op.settled(decided_on, current)  # our write landed; its response was lost
         raise SessionStateError.kept_changing(sid, op.action, attempts)
 
@@ -173,10 +188,12 @@ class SessionOps(DynamoDBBase):
             body.append(self.items.task_item(sid, t, tok, record.created_at, unstaged, text))
             body += [self.items.edge_item(sid, t.task_id, d, tok, unstaged) for d in t.depends_on]
         absent = self.models.session.PK.does_not_exist()
+        event = self.event_item(rules.created_event(record, len(tasks)))
+        carried = self.transactions and len(body) + 2 <= _TX_MAX  # the event rides in the transaction
         try:
-            one = self.transactions and len(body) + 1 <= _TX_MAX
-            if not (one and await self.transact([{"Put": self.put_params(i)} for i in body]
-                                                + [{"Put": self.put_params(meta, absent)}], session=sid)):
+            if not (carried and await self.transact([{"Put": self.put_params(i)} for i in [*body, event]]
+                                                    + [{"Put": self.put_params(meta, absent)}], session=sid)):
+                carried = False
                 # Pre-check: tasks of an existing session must not be overwritten below.
                 if await self.get_raw(session_pk(sid), "META", session=sid) is not None:
                     raise SessionStateError.exists(sid, str(self.describe()))
@@ -190,6 +207,8 @@ class SessionOps(DynamoDBBase):
             if stored is None or stored.get("tok", {}).get("S") != tok:
                 raise SessionStateError.exists(sid, str(self.describe())) from None
             # our own creation landed and its response was lost
+        if not carried:  # never before META landed: an event must not appear in a session that is not ours
+            await self.record_after(event, sid)
         self.remember(sid, [t.task_id for t in tasks])
         return self.items.session(meta, sid)  # exactly what was written; no read needed
 

@@ -17,6 +17,7 @@ from orchestrator.store.records.base import (
     check_id,
 )
 from orchestrator.store.records.history import (
+    EVENT_KINDS,
     PROJECT_TASK_METRIC,
     TASK_METRIC,
     Event,
@@ -54,6 +55,7 @@ from orchestrator.store.records.sessions import (
 
 __all__ = [
     "ATTEMPT_HISTORY_LIMIT",
+    "EVENT_KINDS",
     "PROJECT_TASK_METRIC",
     "TASK_METRIC",
     "LATENCY_BUCKETS_MS",

@@ -10,13 +10,39 @@ from typing import Any
 from orchestrator.errors import ValidationError
 from orchestrator.store.records.base import LATENCY_BUCKETS_MS, SCHEMA_VERSION, check_id
 
-__all__ = ["PROJECT_TASK_METRIC", "TASK_METRIC", "Event", "MetricSample", "MetricSummary", "ProjectStats", "UserProjectRecord", "bucket_index",
-           "percentile_from_buckets", "project_task_agent"]
+__all__ = ["EVENT_KINDS", "PROJECT_TASK_METRIC", "TASK_METRIC", "Event", "MetricSample", "MetricSummary",
+           "ProjectStats", "UserProjectRecord", "bucket_index", "percentile_from_buckets", "project_task_agent"]
+
+#: Every kind of event recorded, and who records it. `orchestrator events --help` and
+#: docs/design.md list exactly these; tests/test_event_kinds.py checks them against the code.
+EVENT_KINDS: Mapping[str, str] = {
+    "created": "the session was created: pipeline, version, task count, project, user, owner (store)",
+    "fork": "the session was forked from another session at a task; how many outputs it kept (fork)",
+    "claim": "a worker holds the session: owner, fence, lease expiry, whether it is a redrive (runner)",
+    "takeover": "a worker took the session over from an owner that stopped renewing its lease: both owners "
+                "and both fences (runner)",
+    "lease_lost": "this runner lost its lease: the fence it held, who holds the session now if known (runner)",
+    "redrive": "a redrive gave the tasks that had not completed fresh attempts (runner)",
+    "signal": "a signal was sent to a task: name and sequence, never the payload (store)",
+    "wait": "a task waits for a signal; the session waits, its lease released (runner)",
+    "wake": "a waiting task was woken by a signal (its name) or by its wait's deadline (runner)",
+    "retry": "a task attempt failed and is retried after a backoff (runner)",
+    "requeue": "the store failed under an attempt: it runs again, not counted as an attempt (runner)",
+    "failed": "a task failed for good (runner)",
+    "adopt": "a task completed by another owner was adopted with its output (runner)",
+    "cancel": "a cancel was requested: reason, the status it had, whether it ended at once (store); the "
+              "runner began cancelling (runner)",
+    "needs_human": "the needs-human flag was set (reason) or cleared, also by a forced claim (store)",
+    "end": "the session ended COMPLETED, FAILED or CANCELLED, with the reason; a cancel says how many tasks "
+           "it cancelled (runner)",
+    "log": "a line an agent or a SessionRecorder chose to record (agents)",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
     session_id: str
-    kind: str  # "log", "retry", "lease", "signal", "cancel", ...
+    kind: str  # one of EVENT_KINDS
     at: float
     task_id: str | None = None
     message: str = ""

@@ -1,7 +1,7 @@
 """The rulebook: every decision about a session or task, as pure functions both backends call.
 
     graph      check_graph: unique ids, known dependencies, no cycle (named)
-    history    checks of events and metrics (key parts, sizes)
+    history    checks of events and metrics (key parts, sizes); the events operations record
     limits     the size of every stored value, and the one encoder that enforces it
     change     SessionChange: a session transition as a value (what must hold, what changes)
     claims     claimability, what a claim writes, lease loss, a new session's record
@@ -14,7 +14,16 @@ operations against every backend and compares the outcomes.
 """
 
 from orchestrator.store.rules.graph import check_graph, close_matches, find_cycle
-from orchestrator.store.rules.history import check_metric_keys, event_data
+from orchestrator.store.rules.history import (
+    StoreEventKeys,
+    cancel_event,
+    check_metric_keys,
+    created_event,
+    event_data,
+    forked_event,
+    needs_human_event,
+    signal_event,
+)
 from orchestrator.store.rules.limits import (
     INLINE_OUTPUT_BYTES,
     MAX_PAGE,
@@ -80,10 +89,12 @@ __all__ = [
     "SessionIndex",
     "SessionOp",
     "Signal",
+    "StoreEventKeys",
     "TaskTransition",
     "Update",
     "Wait",
     "apply_task_write",
+    "cancel_event",
     "check_added",
     "check_definition",
     "check_graph",
@@ -94,15 +105,19 @@ __all__ = [
     "claimed",
     "classify_rejection",
     "close_matches",
+    "created_event",
     "encode",
     "event_data",
     "expected_attempt",
     "expired",
     "find_cycle",
+    "forked_event",
     "lease_lost",
+    "needs_human_event",
     "new_session_record",
     "position_of",
     "same_definition",
+    "signal_event",
     "status_time",
     "task_write_allowed",
     "wake_due",

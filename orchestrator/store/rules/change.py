@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from orchestrator.store.records import (
+    Event,
     SessionRecord,
     SessionStatus,
 )
@@ -121,3 +122,11 @@ class SessionOp(ABC, Generic[R]):
         what it replaced (a claim names the previous holder) looks at `before`.
         """
         return self.result(after)
+
+    def event(self, current: SessionRecord | None, change: SessionChange, now: float) -> Event | None:
+        """The history's record of `change` (unkeyed), written with it; None: the runner records it, if anyone.
+
+        Operations a person makes (cancel, needs-human, signal) record themselves, so every
+        caller gets the event; a runner's own writes are recorded by the runner.
+        """
+        return None

@@ -15,6 +15,7 @@ from orchestrator.errors import (
 )
 from orchestrator.store.records import (
     ClaimPolicy,
+    Event,
     Lease,
     NewSession,
     OwnerKind,
@@ -24,6 +25,7 @@ from orchestrator.store.records import (
     SessionStatus,
 )
 from orchestrator.store.rules.change import NEVER, SessionChange, SessionOp
+from orchestrator.store.rules.history import needs_human_event
 
 __all__ = ["Claim", "check_lease_seconds", "check_owner", "claim_refusal", "claimed", "lease_lost",
            "new_session_record", "status_time", "wake_due"]
@@ -231,3 +233,9 @@ class Claim(SessionOp[Lease]):
             return lease
         previous = PreviousHolder(before.lease_owner, before.fence, before.status, before.lease_expires_at)
         return replace(lease, previous=previous)
+
+    def event(self, current: SessionRecord | None, change: SessionChange, now: float) -> Event | None:
+        """A forced claim clears needs-human: the history says so (the claim itself is the runner's to record)."""
+        if current is not None and current.needs_human and change.changes.get("needs_human") is False:
+            return needs_human_event(self.session_id, None, now, by_claim_of=self.owner)
+        return None

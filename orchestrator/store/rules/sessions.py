@@ -31,6 +31,7 @@ from orchestrator.errors import (
     ValidationError,
 )
 from orchestrator.store.records import (
+    Event,
     Lease,
     Progress,
     SessionRecord,
@@ -40,6 +41,7 @@ from orchestrator.store.records import (
 from orchestrator.store.rules.limits import reason as _reason
 from orchestrator.store.rules.change import Retained, SessionChange, SessionOp
 from orchestrator.store.rules.claims import check_lease_seconds, lease_lost
+from orchestrator.store.rules.history import cancel_event, needs_human_event, signal_event
 
 __all__ = ["Cancel", "FencedOp", "Finish", "FlagNeedsHuman", "Release", "Renew", "Signal", "Update", "Wait"]
 
@@ -232,6 +234,11 @@ class Cancel(SessionOp[SessionRecord]):
     def result(self, record: SessionRecord) -> SessionRecord:
         return record
 
+    def event(self, current: SessionRecord | None, change: SessionChange, now: float) -> Event:
+        assert current is not None
+        ended = change.changes.get("status") is SessionStatus.CANCELLED
+        return cancel_event(current, ended, self.reason, now)
+
 
 @dataclass(frozen=True, slots=True)
 class FlagNeedsHuman(SessionOp[SessionRecord]):
@@ -254,6 +261,9 @@ class FlagNeedsHuman(SessionOp[SessionRecord]):
 
     def result(self, record: SessionRecord) -> SessionRecord:
         return record
+
+    def event(self, current: SessionRecord | None, change: SessionChange, now: float) -> Event:
+        return needs_human_event(self.session_id, self.reason, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,3 +295,6 @@ class Signal(SessionOp[int]):
 
     def result(self, record: SessionRecord) -> int:
         return record.signal_seq
+
+    def event(self, current: SessionRecord | None, change: SessionChange, now: float) -> Event:
+        return signal_event(self.session_id, self.task_id, self.name, int(change.changes["signal_seq"]), now)

@@ -17,6 +17,7 @@ from orchestrator.errors import SessionNotFoundError, SessionStateError, Validat
 from orchestrator.store.records import (
     SCHEMA_VERSION,
     Edge,
+    Event,
     Page,
     SessionRecord,
     SessionSnapshot,
@@ -109,11 +110,13 @@ def settle(
     default_ttl: float,
     encoded: Mapping[str, str] | None = None,
     check: Callable[[SessionRecord], None] | None = None,
+    record: Callable[[Event], None] | None = None,
 ) -> R:
     """Apply `op` to the stored session: decide on what is stored, write the change, return the result.
 
     `encoded` holds the stored text of metadata / trace context (encoded and size-checked
-    before the transaction); `check` runs after the session was read, before the decision.
+    before the transaction); `check` runs after the session was read, before the decision;
+    `record` writes the operation's event (`op.event`), in the same transaction.
     """
     current = read(conn, op.session_id, codec, where, now)
     if check is not None:
@@ -125,6 +128,9 @@ def settle(
     starts_retention = any(isinstance(v, Retained) for v in change.changes.values())
     new = change.apply(current, _ttl(conn, op.session_id, default_ttl) if starts_retention else default_ttl)
     write(conn, new, change, encoded or {})
+    event = op.event(current, change, now)
+    if event is not None and record is not None:
+        record(event)
     return op.settled(current, new)
 
 

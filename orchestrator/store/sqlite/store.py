@@ -78,6 +78,7 @@ class SQLiteStore:
         self._where = str(self.describe())
         self._db = SQLiteDatabase(config, clock, self._where)
         self._retention = RetentionPasses(self._db, config.retention_days)
+        self._event_keys = rules.StoreEventKeys()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -149,12 +150,18 @@ class SQLiteStore:
         def body(conn: sqlite3.Connection, now: float) -> R:
             result = sessions.settle(conn, op, now, codec=self.codec, where=self._where,
                                      default_ttl=self._default_ttl, encoded=encoded,
-                                     check=None if check is None else lambda current: check(conn, current))
+                                     check=None if check is None else lambda current: check(conn, current),
+                                     record=lambda event: self._record(conn, event))
             if then is not None:
                 then(conn, result, now)
             return result
 
         return body
+
+    def _record(self, conn: sqlite3.Connection, event: Event) -> None:
+        """Write an operation's own event in the operation's transaction (see `rules.history`)."""
+        history.insert_events(conn, history.event_rows([self._event_keys.stamp(event)], self.codec,
+                                                       self.config.retention_days))
 
     @property
     def _default_ttl(self) -> float:
@@ -188,6 +195,7 @@ class SQLiteStore:
         def create(conn: sqlite3.Connection, now: float) -> SessionRecord:
             sessions.create(conn, record, input_text=input_text, metadata_text=metadata_text, trace_text=trace_text,
                             ttl_seconds=ttl, tasks=rows, where=self._where)
+            self._record(conn, rules.created_event(record, len(tasks)))
             return self._session(conn, sid, now)
 
         return await self._run("create_session", create, session_id=sid)
