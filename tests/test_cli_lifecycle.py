@@ -288,4 +288,4 @@ def test_resume_and_resume_failed_claim_with_the_lease_given(tmp_path: Path, com
     assert [c["data"]["how"] for c in claims] == ["claim", "redrive"]
     redrive = claims[-1]
     # Recorded right after the claim: its lease ends 45 s (not the default 30) after it.
-    assert 44 < redrive["data"]["lease_expires_at"] - redrive["at"] <= 45
+    assert 44 < redrive["data"]["lease_expires_at"] - redrive["at_epoch"] <= 45
