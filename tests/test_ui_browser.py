@@ -195,7 +195,7 @@ def test_an_action_from_a_page_of_another_origin_is_refused(page: Page, tmp_path
     gate.write_text("open", encoding="utf-8")
     ran = cli("run", "ui_app:ui_demo", "--session-id", "demo-2", "--input", json.dumps({"gate": str(gate)}),
               store=store, tmp=tmp_path)
-    assert ran.code == 0, ran.err  # stops WAITING for the approval
+    assert ran.code == 6, ran.err  # stops WAITING for the approval (exit 6)
     ui, base = _start_ui(store, tmp_path)
     _EvilPage.target = f"{base}/api/sessions/demo-2/cancel"
     evil = ThreadingHTTPServer(("127.0.0.1", 0), _EvilPage)

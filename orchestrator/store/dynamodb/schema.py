@@ -321,7 +321,7 @@ async def check_table(caller: Caller, config: DynamoDBConfig) -> list[str]:
     problems = schema_problems(config, table)
     for name in missing_indexes(table):
         problems.append(f"{_where(config)} has no index {name} (sessions by {ADDED_INDEXES[name]}), so "
-                        f"`orchestrator list --{ADDED_INDEXES[name]}` fails; run `orchestrator init`: it writes the "
+                        f"`orchestrator list` by {ADDED_INDEXES[name]} fails; run `orchestrator init`: it writes the "
                         f"index keys on existing sessions, then adds the index with UpdateTable")
     try:
         desc = await _ttl_description(caller, config)
