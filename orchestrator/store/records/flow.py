@@ -27,7 +27,6 @@ __all__ = [
     "Start",
     "Waiter",
     "check_resource_name",
-    "check_uses",
 ]
 
 CatchUp = Literal["skip", "latest", "all"]
@@ -44,17 +43,6 @@ def check_resource_name(name: object, where: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValidationError.bad_value("name", name, "1-64 letters, digits or '_.:-' (e.g. 'openai')", where)
     return name
-
-
-def check_uses(uses: Mapping[str, int] | None, where: str) -> dict[str, int]:
-    """`{"openai": 1}`: resource names and the units held (>= 1)."""
-    out: dict[str, int] = {}
-    for name, amount in (uses or {}).items():
-        check_resource_name(name, where)
-        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
-            raise ValidationError.bad_value(f"uses[{name!r}]", amount, "an int of 1 or more", where)
-        out[name] = amount
-    return out
 
 
 @dataclass(frozen=True, slots=True)

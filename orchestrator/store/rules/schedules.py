@@ -22,7 +22,7 @@ from orchestrator.store.records.flow import ScheduleRecord
 
 __all__ = ["ON_TIME_GRACE", "Firing", "check_schedule", "next_slot", "plan_firing", "slot_session_id"]
 
-ON_TIME_GRACE = 60.0  # a slot this late still counts as on time under catch-up "skip"
+ON_TIME_GRACE = 60.0  # a slot this late (at most half its period) still counts as on time
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +76,9 @@ def _due(record: ScheduleRecord, after: float, now: float, most: int) -> list[fl
 def plan_firing(record: ScheduleRecord, now: float, *, previous_unfinished: bool = False) -> Firing:
     """What a worker does for `record` at `now`.
 
-    Due slots are those after `last_slot` (or the creation time) up to `now`. One due
-    slot less than ON_TIME_GRACE late starts under every policy; after an outage the
+    Due slots are those after `last_slot` (or the creation time) up to `now`. A due slot
+    less late than ON_TIME_GRACE and half its period is on time and starts under every
+    policy; after an outage the
     missed ones follow `catch_up`: "skip" drops them, "latest" starts the newest,
     "all" starts the newest `max_catch_up`. With `overlap="skip"` nothing starts while
     the previous session is unfinished (the slots are handled as skipped).
@@ -96,7 +97,8 @@ def plan_firing(record: ScheduleRecord, now: float, *, previous_unfinished: bool
     elif record.catch_up == "latest":
         starts = [latest]
     else:
-        starts = [latest] if now - latest <= ON_TIME_GRACE else []
+        grace = min(ON_TIME_GRACE, (next_slot(record, latest) - latest) / 2)
+        starts = [latest] if now - latest <= grace else []
     if record.overlap == "skip":
         starts = [] if previous_unfinished else starts[-1:]
     return Firing(tuple(starts), total - len(starts), latest)
