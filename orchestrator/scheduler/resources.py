@@ -18,6 +18,7 @@ from typing import TypeVar, cast
 
 import anyio
 
+from orchestrator.agents.errors import NonRetryableError
 from orchestrator.clock import Clock
 from orchestrator.errors import OrchestratorError, ValidationError
 from orchestrator.events import EventBuffer
@@ -111,7 +112,10 @@ class ResourceGate:
             amount = needs.uses[name]
             limit = await flow.get_limit(name)
             if limit is not None:
-                check_fits(limit, amount, where=f"task {task_id}")
+                try:
+                    check_fits(limit, amount, where=f"task {task_id}")
+                except ValidationError as exc:  # no retry could ever get it
+                    raise NonRetryableError(str(exc)) from exc
             tries = 0
             while True:
                 got = await flow.acquire_resource(name, needs.holder, amount, priority=needs.priority,
