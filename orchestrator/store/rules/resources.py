@@ -4,7 +4,8 @@ Both backends read a resource's holders, recent starts and waiters (SQLite: rows
 one resource; DynamoDB: one shard item holding its share of the limit), call
 `decide_acquire`, and write the grant with the entries it names as stale removed.
 Concurrency counts holders whose lease has not lapsed; a rate counts starts inside
-the last `period` seconds (a sliding window: never more than the rate in any window);
+the last `period` seconds (a sliding window: never more than the rate in any window,
+with a margin for clock skew: `rate_window`);
 a live waiter of a higher priority (P0 first) keeps lower ones out.
 """
 
@@ -25,6 +26,7 @@ __all__ = [
     "backoff",
     "check_fits",
     "decide_acquire",
+    "rate_window",
     "shard_count",
     "shares",
     "waiter_until",
@@ -33,6 +35,7 @@ __all__ = [
 SHARD_UNITS = 25  # units of concurrency or rate one DynamoDB shard item carries at most
 MAX_SHARDS = 100  # one BatchGetItem reads every shard
 BACKOFF_START = 0.05
+RATE_MARGIN = 0.01  # a start counts for its period plus 1% (at most 1 s): see `rate_window`
 BACKOFF_CAP = 2.0
 
 
@@ -101,7 +104,7 @@ def decide_acquire(
     """May `holder` take `amount` units of this share now? (Already holding it: granted.)"""
     stale_h = tuple(h.holder for h in holders if h.lease_until <= now)
     live = [h for h in holders if h.lease_until > now]
-    window = share.period or 0.0
+    window = rate_window(share.period) if share.period else 0.0
     stale_s = tuple(s.key for s in starts if s.at <= now - window)
     recent = [s for s in starts if s.at > now - window]
     stale_w = tuple(w.holder for w in waiters if w.until <= now)
@@ -121,8 +124,17 @@ def decide_acquire(
     if share.rate is not None and sum(s.amount for s in recent) + amount > share.rate:
         # the window frees the oldest start first
         oldest = min((s.at for s in recent), default=now)
-        return done(False, oldest + window, f"rate {share.rate}/{window:g}s reached")
+        return done(False, oldest + window, f"rate {share.rate}/{share.period:g}s reached")
     return done(True)
+
+
+def rate_window(period: float) -> float:
+    """How long a start counts against a rate: its period and a margin (1%, at most 1 s).
+
+    The margin absorbs the clock skew between the machines of a fleet and the moment
+    between a grant and the agent's start, so starts the agents measure never exceed the
+    rate in any window of `period`."""
+    return period + min(1.0, period * RATE_MARGIN)
 
 
 def backoff(attempt: int, priority: int, retry_at: float | None, now: float, rng: random.Random) -> float:
