@@ -27,7 +27,8 @@ ON_TIME_GRACE = 60.0  # a slot this late (at most half its period) still counts 
 
 @dataclass(frozen=True, slots=True)
 class Firing:
-    """Slots to start (oldest first), how many due slots are skipped, the new last slot."""
+    """Slots to start (oldest first), due slots skipped (counted among the newest
+    `max_catch_up + 1` only: a long outage is not walked through), the new last slot."""
 
     starts: tuple[float, ...] = ()
     skipped: int = 0
