@@ -29,7 +29,7 @@ from orchestrator.scheduler.plan import SessionPlan
 from orchestrator.store.protocol import FlowStore, Store
 from orchestrator.store.records import Progress
 from orchestrator.store.records.flow import Grant
-from orchestrator.store.rules.resources import Decision, backoff, check_fits
+from orchestrator.store.rules.resources import Decision, backoff
 
 __all__ = ["WAITING_FOR_RESOURCE", "Needs", "ResourceGate", "ResourceListener", "SessionResources"]
 
@@ -110,16 +110,13 @@ class ResourceGate:
         waited = False
         for name in sorted(needs.uses):
             amount = needs.uses[name]
-            limit = await flow.get_limit(name)
-            if limit is not None:
-                try:
-                    check_fits(limit, amount, where=f"task {task_id}")
-                except ValidationError as exc:  # no retry could ever get it
-                    raise NonRetryableError(str(exc)) from exc
             tries = 0
             while True:
-                got = await flow.acquire_resource(name, needs.holder, amount, priority=needs.priority,
-                                                  lease_seconds=self._lease, waited=tries > 0)
+                try:
+                    got = await flow.acquire_resource(name, needs.holder, amount, priority=needs.priority,
+                                                      lease_seconds=self._lease, waited=tries > 0)
+                except ValidationError as exc:  # more units than a grant can hold: no retry could get them
+                    raise NonRetryableError(f"task {task_id}: {exc}") from exc
                 if isinstance(got, Grant):
                     grants.append(got)
                     break

@@ -409,7 +409,8 @@ class FlowStore(Protocol):
                                lease_seconds: float, waited: bool = False) -> Grant | Decision:
         """Take `amount` units for `holder` (a Grant, idempotent per holder), or a refused
         `Decision` saying when to look again; a refused holder is registered as a waiter
-        at `priority`, which keeps lower priorities out while it is renewed."""
+        at `priority`, which keeps lower priorities out while it is renewed. ValidationError
+        (before anything is written) if no grant could ever hold `amount` units."""
         ...
 
     async def renew_resource(self, grant: Grant, lease_seconds: float) -> bool:

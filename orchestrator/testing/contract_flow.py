@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import pytest
 
-from orchestrator.errors import ResourceNotFoundError, ScheduleExistsError, ScheduleNotFoundError
+from orchestrator.errors import ResourceNotFoundError, ScheduleExistsError, ScheduleNotFoundError, ValidationError
 from orchestrator.store import FlowStore, Store
 from orchestrator.store.records.flow import Grant, Rate, ResourceLimit, ScheduleRecord
 from orchestrator.store.rules.resources import Decision
@@ -144,6 +144,12 @@ class FlowContract:
             await flow.delete_limit("openai")
         with pytest.raises(ResourceNotFoundError):
             await flow.resource_state("openai")
+
+    async def test_a_request_no_grant_could_hold_is_refused_before_anything_is_written(self, store: Store) -> None:
+        await _flow(store).set_limit(ResourceLimit("openai", 2))
+        with pytest.raises(ValidationError, match="limits set openai"):
+            await _take(store, "greedy", amount=3)
+        assert (await _flow(store).resource_state("openai")).waiters == ()
 
     async def test_a_large_limit_is_enforced_exactly(self, store: Store) -> None:
         # 60 units: several shards on DynamoDB, whose shares must sum to the limit

@@ -26,7 +26,14 @@ from orchestrator.store.dynamodb.base import DynamoDBBase
 from orchestrator.store.dynamodb.connection import DynamoCallError
 from orchestrator.store.records import SCHEMA_VERSION
 from orchestrator.store.records.flow import Grant, Holder, Rate, ResourceLimit, ResourceState, Start, Waiter
-from orchestrator.store.rules.resources import Decision, decide_acquire, shard_count, shares, waiter_until
+from orchestrator.store.rules.resources import (
+    Decision,
+    check_fits,
+    decide_acquire,
+    shard_count,
+    shares,
+    waiter_until,
+)
 
 __all__ = ["ResourceOps"]
 
@@ -158,6 +165,7 @@ class ResourceOps(DynamoDBBase):
         limit, n = await self._read_limit(name)
         if limit is None or limit.unlimited:
             return Grant(name, holder, amount)
+        check_fits(limit, amount, where=f"holder {holder}")
         parts = shares(limit, n)
         home = zlib.crc32(holder.encode()) % n  # where this holder registers as a waiter
         refused = Decision(False, self.clock.now(), "busy")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from orchestrator.errors import ResourceNotFoundError
 from orchestrator.store.records.flow import Grant, Holder, Rate, ResourceLimit, ResourceState, Start, Waiter
-from orchestrator.store.rules.resources import Decision, decide_acquire, shares, waiter_until
+from orchestrator.store.rules.resources import Decision, check_fits, decide_acquire, shares, waiter_until
 
 __all__ = ["ResourceOps"]
 
@@ -108,6 +108,7 @@ class ResourceOps:
             limit = _limit(conn, name)
             if limit is None or limit.unlimited:
                 return Grant(name, holder, amount)
+            check_fits(limit, amount, where=f"holder {holder}")
             holders, starts, waiters = _rows(conn, name)
             decision = decide_acquire(shares(limit, 1)[0], holders, starts, waiters, holder=holder,
                                       amount=amount, priority=priority, now=now)
