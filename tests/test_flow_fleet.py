@@ -1,10 +1,12 @@
-"""Fleet-wide resource limits across worker processes, observed by the agents themselves.
+"""Fleet-wide resource limits and schedules across worker processes, observed by the agents themselves.
 
 Four `orchestrator worker` processes share one store; the agents of `flow_app` count,
 under a file lock, how many of them are inside the agent at once across every process
 and log when each started (`$FLOW_MARK_DIR`). SQLite on a file, the moto server (one
 request at a time: moto is not atomic under concurrent requests) and dynalite (an
-independent implementation serving requests concurrently, without transactions).
+independent implementation serving requests concurrently, without transactions). The
+schedule test runs four workers for about five slots of a two-second cron and checks,
+from the schedule's own record, that every slot in between started exactly one session.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from cli_helpers import APPS, spawn
 
 from orchestrator.scheduler import submit
 from orchestrator.store import SessionStatus, open_store
-from orchestrator.store.records.flow import Rate, ResourceLimit
-from orchestrator.schedules import flow_store
+from orchestrator.store.records.flow import Rate, ResourceLimit, ScheduleRecord
+from orchestrator.store.rules.schedules import next_slot, slot_session_id
+from orchestrator.schedules import add_schedule, flow_store
 
 pytestmark = pytest.mark.slow
 
@@ -151,5 +154,46 @@ async def _submit_more(url: str) -> list[str]:
         await store.initialize()
         return [await submit(flow_app.llm, None, store=store, session_id=f"after-{i}")
                 for i in range(3)]
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "moto-server"])
+def test_four_worker_processes_start_exactly_one_session_per_schedule_slot(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    url = _url(kind, tmp_path, request)
+
+    async def add() -> None:
+        store = open_store(url)
+        try:
+            await store.initialize()
+            # every 2 seconds (croniter's sixth field); "all": a slot a busy worker fires late still starts
+            await add_schedule(store, "every-2s", _app().ticker, cron="* * * * * */2", catch_up="all",
+                               app="flow_app:ticker")
+        finally:
+            await store.aclose()
+
+    anyio.run(add)
+    procs = [spawn("worker", "--app", "flow_app:ticker", "--poll-interval", "0.1s", "--worker-id", f"s{i}",
+                   "--quiet", store=url, tmp=tmp_path) for i in range(4)]
+    time.sleep(10.0)  # about five slots
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    _finish(procs)
+    record, started = anyio.run(_fired, url)
+    assert record.last_slot is not None
+    slots, at = [], record.created_at
+    while (at := next_slot(record, at)) <= record.last_slot:
+        slots.append(slot_session_id("every-2s", at))
+    assert len(slots) >= 3 and started == sorted(slots)  # each slot once, none twice, none missing
+
+
+async def _fired(url: str) -> tuple[ScheduleRecord, list[str]]:
+    store = open_store(url)
+    try:
+        await store.initialize()
+        ids = [s.session_id for status in SessionStatus
+               for s in (await store.list_sessions(status, limit=1000)).items]
+        return await flow_store(store).get_schedule("every-2s"), sorted(i for i in ids if i.startswith("schedule."))
     finally:
         await store.aclose()

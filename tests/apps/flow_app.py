@@ -68,3 +68,12 @@ async def stuck(ctx: AgentContext) -> str:
 
 llm = Pipeline("llm", agents=[call_llm]).task("call", call_llm)
 hold = Pipeline("hold", agents=[stuck]).task("hold", stuck)
+
+
+@agent
+async def tick(ctx: AgentContext) -> str:
+    """What a schedule starts in the fleet test: nothing but a completed session."""
+    return ctx.session_id
+
+
+ticker = Pipeline("ticker", agents=[tick]).task("tick", tick)
