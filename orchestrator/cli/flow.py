@@ -34,8 +34,8 @@ from orchestrator.store.records.flow import Rate, ResourceLimit, ResourceState, 
 __all__ = ["register"]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-NameArg = Annotated[str, typer.Argument(help="Resource name, e.g. openai.")]
-ScheduleArg = Annotated[str, typer.Argument(help="Schedule name.")]
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="Resource name, e.g. openai.")]
+ScheduleArg = Annotated[str, typer.Argument(metavar="NAME", help="Schedule name.")]
 
 limits_app = typer.Typer(help="Fleet-wide limits of named resources (shared by every worker of the store).",
                          no_args_is_help=True)
