@@ -72,6 +72,7 @@ class ResourceGate:
         self._renew_interval = renew_interval
         self._rng = rng or random.Random()
         self._listener = listener or ResourceListener()
+        self._pollers: dict[str, anyio.Lock] = {}  # per resource: the attempt looking for it now
 
     def _flow(self) -> FlowStore:
         if not isinstance(self._store, FlowStore):
@@ -105,29 +106,40 @@ class ResourceGate:
         return result[0]
 
     async def _acquire(self, task_id: str, attempt: int, needs: Needs, grants: list[Grant]) -> None:
-        flow = self._flow()
         started = self._clock.monotonic()
         waited = False
         for name in sorted(needs.uses):
-            amount = needs.uses[name]
-            tries = 0
-            while True:
-                try:
-                    got = await flow.acquire_resource(name, needs.holder, amount, priority=needs.priority,
-                                                      lease_seconds=self._lease, waited=tries > 0)
-                except ValidationError as exc:  # more units than a grant can hold: no retry could get them
-                    raise NonRetryableError(f"task {task_id}: {exc}") from exc
-                if isinstance(got, Grant):
-                    grants.append(got)
-                    break
-                if not waited:
-                    waited = True
-                    self._listener.waiting(task_id, attempt, name, got)
-                now = self._clock.now()
-                await self._clock.sleep(backoff(tries, needs.priority, got.retry_at, now, self._rng))
-                tries += 1
+            # One attempt of the session looks at a time (in launch order, which is priority
+            # order): a wide fan-out waits without each of its tasks polling the store.
+            poller = self._pollers.setdefault(name, anyio.Lock())
+            if poller.locked() and not waited:
+                waited = True
+                self._listener.waiting(task_id, attempt, name,
+                                       Decision(False, None, "another task of this session waits for it first"))
+            async with poller:
+                waited = await self._take(task_id, attempt, name, needs, grants, waited)
         self._listener.acquired(task_id, attempt, dict(needs.uses),
                                 self._clock.monotonic() - started if waited else 0.0)
+
+    async def _take(self, task_id: str, attempt: int, name: str, needs: Needs, grants: list[Grant],
+                    waited: bool) -> bool:
+        """Look until `name` is granted (appended to `grants`); True if the attempt waited."""
+        flow = self._flow()
+        tries = 0
+        while True:
+            try:
+                got = await flow.acquire_resource(name, needs.holder, needs.uses[name], priority=needs.priority,
+                                                  lease_seconds=self._lease, waited=tries > 0)
+            except ValidationError as exc:  # more units than a grant can hold: no retry could get them
+                raise NonRetryableError(f"task {task_id}: {exc}") from exc
+            if isinstance(got, Grant):
+                grants.append(got)
+                return waited
+            if not waited:
+                waited = True
+                self._listener.waiting(task_id, attempt, name, got)
+            await self._clock.sleep(backoff(tries, needs.priority, got.retry_at, self._clock.now(), self._rng))
+            tries += 1
 
     async def _renew(self, grants: list[Grant]) -> None:
         flow = self._flow()
