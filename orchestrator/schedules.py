@@ -75,10 +75,12 @@ async def add_schedule(
 
 
 async def list_schedules(store: Store) -> list[ScheduleRecord]:
+    """Every schedule of the store, by name."""
     return await flow_store(store).list_schedules()
 
 
 async def delete_schedule(store: Store, name: str) -> None:
+    """Delete a schedule (the sessions it started are kept); ScheduleNotFoundError if none."""
     await flow_store(store).delete_schedule(name)
 
 
