@@ -102,7 +102,7 @@ def test_four_workers_never_run_more_agents_than_the_fleet_limit_and_reach_it(
     assert (tmp_path / "inside").read_text() == "0"
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "moto-server"])
+@pytest.mark.parametrize("kind", ["sqlite", "moto-server", "dynalite"])
 def test_a_rate_of_60_a_minute_over_four_workers_never_starts_more_than_60_in_any_minute(
         kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     url = _url(kind, tmp_path, request)
@@ -116,7 +116,7 @@ def test_a_rate_of_60_a_minute_over_four_workers_never_starts_more_than_60_in_an
     assert starts[60] - starts[0] >= 60.0 - 0.5  # the 61st start waited for the window (clock resolution)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "moto-server"])
+@pytest.mark.parametrize("kind", ["sqlite", "moto-server", "dynalite"])
 def test_the_slot_of_a_sigkilled_holder_is_reused_once_its_lease_lapses(
         kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     url = _url(kind, tmp_path, request)
