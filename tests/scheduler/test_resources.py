@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
+from cli_helpers import cli
 
 from orchestrator.agents import AgentContext, agent
 from orchestrator.graph import Pipeline
@@ -51,7 +57,7 @@ async def _outsider(backend: Backend, name: str = "openai", units: int = 1) -> G
 
 
 async def _run_until_waiting(backend: Backend, pipeline: Pipeline, session_id: str, task_id: str,
-                             grant: Grant) -> RunResult:
+                             grant: Grant, while_waiting: Callable[[], Awaitable[None]] | None = None) -> RunResult:
     results: list[RunResult] = []
 
     async def go() -> None:
@@ -65,6 +71,8 @@ async def _run_until_waiting(backend: Backend, pipeline: Pipeline, session_id: s
         tg.start_soon(go)
         await wait_until(lambda: _exists(backend, session_id), what="the session")
         await wait_until(waiting, what=f"task {task_id} waiting for its resource")
+        if while_waiting is not None:
+            await while_waiting()
         await flow_store(backend.store).release_resource(grant)
     return results[0]
 
@@ -119,3 +127,22 @@ async def test_a_task_s_own_uses_add_to_its_agent_s(backend: Backend) -> None:
     assert result.status is SessionStatus.COMPLETED
     events: list[Any] = [e for e in (await backend.store.read_events("s-own")).items if e.kind == "resource_wait"]
     assert events[0].data["resource"] == "github"
+
+
+async def test_status_and_limits_show_a_task_waiting_for_its_resource(backend: Backend, tmp_path: Path) -> None:
+    grant = await _outsider(backend)
+    pipe = Pipeline("shown", agents=[ask]).task("ask", ask)
+    seen: list[str] = []
+
+    async def look() -> None:
+        status = await anyio.to_thread.run_sync(lambda: cli("status", "s-shown", store=backend.url, tmp=tmp_path))
+        limits = await anyio.to_thread.run_sync(
+            lambda: cli("limits", "show", "openai", "--json", store=backend.url, tmp=tmp_path))
+        seen.extend([status.out, limits.out])
+
+    result = await _run_until_waiting(backend, pipe, "s-shown", "ask", grant, look)
+    assert result.status is SessionStatus.COMPLETED
+    assert "waiting-for-resource (openai)" in seen[0]
+    shown = json.loads(seen[1])
+    assert [h["holder"] for h in shown["holders"]] == ["outsider"]
+    assert [w["holder"].split("/")[:2] for w in shown["waiting"]] == [["s-shown", "ask"]]
