@@ -7,13 +7,20 @@ tests/test_flow_fleet.py on the backends whose state is shared atomically.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from typing import Any, cast
 
 import pytest
 
-from orchestrator.errors import ResourceNotFoundError, ScheduleExistsError, ScheduleNotFoundError, ValidationError
-from orchestrator.store import FlowStore, Store
+from orchestrator.errors import (
+    ResourceNotFoundError,
+    ScheduleExistsError,
+    ScheduleNotFoundError,
+    SchemaError,
+    ValidationError,
+)
+from orchestrator.store import SCHEMA_VERSION, FlowStore, Store
 from orchestrator.store.records.flow import Grant, Rate, ResourceLimit, ScheduleRecord
 from orchestrator.store.rules.resources import Decision
 from orchestrator.testing.contract_base import clock_of
@@ -35,9 +42,44 @@ async def _take(store: Store, holder: str, *, name: str = "openai", amount: int 
 
 
 class FlowContract:
-    """Limits, grants, leases, rates, priorities and schedules; needs a `store` fixture."""
+    """Limits, grants, leases, rates, priorities and schedules; needs a `store` fixture.
+
+    Planting a limit or schedule of a newer schema version goes through
+    `write_newer_flow_version`; override it for a third-party backend.
+    """
 
     pytestmark = pytest.mark.anyio
+
+    async def write_newer_flow_version(self, store: Store, kind: str, name: str) -> None:
+        """Bump the stored schema version of a resource limit or a schedule past SCHEMA_VERSION."""
+        desc = store.describe()
+        if desc.backend == "sqlite":
+            table = "resource_limits" if kind == "limit" else "schedules"
+            with sqlite3.connect(desc.location) as conn:
+                conn.execute(f"UPDATE {table} SET v = ? WHERE name = ?", (SCHEMA_VERSION + 1, name))
+            return
+        if desc.backend == "dynamodb":
+            import boto3
+
+            key = ({"PK": {"S": "LIMIT"}, "SK": {"S": f"RESOURCE#{name}"}} if kind == "limit"
+                   else {"PK": {"S": "SCHEDULE"}, "SK": {"S": name}})
+            client = boto3.client("dynamodb", region_name=desc.region, endpoint_url=desc.endpoint)
+            client.update_item(TableName=desc.location, Key=key, UpdateExpression="SET #v = :v",
+                               ExpressionAttributeNames={"#v": "v"},
+                               ExpressionAttributeValues={":v": {"N": str(SCHEMA_VERSION + 1)}})
+            return
+        raise AssertionError(f"override write_newer_flow_version() for backend {desc.backend!r}")
+
+    async def test_a_limit_or_schedule_of_a_newer_schema_version_is_refused(self, store: Store) -> None:
+        flow = _flow(store)
+        await flow.set_limit(ResourceLimit("newer", 1))
+        await flow.put_schedule(self._schedule(name="newer"))
+        await self.write_newer_flow_version(store, "limit", "newer")
+        await self.write_newer_flow_version(store, "schedule", "newer")
+        with pytest.raises(SchemaError, match="newer"):
+            await flow.get_limit("newer")
+        with pytest.raises(SchemaError, match="newer"):
+            await flow.get_schedule("newer")
 
     async def test_a_limit_round_trips_and_is_listed_with_its_holders(self, store: Store) -> None:
         flow = _flow(store)

@@ -21,7 +21,7 @@ from typing import Any
 
 from pynamodb.expressions.operand import Path
 
-from orchestrator.errors import ResourceNotFoundError
+from orchestrator.errors import ResourceNotFoundError, SchemaError
 from orchestrator.store.dynamodb.base import DynamoDBBase
 from orchestrator.store.dynamodb.connection import DynamoCallError
 from orchestrator.store.records import SCHEMA_VERSION
@@ -55,8 +55,17 @@ def _num(x: float) -> dict[str, str]:
     return {"N": repr(float(x)) if not float(x).is_integer() else str(int(x))}
 
 
+def _known(raw: dict[str, Any], what: str) -> dict[str, Any]:
+    """The item, or SchemaError if a newer SDK wrote it (never half-read)."""
+    version = int(_n(raw, "v") or 0)
+    if version > SCHEMA_VERSION:
+        raise SchemaError.newer(what, version, SCHEMA_VERSION)
+    return raw
+
+
 def _limit(raw: dict[str, Any]) -> tuple[ResourceLimit, int]:
     name = raw["SK"]["S"].removeprefix("RESOURCE#")
+    _known(raw, f"the limit item of resource {name!r}")
     conc, count, period = _n(raw, "concurrency"), _n(raw, "rate_count"), _n(raw, "rate_period")
     rate = Rate(int(count), float(period)) if count is not None and period is not None else None
     limit = ResourceLimit(name, int(conc) if conc is not None else None, rate)
@@ -64,6 +73,8 @@ def _limit(raw: dict[str, Any]) -> tuple[ResourceLimit, int]:
 
 
 def _entries(raw: dict[str, Any]) -> tuple[list[Holder], list[Start], list[Waiter], int]:
+    _known(raw, f"resource shard item {raw['PK']['S']}")
+
     def m(key: str) -> dict[str, Any]:
         return dict(raw.get(key, {}).get("M", {}))
 
@@ -76,11 +87,12 @@ def _entries(raw: dict[str, Any]) -> tuple[list[Holder], list[Start], list[Waite
 class ResourceOps(DynamoDBBase):
     """The resource half of `FlowStore` (see the module docstring)."""
 
-    _limit_cache: dict[str, tuple[float, ResourceLimit | None, int]]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # limit and shard count by resource, with when they were read (monotonic)
+        self._limit_cache: dict[str, tuple[float, ResourceLimit | None, int]] = {}
 
     def _cache(self) -> dict[str, tuple[float, ResourceLimit | None, int]]:
-        if not hasattr(self, "_limit_cache"):
-            self._limit_cache = {}
         return self._limit_cache
 
     async def _read_limit(self, name: str, *, fresh: bool = False) -> tuple[ResourceLimit | None, int]:

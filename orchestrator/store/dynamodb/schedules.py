@@ -13,7 +13,7 @@ from typing import Any
 
 from pynamodb.expressions.operand import Path
 
-from orchestrator.errors import ScheduleExistsError, ScheduleNotFoundError
+from orchestrator.errors import ScheduleExistsError, ScheduleNotFoundError, SchemaError
 from orchestrator.store.dynamodb.base import DynamoDBBase
 from orchestrator.store.dynamodb.connection import DynamoCallError
 from orchestrator.store.records import SCHEMA_VERSION
@@ -25,6 +25,9 @@ _PK = "SCHEDULE"
 
 
 def _record(raw: dict[str, Any]) -> ScheduleRecord:
+    version = int(raw.get("v", {}).get("N", "0"))
+    if version > SCHEMA_VERSION:  # never half-read an item of a newer SDK
+        raise SchemaError.newer(f"schedule item {raw['SK']['S']!r}", version, SCHEMA_VERSION)
     return replace(ScheduleRecord.from_json(json.loads(raw["body"]["S"])), version=int(raw["version"]["N"]))
 
 

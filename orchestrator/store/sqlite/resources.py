@@ -12,7 +12,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from orchestrator.errors import ResourceNotFoundError
+from orchestrator.errors import ResourceNotFoundError, SchemaError
+from orchestrator.store.records import SCHEMA_VERSION
 from orchestrator.store.records.flow import Grant, Holder, Rate, ResourceLimit, ResourceState, Start, Waiter
 from orchestrator.store.rules.resources import Decision, check_fits, decide_acquire, shares, waiter_until
 
@@ -22,10 +23,12 @@ T = TypeVar("T")
 
 
 def _limit(conn: sqlite3.Connection, name: str) -> ResourceLimit | None:
-    row = conn.execute("SELECT concurrency, rate_count, rate_period FROM resource_limits WHERE name = ?",
+    row = conn.execute("SELECT concurrency, rate_count, rate_period, v FROM resource_limits WHERE name = ?",
                        (name,)).fetchone()
     if row is None:
         return None
+    if int(row[3]) > SCHEMA_VERSION:  # never half-read a row of a newer SDK
+        raise SchemaError.newer(f"limit row of resource {name!r}", int(row[3]), SCHEMA_VERSION)
     rate = Rate(int(row[1]), float(row[2])) if row[1] is not None else None
     return ResourceLimit(name, row[0], rate)
 
@@ -63,10 +66,10 @@ class ResourceOps:
     async def set_limit(self, limit: ResourceLimit) -> ResourceLimit:
         def put(conn: sqlite3.Connection, _: float) -> ResourceLimit:
             conn.execute(
-                "INSERT INTO resource_limits (name, v, concurrency, rate_count, rate_period) VALUES (?, 1, ?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, "
+                "INSERT INTO resource_limits (name, v, concurrency, rate_count, rate_period) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET v = excluded.v, concurrency = excluded.concurrency, "
                 "rate_count = excluded.rate_count, rate_period = excluded.rate_period",
-                (limit.name, limit.concurrency, limit.rate.count if limit.rate else None,
+                (limit.name, SCHEMA_VERSION, limit.concurrency, limit.rate.count if limit.rate else None,
                  limit.rate.period if limit.rate else None))
             return limit
 

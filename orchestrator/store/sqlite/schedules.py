@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
-from orchestrator.errors import ScheduleExistsError, ScheduleNotFoundError
+from orchestrator.errors import ScheduleExistsError, ScheduleNotFoundError, SchemaError
 from orchestrator.store.records import SCHEMA_VERSION
 from orchestrator.store.records.flow import ScheduleRecord
 
@@ -22,9 +22,11 @@ T = TypeVar("T")
 
 
 def _read(conn: sqlite3.Connection, name: str) -> ScheduleRecord | None:
-    row = conn.execute("SELECT version, body FROM schedules WHERE name = ?", (name,)).fetchone()
+    row = conn.execute("SELECT version, body, v FROM schedules WHERE name = ?", (name,)).fetchone()
     if row is None:
         return None
+    if int(row[2]) > SCHEMA_VERSION:  # never half-read a row of a newer SDK
+        raise SchemaError.newer(f"schedule row {name!r}", int(row[2]), SCHEMA_VERSION)
     return replace(ScheduleRecord.from_json(json.loads(row[1])), version=int(row[0]))
 
 
