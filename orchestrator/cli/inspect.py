@@ -96,9 +96,7 @@ def _status_view(snap: SessionSnapshot, waits: Sequence[TaskWait] = (), now: flo
         t = snap.tasks[tid]
         prog = f"{t.progress.current}/{t.progress.total}" if t.progress.total else "-"
         if t.progress.phase:
-            prog += f" {t.progress.phase}"
-            if t.progress.phase == WAITING_FOR_RESOURCE and t.progress.step:  # which resource
-                prog += f" ({t.progress.step})"
+            prog += f" {t.progress.phase}" + (f" ({t.progress.step})" if t.progress.phase == WAITING_FOR_RESOURCE else "")
         err = f"{t.last_error.type.rsplit('.', 1)[-1]}: {t.last_error.message}" if t.last_error else ""
         add_row(table, tid, t.agent, status_text(t.status.value), f"{t.attempt}/{t.max_attempts}",
                 format_duration(t.duration), prog, err[:200])
