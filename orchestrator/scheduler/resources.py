@@ -82,27 +82,34 @@ class ResourceGate:
 
     async def run(self, task_id: str, attempt: int, needs: Needs | None, body: Callable[[], Awaitable[T]]) -> T:
         """`body()` once the resources and a session slot are held; everything released after."""
+        if needs is None or not needs.uses:
+            async with self._slots:
+                return await body()
         grants: list[Grant] = []
         try:
-            if needs is not None and needs.uses:
-                await self._acquire(task_id, attempt, needs, grants)
-            async with self._slots:
-                if not grants:
-                    return await body()
-                return await self._holding(grants, body)
+            return await self._holding(task_id, attempt, needs, grants, body)
         finally:
             if grants:
                 with anyio.CancelScope(shield=True):
                     await self._release(grants)
 
-    async def _holding(self, grants: list[Grant], body: Callable[[], Awaitable[T]]) -> T:
+    async def _holding(self, task_id: str, attempt: int, needs: Needs, grants: list[Grant],
+                       body: Callable[[], Awaitable[T]]) -> T:
+        """Acquire, then run `body`, renewing every grant from the moment it is taken."""
         result: list[T] = []
+        failure: list[Exception] = []
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._renew, grants)
             try:
-                result.append(await body())
+                await self._acquire(task_id, attempt, needs, grants)
+                async with self._slots:
+                    result.append(await body())
+            except Exception as exc:  # noqa: BLE001 - re-raised below as it is, not in an ExceptionGroup
+                failure.append(exc)
             finally:
                 tg.cancel_scope.cancel()
+        if failure:
+            raise failure[0]
         return result[0]
 
     async def _acquire(self, task_id: str, attempt: int, needs: Needs, grants: list[Grant]) -> None:
@@ -142,10 +149,11 @@ class ResourceGate:
             tries += 1
 
     async def _renew(self, grants: list[Grant]) -> None:
+        """Renew what is held so far (the list grows while later resources are acquired)."""
         flow = self._flow()
         while True:
             await self._clock.sleep(self._renew_interval)
-            for grant in grants:
+            for grant in list(grants):
                 try:
                     if not await flow.renew_resource(grant, self._lease):
                         _log.warning("resource %s: the lease of %s lapsed before it was renewed; its units may "

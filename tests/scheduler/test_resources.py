@@ -13,7 +13,7 @@ import anyio.to_thread
 import pytest
 from cli_helpers import cli
 
-from orchestrator.agents import AgentContext, agent
+from orchestrator.agents import AgentContext, NonRetryableError, agent
 from orchestrator.graph import Pipeline
 from orchestrator.scheduler import RunOptions, RunResult, run
 from orchestrator.schedules import flow_store
@@ -41,6 +41,11 @@ async def quick_ask(ctx: AgentContext) -> str:
 @agent(uses={"openai": 3})
 async def greedy(ctx: AgentContext) -> str:
     return "never"
+
+
+@agent(uses={"openai": 1})
+async def refuses(ctx: AgentContext) -> str:
+    raise NonRetryableError("the provider refused the prompt")
 
 
 @agent
@@ -146,3 +151,13 @@ async def test_status_and_limits_show_a_task_waiting_for_its_resource(backend: B
     shown = json.loads(seen[1])
     assert [h["holder"] for h in shown["holders"]] == ["outsider"]
     assert [w["holder"].split("/")[:2] for w in shown["waiting"]] == [["s-shown", "ask"]]
+
+
+async def test_an_agent_holding_a_resource_fails_with_its_own_error_and_frees_the_resource(backend: Backend) -> None:
+    await flow_store(backend.store).set_limit(ResourceLimit("openai", 1))
+    pipe = Pipeline("refused", agents=[refuses]).task("r", refuses)
+    result = await run(pipe, store=backend.store, session_id="s-refused", options=OPTIONS)
+    task = await backend.store.get_task("s-refused", "r")
+    assert (result.status, task.attempt) == (SessionStatus.FAILED, 1)  # non-retryable: not retried
+    assert task.last_error is not None and task.last_error.type.endswith("NonRetryableError")
+    assert (await flow_store(backend.store).resource_state("openai")).holders == ()
