@@ -97,14 +97,16 @@ class ResourceGate:
                        body: Callable[[], Awaitable[T]]) -> T:
         """Acquire, then run `body`, renewing every grant from the moment it is taken."""
         result: list[T] = []
-        failure: list[Exception] = []
+        failure: list[BaseException] = []  # the agent's error or its wait (SuspendForSignal)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._renew, grants)
             try:
                 await self._acquire(task_id, attempt, needs, grants)
                 async with self._slots:
                     result.append(await body())
-            except Exception as exc:  # noqa: BLE001 - re-raised below as it is, not in an ExceptionGroup
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException as exc:  # noqa: BLE001 - re-raised below as it is, not in an ExceptionGroup
                 failure.append(exc)
             finally:
                 tg.cancel_scope.cancel()

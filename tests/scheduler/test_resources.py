@@ -15,7 +15,7 @@ from cli_helpers import cli
 
 from orchestrator.agents import AgentContext, NonRetryableError, agent
 from orchestrator.graph import Pipeline
-from orchestrator.scheduler import RunOptions, RunResult, run
+from orchestrator.scheduler import RunOptions, RunResult, resume, run
 from orchestrator.schedules import flow_store
 from orchestrator.store import SessionStatus, TaskStatus
 from orchestrator.store.records.flow import Grant, ResourceLimit
@@ -46,6 +46,11 @@ async def greedy(ctx: AgentContext) -> str:
 @agent(uses={"openai": 1})
 async def refuses(ctx: AgentContext) -> str:
     raise NonRetryableError("the provider refused the prompt")
+
+
+@agent(uses={"openai": 1})
+async def asks_a_person(ctx: AgentContext) -> Any:
+    return await ctx.wait_for_signal("answer", timeout=60)
 
 
 @agent
@@ -161,3 +166,15 @@ async def test_an_agent_holding_a_resource_fails_with_its_own_error_and_frees_th
     assert (result.status, task.attempt) == (SessionStatus.FAILED, 1)  # non-retryable: not retried
     assert task.last_error is not None and task.last_error.type.endswith("NonRetryableError")
     assert (await flow_store(backend.store).resource_state("openai")).holders == ()
+
+
+async def test_an_agent_holding_a_resource_can_wait_for_a_signal_and_holds_nothing_meanwhile(
+        backend: Backend) -> None:
+    await flow_store(backend.store).set_limit(ResourceLimit("openai", 1))
+    pipe = Pipeline("person", agents=[asks_a_person]).task("ask", asks_a_person)
+    waiting = await run(pipe, store=backend.store, session_id="s-person", options=OPTIONS)
+    assert waiting.status is SessionStatus.WAITING
+    assert (await flow_store(backend.store).resource_state("openai")).holders == ()
+    await backend.store.send_signal("s-person", "ask", "answer", {"ok": True})
+    done = await resume(pipe, "s-person", store=backend.store, options=OPTIONS)
+    assert done.status is SessionStatus.COMPLETED and done.outputs["ask"] == {"ok": True}
