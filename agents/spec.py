@@ -36,7 +36,7 @@ class AgentSpec:
     retry: RetryPolicy = RetryPolicy()
     timeout: float | None = None
     executor: Executor = "async"
-    uses: Mapping[str, int] = field(default_factory=dict)
+    uses: Mapping[str, int] = field(default_factory=dict, hash=False)  # a dict: kept out of the hash
 
     def __post_init__(self) -> None:
         if not self.name or "#" in self.name:
