@@ -40,6 +40,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/store_requests.py
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/ui.py
+	$(BIN)/python bench/flow.py
 
 bench-peer: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -r bench/requirements-peer.txt

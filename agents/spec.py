@@ -8,8 +8,8 @@ explicitly. Nothing is registered process-wide.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
 from orchestrator.agents.retry import RetryPolicy
@@ -23,10 +23,12 @@ _SPEC_ATTR = "__agent_spec__"
 
 @dataclass(frozen=True, slots=True)
 class AgentSpec:
-    """How to run one agent: its callable, name, retry policy, timeout and executor.
+    """How to run one agent: its callable, name, retry policy, timeout, executor and resources.
 
     `fn` takes one argument, the context (`AgentContext`, `SyncAgentContext` or
-    `ProcessContext` by executor), and returns a JSON-serialisable output.
+    `ProcessContext` by executor), and returns a JSON-serialisable output. `uses` names
+    the fleet-wide resources each run holds (`{"openai": 1}`), limited with
+    `orchestrator limits set`.
     """
 
     name: str
@@ -34,6 +36,7 @@ class AgentSpec:
     retry: RetryPolicy = RetryPolicy()
     timeout: float | None = None
     executor: Executor = "async"
+    uses: Mapping[str, int] = field(default_factory=dict, hash=False)  # a dict: kept out of the hash
 
     def __post_init__(self) -> None:
         if not self.name or "#" in self.name:
@@ -55,6 +58,21 @@ class AgentSpec:
             )
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"agent {self.name!r}: timeout={self.timeout} must be > 0 seconds")
+        object.__setattr__(self, "uses", check_uses(self.uses, f"agent {self.name!r}"))
+
+
+def check_uses(uses: Mapping[str, int] | None, where: str) -> dict[str, int]:
+    """`{"openai": 1}`: resource names (letters, digits, `_.:-`) and units held (an int >= 1)."""
+    if uses is not None and not isinstance(uses, Mapping):
+        raise ValueError(f"{where}: uses={uses!r}; pass a dict of resource name to units, e.g. {{'openai': 1}}")
+    out: dict[str, int] = {}
+    for name, amount in (uses or {}).items():
+        if not isinstance(name, str) or not name or len(name) > 64 or "#" in name or "/" in name:
+            raise ValueError(f"{where}: resource name {name!r} is invalid; use 1-64 letters, digits or '_.:-'")
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
+            raise ValueError(f"{where}: uses[{name!r}]={amount!r}; pass an int of 1 or more")
+        out[name] = amount
+    return out
 
 
 @overload
@@ -66,6 +84,7 @@ def agent(
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
     executor: Executor | None = None,
+    uses: Mapping[str, int] | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -77,10 +96,12 @@ def agent(
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
     executor: Executor | None = None,
+    uses: Mapping[str, int] | None = None,
 ) -> F | Callable[[F], F]:
-    """Mark a function as an agent: `@agent` or `@agent(name=..., retry=..., timeout=...)`.
+    """Mark a function as an agent: `@agent` or `@agent(name=..., retry=..., timeout=..., uses=...)`.
 
-    Sync functions default to the "thread" executor, async ones to "async".
+    Sync functions default to the "thread" executor, async ones to "async". `uses`
+    (`{"openai": 1}`) names the fleet-wide resources each run holds.
     """
 
     def mark(f: F) -> F:
@@ -91,6 +112,7 @@ def agent(
             retry=retry or RetryPolicy(),
             timeout=timeout,
             executor=chosen,
+            uses=dict(uses or {}),
         )
         setattr(f, _SPEC_ATTR, spec)
         return f
@@ -110,6 +132,7 @@ class Agent:
     name: str = ""
     retry: RetryPolicy = RetryPolicy()
     timeout: float | None = None
+    uses: Mapping[str, int] = {}  # read only: copied into the spec
 
     async def run(self, ctx: Any) -> Any:
         raise TypeError(f"{type(self).__name__} must override `async def run(self, ctx)`")
@@ -121,6 +144,7 @@ class Agent:
             retry=self.retry,
             timeout=self.timeout,
             executor="async",
+            uses=dict(self.uses),
         )
 
 

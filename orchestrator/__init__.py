@@ -15,6 +15,7 @@ covers every module under it. Move a module, and update this map.
                  orchestrator/durations.py      `1h30m` -> seconds, for the entry points
                  orchestrator/tuning.py         lease, per-agent limits, progress interval: parsed for the entry points
     recovery     orchestrator/recovery.py       resume-failed sweep, worker loop
+                 orchestrator/schedules.py      schedules: add/pause/resume/trigger, fire due slots exactly once
                  orchestrator/fork.py           a new session from part of an old one
     scheduler    orchestrator/scheduler/__init__.py     the public names: run, submit, resume, ...
                  orchestrator/scheduler/entry.py        run, submit, resume, execute (the entry points)
@@ -22,6 +23,7 @@ covers every module under it. Move a module, and update this map.
                  orchestrator/scheduler/lease_keeper.py owns the lease: renewal and the local deadline
                  orchestrator/scheduler/lifecycle.py    claim/takeover/lease-lost/end: history events and log records
                  orchestrator/scheduler/attempt.py      one attempt of one task on its executor
+                 orchestrator/scheduler/resources.py    fleet-wide resources around an attempt: wait, hold, renew
                  orchestrator/scheduler/context.py      the engine's AgentContext
                  orchestrator/scheduler/plan.py         SessionPlan: the pure core (outcomes in, steps out)
                  orchestrator/scheduler/tasks.py        TaskState (one record per task), TaskTable

@@ -157,7 +157,10 @@ def resume_failed_handler(event: Mapping[str, Any] | None, context: LambdaContex
 
 def worker_handler(event: Mapping[str, Any] | None, context: LambdaContext | None,
                    *, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Process a bounded batch of submitted/abandoned/due sessions, stopping before the deadline."""
+    """Process a bounded batch of submitted/abandoned/due sessions, stopping before the deadline.
+
+    It also starts the due slots of schedules of its pipelines (`orchestrator schedule`),
+    as every worker does; those sessions are listed under "scheduled"."""
     env = os.environ if env is None else env
     event = event or {}
     pipelines = _pipelines(env)
@@ -195,6 +198,7 @@ def worker_handler(event: Mapping[str, Any] | None, context: LambdaContext | Non
                 "stopped_for_deadline": stopped_early,
                 "results": dict(report.results),
                 "released": list(report.released),
+                "scheduled": list(report.scheduled),  # sessions started for due schedule slots
                 "errors": dict(report.errors),
             }
         finally:

@@ -12,7 +12,9 @@
     │   ├── SessionNotFoundError
     │   ├── TaskNotFoundError
     │   ├── PipelineNotFoundError
-    │   └── UserProjectNotFoundError       no such project in the user's project history
+    │   ├── UserProjectNotFoundError       no such project in the user's project history
+    │   ├── ResourceNotFoundError          no limits set for this resource name
+    │   └── ScheduleNotFoundError          no schedule of this name
     ├── StoreError                         the store failed, after its own retries
     │   ├── StoreUnavailableError (ConnectionError)   unreachable, throttled too long
     │   ├── StoreDeadlineError (TimeoutError)         the caller's deadline came before another attempt
@@ -22,7 +24,8 @@
     │   │   └── RedriveLimitError          a FAILED session used its redrives, or needs a person
     │   ├── LeaseLostError                 a newer owner holds the session (fence moved)
     │   ├── TaskCompletedError             the task was already completed
-    │   └── SessionStateError              the session is not in a state that allows it
+    │   ├── SessionStateError              the session is not in a state that allows it
+    │   └── ScheduleExistsError            a schedule of this name exists already
 
 The agent-facing exceptions (`NonRetryableError`, `SignalTimeoutError`, ...) are
 defined in `orchestrator.agents.errors` and re-exported here. This module imports only the stdlib
@@ -62,6 +65,9 @@ __all__ = [
     "PipelineDefinitionError",
     "PipelineNotFoundError",
     "RedriveLimitError",
+    "ResourceNotFoundError",
+    "ScheduleExistsError",
+    "ScheduleNotFoundError",
     "SchemaError",
     "SerializationError",
     "SessionNotFoundError",
@@ -274,6 +280,25 @@ class UserProjectNotFoundError(NotFoundError):
     """No project with this id in the user's project history; `user_id`, `project_id` name it."""
 
 
+class ResourceNotFoundError(NotFoundError):
+    """No limits are set for this resource name (it is unlimited)."""
+
+    @classmethod
+    def missing(cls, name: str, store: str) -> ResourceNotFoundError:
+        return cls(f"resource {name!r} has no limits in {store}; set them with `orchestrator limits set {name} "
+                   f"--concurrency N --rate N/min`, or list resources with `orchestrator limits list`",
+                   resource=name, store=store)
+
+
+class ScheduleNotFoundError(NotFoundError):
+    """No schedule of this name in the store."""
+
+    @classmethod
+    def missing(cls, name: str, store: str) -> ScheduleNotFoundError:
+        return cls(f"schedule {name!r} not found in {store}; list schedules with `orchestrator schedule list`",
+                   schedule=name, store=store)
+
+
 class StoreError(OrchestratorError):
     """The store failed to serve a request after its own retries."""
 
@@ -441,6 +466,15 @@ class SessionStateError(ConflictError):
             f"busy with it); retry",
             session_id=session_id,
         )
+
+
+class ScheduleExistsError(ConflictError):
+    """A schedule of this name exists already."""
+
+    @classmethod
+    def exists(cls, name: str, store: str) -> ScheduleExistsError:
+        return cls(f"schedule {name!r} already exists in {store}; delete it first (`orchestrator schedule delete "
+                   f"{name}`) or choose another name", schedule=name, store=store)
 
 
 class RedriveLimitError(ClaimRejectedError):

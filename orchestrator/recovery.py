@@ -19,7 +19,8 @@ from orchestrator.graph import Pipeline
 from orchestrator.metrics import MetricsRecorder
 from orchestrator.scheduler import RunOptions, RunResult, SessionRunner, WorkerLimits, default_worker_id
 from orchestrator.scheduler.lifecycle import claim_kind
-from orchestrator.store.protocol import Store
+from orchestrator.schedules import fire_schedules
+from orchestrator.store.protocol import FlowStore, Store
 from orchestrator.store.records import ClaimPolicy, Lease, SessionRecord, SessionStatus
 from orchestrator.telemetry import Telemetry
 
@@ -179,6 +180,7 @@ class WorkerReport:
     results: dict[str, str] = field(default_factory=dict)  # session -> status
     released: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    scheduled: list[str] = field(default_factory=list)  # sessions this worker started for schedule slots
 
 
 class WorkerListener(Protocol):
@@ -212,6 +214,7 @@ class Worker:
         limits: WorkerLimits | None = None,
         telemetry: Telemetry | None = None,
         listener: WorkerListener | None = None,
+        schedule_interval: float = 5.0,
     ) -> None:
         if concurrency < 1 or poll_interval <= 0 or grace < 0:
             raise ValidationError("Worker needs concurrency >= 1, poll_interval > 0 and grace >= 0")
@@ -230,6 +233,8 @@ class Worker:
         self._stop = anyio.Event()
         self._slots = anyio.Semaphore(concurrency)
         self._running: dict[str, tuple[SessionRunner, anyio.CancelScope]] = {}
+        self.schedule_interval = schedule_interval  # how often due schedule slots are started
+        self._fired_at: float | None = None
 
     def stop(self) -> None:
         """Stop claiming; running sessions finish within the grace period or are released."""
@@ -317,6 +322,7 @@ class Worker:
             tg.start_soon(self.metrics.run)
             while not self.stopping and (max_sessions is None or claimed < max_sessions):
                 found_any = False
+                await self._fire_schedules()
                 try:
                     candidates = await self._find(self.concurrency * 2)
                 except OrchestratorError as exc:
@@ -346,6 +352,21 @@ class Worker:
         with anyio.CancelScope(shield=True):
             await self.metrics.flush()
         return self.report
+
+    async def _fire_schedules(self) -> None:
+        """Start the due slots of schedules this worker's pipelines serve, every `schedule_interval`."""
+        now = self.store.clock.monotonic()
+        if not isinstance(self.store, FlowStore) or (
+                self._fired_at is not None and now - self._fired_at < self.schedule_interval):
+            return
+        self._fired_at = now
+        try:
+            fired = await fire_schedules(self.store, self.pipelines, options=self.options)
+        except OrchestratorError as exc:
+            _log.warning("worker %s: firing schedules failed: %s", self.worker_id, exc)
+            return
+        for sessions in fired.started.values():
+            self.report.scheduled.extend(sessions)
 
     async def _drain(self) -> None:
         """Let running sessions finish within the grace period, then cancel and release them."""

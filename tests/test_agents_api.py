@@ -237,3 +237,29 @@ async def test_custom_signal_name_and_timeout_propagates() -> None:
 def test_approval_spec_is_one_async_attempt() -> None:
     spec = spec_of(ApprovalAgent("gate"))
     assert (spec.name, spec.executor, spec.retry.max_attempts, spec.timeout) == ("gate", "async", 1, None)
+
+
+def test_an_agent_declares_the_resources_it_uses_and_a_bad_declaration_is_refused() -> None:
+    from orchestrator.agents import spec_of
+
+    @agent(uses={"openai": 2})
+    async def llm(ctx: Any) -> None: ...
+
+    assert spec_of(llm).uses == {"openai": 2}
+    with pytest.raises(ValueError, match="uses\\['openai'\\]=0"):
+        agent(uses={"openai": 0})(llm)
+    with pytest.raises(ValueError, match="resource name"):
+        agent(uses={"a/b": 1})(llm)
+
+
+def test_a_task_s_uses_are_checked_when_it_is_added() -> None:
+    from orchestrator.errors import PipelineDefinitionError
+    from orchestrator.graph import Pipeline
+
+    @agent
+    async def step(ctx: Any) -> None: ...
+
+    pipe = Pipeline("p", agents=[step]).task("t", step, uses={"github": 1})
+    assert pipe.tasks["t"].uses == (("github", 1),)
+    with pytest.raises(PipelineDefinitionError, match="github"):
+        Pipeline("q", agents=[step]).task("t", step, uses={"github": -1})

@@ -13,8 +13,9 @@ import pytest
 
 from orchestrator.aws_lambda import resume_failed_handler, worker_handler
 from orchestrator.errors import ConfigError, ValidationError
+from orchestrator.schedules import flow_store
 from orchestrator.scheduler import run, submit
-from orchestrator.store import Event, SessionSnapshot, SessionStatus, open_store
+from orchestrator.store import Event, ScheduleRecord, SessionSnapshot, SessionStatus, open_store
 
 APPS = Path(__file__).resolve().parent / "apps"
 
@@ -209,3 +210,24 @@ def test_a_bad_knob_is_refused_before_the_store_is_opened(
         handler({}, FakeContext(300_000), env=_env(f"sqlite://{db}", "demo_app:small", **setting))
     assert fragment in str(info.value)
     assert not db.exists()
+
+
+def test_worker_handler_starts_a_due_schedule_slot_and_runs_it(demo: Any, tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'l.db'}"
+
+    async def add() -> None:
+        store = open_store(url)
+        try:
+            await store.initialize()
+            # created two minutes ago: a slot of "every minute" is due, and "latest" starts it
+            await flow_store(store).put_schedule(ScheduleRecord(
+                "minutely", "* * * * *", "small", app="demo_app:small", catch_up="latest",
+                created_at=store.clock.now() - 120))
+        finally:
+            await store.aclose()
+
+    anyio.run(add)
+    summary = worker_handler({}, FakeContext(300_000), env=_env(url, "demo_app:small", ORCHESTRATOR_IDLE_EXIT="0.2s"))
+
+    [sid] = summary["scheduled"]
+    assert sid.startswith("schedule.minutely.") and summary["results"] == {sid: "COMPLETED"}

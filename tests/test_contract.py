@@ -18,6 +18,7 @@ from orchestrator.store import Store
 from orchestrator.testing.contract import StoreContract
 from orchestrator.testing.contract_concurrency import ConcurrencyContract
 from orchestrator.testing.contract_dynamodb import DynamoDBContract
+from orchestrator.testing.contract_flow import FlowContract
 from orchestrator.testing.contract_listing import SessionListingContract, SessionListingDynamoDBContract
 from orchestrator.testing.contract_projects import UserProjectContract, UserProjectDynamoDBContract
 
@@ -67,3 +68,7 @@ class TestSessionListingContract(SessionListingContract):
 @pytest.mark.backends("moto", "moto-server", "moto-notx", "moto-server-notx", "dynalite")
 class TestSessionListingDynamoDBContract(SessionListingDynamoDBContract):
     """A page by user or type is index Queries and one BatchGetItem, never a Scan."""
+
+
+class TestFlowContract(FlowContract):
+    """Fleet-wide resource limits (concurrency, rate, leases, priorities) and schedules."""

@@ -22,9 +22,10 @@ import pytest
 # `examples` is a top-level package of the checkout, not installed: make it importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from examples import crash_and_resume, deploy_progress, miyabi_issue, t_developer
+from examples import crash_and_resume, deploy_progress, miyabi_issue, nightly_digest, t_developer
 from examples._common import REPO_ROOT, utc_day
 from orchestrator.metrics import agent_stats, project_stats
+from orchestrator.schedules import list_schedules
 from orchestrator.state import StateAPI
 from orchestrator.store import OwnerKind, SessionStatus, Store, TaskStatus, open_store
 
@@ -267,3 +268,12 @@ def test_every_command_the_demo_prints_runs_as_printed(tmp_path: Path) -> None:
         ran = subprocess.run(["bash", "-c", f"{commands[0]} && {command}"], cwd=REPO_ROOT, env=env,
                              capture_output=True, text=True, timeout=60, check=False)
         assert ran.returncode == 0, f"{command!r} failed as printed: {ran.stderr[-1000:]}"
+
+
+async def test_nightly_digest_paces_its_llm_fan_out_under_the_fleet_limit_and_is_scheduled(
+    sqlite_store: Store,
+) -> None:
+    run = await nightly_digest.run_digest(sqlite_store)
+    assert (run.status, run.items, run.most_at_once) == ("COMPLETED", 8, 3)
+    [schedule] = await list_schedules(sqlite_store)
+    assert (schedule.cron, schedule.timezone, schedule.last_session) == ("0 6 * * *", "Europe/Berlin", run.session_id)

@@ -101,11 +101,16 @@ def parse(mention: Mention) -> tuple[str | None, list[str]]:
         i += 1
     if i == len(tokens):
         return None, unknown
-    command = COMMANDS.get(tokens[i])
+    name = tokens[i]
+    command = COMMANDS.get(name)
+    sub = getattr(command, "commands", None)  # a group (`limits`, `schedule`): its subcommand's options
+    if sub is not None and i + 1 < len(tokens) and tokens[i + 1] in sub:
+        i += 1
+        command = sub[tokens[i]]
     if command is not None:
         known = {**root, **_opts(command)}
         unknown += [t for t in tokens[i + 1:] if t.startswith("-") and t.split("=")[0] not in known]
-    return tokens[i], unknown
+    return name, unknown
 
 
 def test_messages_mention_commands() -> None:

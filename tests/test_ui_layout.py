@@ -68,3 +68,17 @@ def test_an_empty_graph_is_an_empty_picture() -> None:
 def test_max_row_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_row"):
         layout_dag({"a": []}, max_row=0)
+
+
+def test_a_running_task_waiting_for_a_resource_is_drawn_as_waiting_for_it() -> None:
+    from orchestrator.store import Progress, TaskRecord, TaskStatus
+    from orchestrator.ui.dag_svg import dag_svg
+
+    tasks = {
+        "ask": TaskRecord("ask", "llm", TaskStatus.RUNNING, progress=Progress(phase="waiting-for-resource",
+                                                                               step="openai")),
+        "other": TaskRecord("other", "plain", TaskStatus.RUNNING),
+    }
+    svg = dag_svg(layout_dag({"ask": [], "other": []}), tasks)
+    assert 'class="task s-RUNNING resource-wait" data-task="ask"' in svg and "waits for openai" in svg
+    assert 'class="task s-RUNNING" data-task="other"' in svg

@@ -3,7 +3,7 @@
 Only this package imports typer and rich. One module per command group: `admin`
 (init, doctor, purge, export-iac, iam-policy), `running` (run, submit, resume, fork,
 worker, resume-failed), `inspect` (status, list, events, graph, metrics),
-`control` (signal, approve, reject, cancel) and `dashboard` (ui: the web dashboard of
+`control` (signal, approve, reject, cancel), `flow` (limits, schedule) and `dashboard` (ui: the web dashboard of
 `orchestrator.ui`, imported only when it runs). `main()` maps SDK errors to exit codes.
 """
 
@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli import admin, control, dashboard, inspect, running
+from orchestrator.cli import admin, control, dashboard, flow, inspect, running
 from orchestrator.cli._common import Globals, err_console, exit_code_for, operational_error, setup_logging
 
 __all__ = ["app", "main"]
@@ -67,6 +67,7 @@ running.register(app)
 inspect.register(app)
 control.register(app)
 dashboard.register(app)
+flow.register(app)
 
 
 def main(argv: list[str] | None = None, *, prog_name: str = "orchestrator") -> None:

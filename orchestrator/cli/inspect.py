@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.apps import load_pipeline
+from orchestrator.scheduler.resources import WAITING_FOR_RESOURCE
 from orchestrator.cli._common import (
     add_row,
     console,
@@ -89,7 +90,7 @@ def _status_view(snap: SessionSnapshot, waits: Sequence[TaskWait] = (), now: flo
         t = snap.tasks[tid]
         prog = f"{t.progress.current}/{t.progress.total}" if t.progress.total else "-"
         if t.progress.phase:
-            prog += f" {t.progress.phase}"
+            prog += f" {t.progress.phase}" + (f" ({t.progress.step})" if t.progress.phase == WAITING_FOR_RESOURCE else "")
         err = f"{t.last_error.type.rsplit('.', 1)[-1]}: {t.last_error.message}" if t.last_error else ""
         add_row(table, tid, t.agent, status_text(t.status.value), f"{t.attempt}/{t.max_attempts}",
                 format_duration(t.duration), prog, err[:200])

@@ -295,7 +295,8 @@ def worker_cmd(
     async def go() -> WorkerReport | None:
         async with open_cli_store(g) as store:
             worker = Worker(store, pipelines, worker_id=worker_id, concurrency=concurrency, options=options,
-                            poll_interval=poll_s, grace=grace_s, limits=limits, listener=lines)
+                            poll_interval=poll_s, grace=grace_s, limits=limits, listener=lines,
+                            schedule_interval=min(5.0, poll_s))
             reports: list[WorkerReport] = []
             async with anyio.create_task_group() as tg:
 

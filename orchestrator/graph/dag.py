@@ -117,6 +117,9 @@ class DagState:
     def agent_of(self, task_id: str) -> str:
         return self._node(task_id).agent
 
+    def priority_of(self, task_id: str) -> int:
+        return self._node(task_id).priority
+
     def deps_of(self, task_id: str) -> tuple[str, ...]:
         return self._node(task_id).deps
 

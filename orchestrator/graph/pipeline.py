@@ -8,12 +8,20 @@ from types import MappingProxyType
 from typing import Any
 
 from orchestrator.agents import AgentSpec, spec_of
+from orchestrator.agents.spec import check_uses
 from orchestrator.errors import PipelineDefinitionError, TaskNotFoundError
 from orchestrator.graph.render import RenderFormat, render
 from orchestrator.store.records import Edge, NewTask, PipelineDefinition, check_id
 from orchestrator.store.rules import check_graph, close_matches
 
 __all__ = ["Pipeline", "Task"]
+
+
+def _uses(uses: Mapping[str, int] | None, where: str) -> tuple[tuple[str, int], ...]:
+    try:
+        return tuple(sorted(check_uses(uses, where).items()))
+    except ValueError as exc:
+        raise PipelineDefinitionError(str(exc), field="uses") from None
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,7 @@ class Task:
     priority: int = 2
     input: Any = None
     max_attempts: int | None = None
+    uses: tuple[tuple[str, int], ...] = ()  # fleet-wide resources this task holds, beyond its agent's
 
     def __post_init__(self) -> None:
         # Accept a list or a single id for convenience; store a tuple so Task stays hashable.
@@ -37,6 +46,10 @@ class Task:
         if isinstance(deps, str):
             deps = (deps,)
         object.__setattr__(self, "depends_on", tuple(deps))
+        uses: Any = self.uses
+        if isinstance(uses, Mapping):
+            uses = _uses(uses, f"task {self.id!r}")
+        object.__setattr__(self, "uses", tuple(uses))
 
 
 class Pipeline:
@@ -111,8 +124,11 @@ class Pipeline:
         priority: int = 2,
         input: Any = None,
         max_attempts: int | None = None,
+        uses: Mapping[str, int] | None = None,
     ) -> Pipeline:
-        """Add a task; `agent` is an agent name, or an agent object (also added to `agents`)."""
+        """Add a task; `agent` is an agent name, or an agent object (also added to `agents`).
+
+        `uses` adds fleet-wide resources this task holds to those its agent declares."""
         if isinstance(agent, str):
             agent_name = agent
         else:
@@ -121,7 +137,8 @@ class Pipeline:
             agent_name = spec.name
         deps = (depends_on,) if isinstance(depends_on, str) else tuple(depends_on)
         self._add_task(
-            Task(id=id, agent=agent_name, depends_on=deps, priority=priority, input=input, max_attempts=max_attempts)
+            Task(id=id, agent=agent_name, depends_on=deps, priority=priority, input=input, max_attempts=max_attempts,
+                 uses=_uses(uses, f"task {id!r}"))
         )
         return self
 

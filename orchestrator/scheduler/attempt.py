@@ -22,6 +22,7 @@ from orchestrator.scheduler.context import SuspendForSignal, SyncTaskContext, Ta
 from orchestrator.scheduler.messages import AttemptOutcome, Cancelled, Failed, Finished, Launch, TimedOut, Waiting
 from orchestrator.scheduler.options import WorkerLimits
 from orchestrator.scheduler.ports import SessionPort
+from orchestrator.scheduler.resources import Needs, ResourceGate
 from orchestrator.telemetry import Telemetry
 
 __all__ = ["outcome_status", "run_attempt"]
@@ -87,8 +88,13 @@ async def run_attempt(
     telemetry: Telemetry,
     limits: WorkerLimits | None,
     report: Callable[[AttemptOutcome], None],
+    gate: ResourceGate | None = None,
+    needs: Needs | None = None,
 ) -> None:
-    """Run the agent once inside `scope` and `report` how it ended."""
+    """Run the agent once inside `scope` and `report` how it ended.
+
+    With a `gate`, the attempt first waits for its fleet-wide resources (`needs`) and a
+    session slot; that wait is outside the agent's timeout and its worker limits."""
     ctx = TaskContext(port, launch)
     tid, attempt = launch.task_id, launch.attempt
     output: Any = None
@@ -99,7 +105,10 @@ async def run_attempt(
     with telemetry.task_span(port.session_id, tid, spec.name, attempt) as span:
         with scope:
             try:
-                output = await _run_agent(spec, ctx, limits, port)
+                if gate is None:
+                    output = await _run_agent(spec, ctx, limits, port)
+                else:
+                    output = await gate.run(tid, attempt, needs, lambda: _run_agent(spec, ctx, limits, port))
                 try:
                     port.codec.to_jsonable(output, where=f"output of task {tid!r}")
                 except SerializationError as exc:

@@ -72,6 +72,7 @@ class SessionPlan:
         self._project_id = snapshot.session.project_id
         self._signal_seq = signal_seq  # of the signals loaded: a wait begun now has seen these
         self._concurrency = concurrency
+        self._parked: set[str] = set()  # launched attempts waiting for a fleet-wide resource
         self._agent_concurrency = dict(agent_concurrency or {})
         self._fail_fast = fail_fast
         self._redrive = redrive
@@ -221,6 +222,7 @@ class SessionPlan:
         """An attempt finished, failed, timed out, began waiting or was cancelled."""
         task = self._tasks[outcome.task_id]
         self._tasks.set_running(task, False)
+        self._parked.discard(outcome.task_id)
         d = Draft()
         if outcome.duration is not None:
             sample = MetricSample(TASK_METRIC, task.agent, now, duration_ms=outcome.duration * 1000,
@@ -274,6 +276,14 @@ class SessionPlan:
         task.progress, task.progress_attempt = progress, attempt
         self._progressed[task_id] = None
 
+    def park(self, task_id: str, parked: bool) -> None:
+        """A launched attempt waits for a fleet-wide resource (True) or holds it (False); waiting,
+        it holds no session slot, so other ready tasks may start."""
+        (self._parked.add if parked else self._parked.discard)(task_id)
+
+    def priority(self, task_id: str) -> int:
+        return self._tasks.dag.priority_of(task_id)
+
     def halt(self) -> None:
         """The lease is lost: decide nothing more (outcomes still free their slots)."""
         self._halted = True
@@ -305,7 +315,7 @@ class SessionPlan:
 
     def _pick(self, now: float) -> list[TaskWrite]:
         """START (or WAKE) ready tasks in priority order, within the session's limits."""
-        free = self._concurrency - len(self._tasks.running)
+        free = self._concurrency - len(self._tasks.running - self._parked)
         if self._cancel_reason is not None or free <= 0:
             return []
         load = Counter(self._tasks.load)

@@ -36,6 +36,7 @@ from orchestrator.scheduler.messages import AttemptOutcome, Cancelled, Failed, F
 from orchestrator.scheduler.options import RunOptions, RunResult, WorkerLimits
 from orchestrator.scheduler.plan import SessionPlan
 from orchestrator.scheduler.ports import TaskOrigin
+from orchestrator.scheduler.resources import SessionResources
 from orchestrator.scheduler.step import Finish, Step, Suspend
 from orchestrator.store.deadline import bounded_by
 from orchestrator.store.protocol import Store, WriteResult
@@ -123,6 +124,8 @@ class SessionRunner:
         self._ending = False  # the session's end is being written (see _end_writing)
         self._started = clock.now()
         self.lifecycle = Lifecycle(self.events, self._session_id, pipeline.name)
+        self.resources = SessionResources(self.plan, pipeline, self.events, lambda: self._post(_TimerFired()),
+                                          store=store, clock=clock, options=options)
         self.lifecycle.claimed(lease, redrive=redrive, abandoned=abandoned)
 
     @property
@@ -349,7 +352,8 @@ class SessionRunner:
 
         async def attempt() -> None:
             await run_attempt(self, spec, launch, scope, telemetry=self.telemetry, limits=self.limits,
-                              report=self._report)
+                              report=self._report, gate=self.resources.gate,
+                              needs=self.resources.needs(self._session_id, self.fence, launch))
 
         self._group.start_soon(attempt)
 

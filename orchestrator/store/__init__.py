@@ -11,12 +11,21 @@ from collections.abc import Mapping
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.codec import Codec, default_codec
 from orchestrator.store.config import DynamoDBConfig, SQLiteConfig, StoreConfig, default_sqlite_path
-from orchestrator.store.protocol import HistoryStore, ProjectStore, SessionStore, Store, StoreLifecycle, WriteResult
+from orchestrator.store.protocol import (
+    FlowStore,
+    HistoryStore,
+    ProjectStore,
+    SessionStore,
+    Store,
+    StoreLifecycle,
+    WriteResult,
+)
 from orchestrator.store.records import *  # noqa: F403
 from orchestrator.store.records import __all__ as _records_all
 
 __all__ = [  # noqa: PLE0604 - the records' names, spliced from their own __all__
     "DynamoDBConfig",
+    "FlowStore",
     "HistoryStore",
     "ProjectStore",
     "SQLiteConfig",

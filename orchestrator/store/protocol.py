@@ -32,6 +32,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from orchestrator.clock import Clock
 from orchestrator.codec import Codec
+from orchestrator.store.records.flow import Grant, ResourceLimit, ResourceState, ScheduleRecord
+from orchestrator.store.rules.resources import Decision
 from orchestrator.store.records import (
     ClaimPolicy,
     Event,
@@ -53,7 +55,7 @@ from orchestrator.store.records import (
     WriteOutcome,
 )
 
-__all__ = ["HistoryStore", "ProjectStore", "SessionStore", "Store", "StoreLifecycle", "WriteResult"]
+__all__ = ["FlowStore", "HistoryStore", "ProjectStore", "SessionStore", "Store", "StoreLifecycle", "WriteResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,4 +372,71 @@ class Store(StoreLifecycle, SessionStore, HistoryStore, ProjectStore, Protocol):
 
     async def __aenter__(self) -> Store:
         """`initialize()`, then the store itself."""
+        ...
+
+
+@runtime_checkable
+class FlowStore(Protocol):
+    """Flow control shared by every worker of a store: resource limits and schedules.
+
+    A role of its own, beside `Store`: both backends implement it (contract:
+    `orchestrator.testing.contract_flow`); a store without it runs pipelines whose
+    agents use no resources. Decisions are the rulebook's (`rules.resources`,
+    `rules.schedules`).
+    """
+
+    async def set_limit(self, limit: ResourceLimit) -> ResourceLimit:
+        """Set (or replace) a resource's fleet-wide concurrency and rate."""
+        ...
+
+    async def delete_limit(self, name: str) -> None:
+        """Forget a resource's limits (it becomes unlimited); ResourceNotFoundError if none were set."""
+        ...
+
+    async def get_limit(self, name: str) -> ResourceLimit | None:
+        """The resource's limits, or None when none were set (unlimited)."""
+        ...
+
+    async def resource_state(self, name: str) -> ResourceState:
+        """Limits, live holders, starts in the current rate window and waiters of one resource."""
+        ...
+
+    async def list_limits(self) -> list[ResourceState]:
+        """Every resource with limits, by name."""
+        ...
+
+    async def acquire_resource(self, name: str, holder: str, amount: int, *, priority: int,
+                               lease_seconds: float, waited: bool = False) -> Grant | Decision:
+        """Take `amount` units for `holder` (a Grant, idempotent per holder), or a refused
+        `Decision` saying when to look again; a refused holder is registered as a waiter
+        at `priority`, which keeps lower priorities out while it is renewed. ValidationError
+        (before anything is written) if no grant could ever hold `amount` units."""
+        ...
+
+    async def renew_resource(self, grant: Grant, lease_seconds: float) -> bool:
+        """Extend a grant's lease; False if it lapsed and its units may be someone else's."""
+        ...
+
+    async def release_resource(self, grant: Grant) -> None:
+        """Give the units back (idempotent)."""
+        ...
+
+    async def put_schedule(self, record: ScheduleRecord) -> ScheduleRecord:
+        """Create a schedule (version 1); ScheduleExistsError if the name is taken."""
+        ...
+
+    async def get_schedule(self, name: str) -> ScheduleRecord:
+        """ScheduleNotFoundError if there is none."""
+        ...
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, by name."""
+        ...
+
+    async def save_schedule(self, record: ScheduleRecord) -> ScheduleRecord | None:
+        """Write `record` if the stored version is still `record.version` (then + 1); None if it moved."""
+        ...
+
+    async def delete_schedule(self, name: str) -> None:
+        """ScheduleNotFoundError if there is none."""
         ...

@@ -9,7 +9,8 @@
   `store` fixture. `ConcurrencyContract` (`.contract_concurrency`) and
   `DynamoDBContract` (`.contract_dynamodb`) cover contention and lost responses;
   `UserProjectContract` (`.contract_projects`) the users' project history,
-  `SessionListingContract` (`.contract_listing`) sessions by user and pipeline type.
+  `SessionListingContract` (`.contract_listing`) sessions by user and pipeline type,
+  `FlowContract` (`.contract_flow`) resource limits and schedules (`FlowStore`).
 - `moto_server()` (in `orchestrator.testing.moto_server`): a local DynamoDB double
   that serves one request at a time.
 - `FaultProxy` (in `orchestrator.testing.fault_proxy`): an HTTP proxy on 127.0.0.1 in

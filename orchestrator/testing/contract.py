@@ -20,6 +20,10 @@ Which invariant is proven on which backend (tests/test_contract.py runs all of t
 | (`SessionListingContract`, `.contract_listing`)     |             |                 |                               |
 | a page by user / type: index Queries + one          |     n/a     |       yes       |              yes              |
 | BatchGetItem, no Scan (`SessionListingDynamoDB...`) |             |                 |                               |
+| resource limits (concurrency, rate, leases,         |     yes     |       yes       |              yes              |
+| priority waiters) and schedules (`FlowContract`,    |             |                 |                               |
+| `.contract_flow`; several processes: tests/         |             |                 |                               |
+| test_flow_fleet.py)                                 |             |                 |                               |
 
 This repository also runs all three on dynalite (an independent DynamoDB
 implementation, concurrent, `transactions=0`; `orchestrator.testing.dynalite`): all pass

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from orchestrator.store import TaskRecord
+from orchestrator.scheduler.resources import WAITING_FOR_RESOURCE
+from orchestrator.store import TaskRecord, TaskStatus
 from orchestrator.ui.html import esc
 from orchestrator.ui.layout import BOX_H, BOX_W, Layout
 
@@ -25,21 +26,26 @@ def _clip(text: str, n: int) -> str:
 def _box(task: TaskRecord, x: float, y: float, selected: bool) -> str:
     status = task.status.value
     dynamic = task.added_by is not None
-    classes = f"task s-{status}" + (" dynamic" if dynamic else "") + (" selected" if selected else "")
     p = task.progress
+    # a RUNNING task whose attempt waits for a fleet-wide resource (scheduler/resources.py)
+    resource = p.step if task.status is TaskStatus.RUNNING and p.phase == WAITING_FOR_RESOURCE else None
+    classes = (f"task s-{status}" + (" dynamic" if dynamic else "") + (" selected" if selected else "")
+               + (" resource-wait" if resource is not None else ""))
+    shown = f"waits for {resource}" if resource is not None else status.lower()
     bar = ""
     if p.total > 0:
         width = (BOX_W - 12) * min(1.0, max(0.0, p.current / p.total))
         bar = f'<rect class="bar" x="{x + 6:.0f}" y="{y + BOX_H - 7:.0f}" width="{width:.0f}" height="3"/>'
     mark = (f'<text class="plus" x="{x + BOX_W - 12:.0f}" y="{y + 15:.0f}" aria-label="added at run time">+</text>'
             if dynamic else "")
-    title = f"{task.task_id} · {task.agent} · {status}" + (f" · added by {task.added_by}" if dynamic else "")
+    title = (f"{task.task_id} · {task.agent} · {status}" + (f" · added by {task.added_by}" if dynamic else "")
+             + (f" · waiting for resource {resource}" if resource is not None else ""))
     return (
         f'<g class="{classes}" data-task="{esc(task.task_id)}" data-status="{status}" tabindex="0" role="button">'
         f"<title>{esc(title)}</title>"
         f'<rect class="box" x="{x:.0f}" y="{y:.0f}" width="{BOX_W:.0f}" height="{BOX_H:.0f}" rx="6"/>'
         f'<text class="id" x="{x + 8:.0f}" y="{y + 18:.0f}">{esc(_clip(task.task_id, _ID_CHARS))}</text>'
-        f'<text class="sub" x="{x + 8:.0f}" y="{y + 33:.0f}">{esc(_clip(task.agent, 14))} · {status.lower()}</text>'
+        f'<text class="sub" x="{x + 8:.0f}" y="{y + 33:.0f}">{esc(_clip(task.agent, 14))} · {esc(shown)}</text>'
         f"{mark}{bar}</g>"
     )
 

@@ -2,7 +2,8 @@
 
 Composed of one mixin per concept, named like the SQLite backend's modules: sessions
 (`sessions.SessionOps`), tasks (`tasks.TaskOps`), events, metrics and pipelines
-(`history.HistoryOps`), the users' project history (`projects.ProjectOps`). Every
+(`history.HistoryOps`), the users' project history (`projects.ProjectOps`), flow control
+(`resources.ResourceOps`, `schedules.ScheduleOps`). Every
 decision comes from `orchestrator.store.rules`; every request goes through the choke
 point in `connection` (retries, error mapping, context). PynamoDB is blocking:
 requests run in worker threads under a capacity limiter sized to the connection pool.
@@ -22,6 +23,8 @@ from orchestrator.errors import StoreError, StoreUnavailableError
 from orchestrator.store.dynamodb.history import HistoryOps
 from orchestrator.store.dynamodb.models import session_pk
 from orchestrator.store.dynamodb.projects import ProjectOps
+from orchestrator.store.dynamodb.resources import ResourceOps
+from orchestrator.store.dynamodb.schedules import ScheduleOps
 from orchestrator.store.dynamodb.schema import check_table, ensure_table
 from orchestrator.store.dynamodb.sessions import SessionOps
 from orchestrator.store.dynamodb.tasks import TaskOps
@@ -30,7 +33,7 @@ from orchestrator.store.records import PurgeReport, SessionStatus
 __all__ = ["DynamoDBStore"]
 
 
-class DynamoDBStore(SessionOps, TaskOps, HistoryOps, ProjectOps):
+class DynamoDBStore(SessionOps, TaskOps, HistoryOps, ProjectOps, ResourceOps, ScheduleOps):
     """Durable state in one DynamoDB table; see the module docstring and `Store`."""
 
     async def __aenter__(self) -> DynamoDBStore:

@@ -4,7 +4,7 @@ and the users' project history.
 Frozen dataclasses, checked in `__post_init__`, with decoded JSON values (never the
 encoded text and never a backend key). Times are UTC epoch seconds. `base` holds ids
 and the schema version, `sessions` what a runner reads and writes, `history` events,
-metrics and the users' project history.
+metrics and the users' project history, `flow` resource limits and schedules.
 """
 
 from orchestrator.store.records.base import (
@@ -15,6 +15,15 @@ from orchestrator.store.records.base import (
     PurgeReport,
     StoreDescription,
     check_id,
+)
+from orchestrator.store.records.flow import (
+    Grant,
+    Holder,
+    Rate,
+    ResourceLimit,
+    ResourceState,
+    ScheduleRecord,
+    Waiter,
 )
 from orchestrator.store.records.history import (
     EVENT_KINDS,
@@ -66,6 +75,8 @@ __all__ = [
     "Edge",
     "ErrorInfo",
     "Event",
+    "Grant",
+    "Holder",
     "Lease",
     "MetricSample",
     "MetricSummary",
@@ -78,6 +89,10 @@ __all__ = [
     "Progress",
     "ProjectStats",
     "PurgeReport",
+    "Rate",
+    "ResourceLimit",
+    "ResourceState",
+    "ScheduleRecord",
     "SessionRecord",
     "SessionSnapshot",
     "SessionStatus",
@@ -88,6 +103,7 @@ __all__ = [
     "TaskWrite",
     "TaskWriteKind",
     "UserProjectRecord",
+    "Waiter",
     "WriteOutcome",
     "bucket_index",
     "check_id",

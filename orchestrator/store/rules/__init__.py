@@ -8,6 +8,8 @@
     sessions   every other session transition (renew ... signal), each a `SessionOp`
     tasks      the task-transition table, fencing, and the classification of a rejection
     listing    sessions by user or pipeline type: index, matching, order, cursor
+    resources  fleet-wide resource limits: grant or wait, stale entries, shards, backoff
+    schedules  which cron slots start (catch-up, overlap), a slot's session id
 
 Backends keep only encoding and I/O; `tests/store/test_differential.py` runs the same
 operations against every backend and compares the outcomes.

@@ -133,6 +133,35 @@ CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id, created_at, se
 CREATE INDEX IF NOT EXISTS sessions_by_type ON sessions (pipeline_type, created_at, session_id)
     WHERE pipeline_type IS NOT NULL
 """,
+    # flow control (`sqlite.resources`, `sqlite.schedules`): limits, holders, starts, waiters, schedules
+    "resource_limits": """
+CREATE TABLE IF NOT EXISTS resource_limits (
+    name TEXT PRIMARY KEY, v INTEGER NOT NULL, concurrency INTEGER, rate_count INTEGER, rate_period REAL
+) WITHOUT ROWID
+""",
+    "resource_holders": """
+CREATE TABLE IF NOT EXISTS resource_holders (
+    name TEXT NOT NULL, holder TEXT NOT NULL, amount INTEGER NOT NULL, lease_until REAL NOT NULL,
+    PRIMARY KEY (name, holder)
+) WITHOUT ROWID
+""",
+    "resource_starts": """
+CREATE TABLE IF NOT EXISTS resource_starts (
+    name TEXT NOT NULL, key TEXT NOT NULL, at REAL NOT NULL, amount INTEGER NOT NULL,
+    PRIMARY KEY (name, key)
+) WITHOUT ROWID
+""",
+    "resource_waiters": """
+CREATE TABLE IF NOT EXISTS resource_waiters (
+    name TEXT NOT NULL, holder TEXT NOT NULL, priority INTEGER NOT NULL, until REAL NOT NULL,
+    PRIMARY KEY (name, holder)
+) WITHOUT ROWID
+""",
+    "schedules": """
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY, v INTEGER NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL
+) WITHOUT ROWID
+""",
 }
 ADDED = frozenset(_ADDED_DDL)
 

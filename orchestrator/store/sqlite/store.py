@@ -48,7 +48,9 @@ from orchestrator.store.rules import Payload, SessionChange, SessionOp
 from orchestrator.store.sqlite import history, projects, sessions
 from orchestrator.store.sqlite.connection import SQLiteDatabase
 from orchestrator.store.sqlite.encoding import dump
+from orchestrator.store.sqlite.resources import ResourceOps
 from orchestrator.store.sqlite.retention import RetentionPasses, purge
+from orchestrator.store.sqlite.schedules import ScheduleOps
 from orchestrator.store.sqlite.schema import file_problems, pragmas
 from orchestrator.store.sqlite.tasks import EncodedWrite, TaskRow, apply_writes, read_task, stage_tasks
 
@@ -58,7 +60,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class SQLiteStore:
+class SQLiteStore(ResourceOps, ScheduleOps):
     """The `Store` protocol on a SQLite file (see the module docstring for the locking model).
 
     Negative-control seam: `_cas_claims` (class attribute, True) makes `claim_session`
