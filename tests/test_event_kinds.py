@@ -33,7 +33,7 @@ def _kind_of(call: ast.Call) -> str | None:
     if name == "Note":
         return _literal(keyword) or (_literal(call.args[0]) if call.args else None)
     owner = func.value if isinstance(func, ast.Attribute) else None
-    is_buffer = isinstance(owner, ast.Attribute) and owner.attr == "events" and name == "add"
+    is_buffer = isinstance(owner, ast.Attribute) and owner.attr in ("events", "_events") and name == "add"
     if (name in ("note", "_emit") or is_buffer) and call.args:
         return _literal(call.args[0])
     return None

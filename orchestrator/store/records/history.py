@@ -26,6 +26,9 @@ EVENT_KINDS: Mapping[str, str] = {
     "signal": "a signal was sent to a task: name and sequence, never the payload (store)",
     "wait": "a task waits for a signal; the session waits, its lease released (runner)",
     "wake": "a waiting task was woken by a signal (its name) or by its wait's deadline (runner)",
+    "resource_wait": "a task waits for a fleet-wide resource limit (concurrency or rate), holding no slot "
+                     "(runner)",
+    "resource_acquired": "a task holds the resources it waited for, and how long it waited (runner)",
     "retry": "a task attempt failed and is retried after a backoff (runner)",
     "requeue": "the store failed under an attempt: it runs again, not counted as an attempt (runner)",
     "failed": "a task failed for good (runner)",
