@@ -109,16 +109,18 @@ class SessionOps(DynamoDBBase):
 
     async def _settle(self, op: SessionOp[R], *, encoded: Mapping[str, str] | None = None,
                       item_of: Callable[[SessionChange, float], dict[str, Any]] | None = None,
-                      check: Callable[[], Awaitable[None]] | None = None, conditioned: bool = True) -> R:
+                      check: Callable[[], Awaitable[None]] | None = None, conditioned: bool = True,
+                      seen: SessionRecord | None = None) -> R:
         """Decide and write `op`, re-reading and deciding again when the condition fails.
 
         `check` runs after the first read, before the first decision (the order SQLite
         checks in). `item_of` makes an item written with the session change (the signal):
         in one transaction where the store has them, else before the change (readers
-        ignore it until META's signal sequence reaches it).
+        ignore it until META's signal sequence reaches it). `seen`: a record to decide on
+        instead of the first read (a claim's `rules.claim_basis`).
         """
         sid = op.session_id
-        current = await self.read_session(sid) if op.reads_first else None
+        current = seen if seen is not None else await self.read_session(sid) if op.reads_first else None
         if check is not None:
             await check()
         attempts = self.config.max_attempts
@@ -199,8 +201,10 @@ class SessionOps(DynamoDBBase):
         return await self.read_session(session_id)
 
     async def claim_session(self, session_id: str, owner: str, lease_seconds: float,
-                            policy: ClaimPolicy = ClaimPolicy()) -> Lease:
-        lease = await self._settle(rules.Claim(session_id, owner, lease_seconds, policy), conditioned=self._cas_claims)
+                            policy: ClaimPolicy = ClaimPolicy(), *, seen: SessionRecord | None = None) -> Lease:
+        op = rules.Claim(session_id, owner, lease_seconds, policy)
+        basis = rules.claim_basis(seen, session_id, self.clock.now(), policy)
+        lease = await self._settle(op, conditioned=self._cas_claims, seen=basis)
         if policy.redrive_failed:  # a redriven session lives again: its items must not expire under it
             await self._retain_items(session_id, None)
         return lease
