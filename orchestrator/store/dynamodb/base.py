@@ -25,6 +25,7 @@ from orchestrator.errors import SessionNotFoundError, TaskNotFoundError
 from orchestrator.store.config import DynamoDBConfig
 from orchestrator.store.dynamodb.connection import Caller, DynamoCallError
 from orchestrator.store.dynamodb.encoding import ItemCodec, Staged
+from orchestrator.store.dynamodb.expressions import Expressions
 from orchestrator.store.dynamodb.models import bind_models, session_pk, task_range, task_sk
 from orchestrator.store.dynamodb.schema import meta_table
 from orchestrator.store import rules
@@ -90,6 +91,7 @@ class DynamoDBBase:
         self._caller = Caller(self.models.connection.connection, config, clock, self._rng)
         self._transactions = config.transactions
         self.items = ItemCodec(self.models, codec, config.table_name, config.status_shards)
+        self.exprs = Expressions()  # the hot paths' expressions, rendered once per shape
         # Create the botocore client now, in this thread: PynamoDB creates it lazily and
         # without a lock, and hooks registered on `client_events` must see every request.
         self._client = self.models.connection.connection.client
