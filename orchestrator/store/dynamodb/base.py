@@ -237,24 +237,27 @@ class DynamoDBBase:
 
     async def batch_put(self, items: Sequence[dict[str, Any]], *, deletes: Sequence[dict[str, Any]] = (),
                         session: str | None = None) -> None:
-        """BatchWriteItem in groups of 25, resending UnprocessedItems with backoff."""
+        """BatchWriteItem in groups of 25, sent concurrently (bounded by the connection pool),
+        resending UnprocessedItems with backoff; no order among the groups."""
         requests = [{"PutRequest": {"Item": i}} for i in items] + [{"DeleteRequest": {"Key": k}} for k in deletes]
-        for start in range(0, len(requests), _BATCH):
-            pending = requests[start:start + _BATCH]
+
+        async def group(pending: list[dict[str, Any]]) -> None:
             for attempt in range(self.config.max_attempts + 1):
                 answer = await self._caller.call("BatchWriteItem", {"RequestItems": {self.table: pending}},
                                                  session=session)
                 pending = answer.get("UnprocessedItems", {}).get(self.table, [])
                 if not pending:
-                    break
+                    return
                 await self._caller.pause(attempt + 1, "BatchWriteItem", session=session)  # backoff, deadline
-            if pending:
-                from orchestrator.errors import StoreUnavailableError
+            from orchestrator.errors import StoreUnavailableError
 
-                raise StoreUnavailableError(
-                    f"DynamoDB kept {len(pending)} of a batch unprocessed after {self.config.max_attempts} "
-                    f"resends (throttled); retry later or raise the table's capacity "
-                    f"{self._caller.context('BatchWriteItem', session)}", session_id=session, table=self.table)
+            raise StoreUnavailableError(
+                f"DynamoDB kept {len(pending)} of a batch unprocessed after {self.config.max_attempts} "
+                f"resends (throttled); retry later or raise the table's capacity "
+                f"{self._caller.context('BatchWriteItem', session)}", session_id=session, table=self.table)
+
+        groups = [requests[i:i + _BATCH] for i in range(0, len(requests), _BATCH)]
+        await gather([lambda g=g: group(g) for g in groups])  # type: ignore[misc]
 
     async def batch_get(self, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """The items of `keys` that exist, strongly consistent: BatchGetItem in groups of 100

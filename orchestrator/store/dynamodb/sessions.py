@@ -16,15 +16,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
-from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.operand import Path
-from pynamodb.expressions.update import Action
 
 from orchestrator.errors import SessionStateError, ValidationError
 from orchestrator.store import rules
-from orchestrator.store.dynamodb.base import DynamoDBBase, gather, put
+from orchestrator.store.dynamodb.base import DynamoDBBase, gather
 from orchestrator.store.dynamodb.connection import DynamoCallError
 from orchestrator.store.dynamodb.encoding import Staged, progress_json
+from orchestrator.store.dynamodb.expressions import Act, Cond, Do
 from orchestrator.store.dynamodb.models import (
     GSI1,
     GSI2,
@@ -57,6 +56,8 @@ _TX_MAX = 100
 
 #: SessionRecord fields whose attribute has another name in the table.
 _ATTRIBUTE = {"lease_expires_at": "lease_expires", "expires_at": "ttl"}
+_SET_GSI1PK, _SET_GSI1SK = Act(Do.SET, ("GSI1PK",)), Act(Do.SET, ("GSI1SK",))
+_PK_EXISTS = (Cond.EXISTS, ("PK",))
 
 
 class SessionOps(DynamoDBBase):
@@ -66,9 +67,6 @@ class SessionOps(DynamoDBBase):
     _cas_claims: bool = True
 
     # -- the one way a session item changes ---------------------------------------------------
-
-    def _attr(self, name: str) -> Any:
-        return getattr(self.models.session, _ATTRIBUTE.get(name, name))
 
     def _stored(self, name: str, value: Any, encoded: Mapping[str, str]) -> Any:
         """A record field's value as the table stores it."""
@@ -86,26 +84,45 @@ class SessionOps(DynamoDBBase):
             return int(value)
         return value
 
-    def _condition(self, change: SessionChange) -> Condition:
-        cond: Condition = self.models.session.PK.exists()
-        for name, value in change.expect.items():
-            attr = self._attr(name)
-            cond &= attr.does_not_exist() if value is None else attr == self._stored(name, value, {})
-        return cond
-
-    def _actions(self, change: SessionChange, encoded: Mapping[str, str]) -> list[Action]:
-        actions: list[Action] = []
+    def _params(self, change: SessionChange, encoded: Mapping[str, str], *, conditioned: bool,
+                return_new: bool) -> dict[str, Any]:
+        """The UpdateItem of `change`: `expect` as the condition, `changes` as the update
+        (expressions rendered once per shape), the status-index keys from `index_time()`."""
+        acts: list[Act] = []
+        values: list[Any] = []
         for name, value in change.changes.items():
+            attr = (_ATTRIBUTE.get(name, name),)
             if isinstance(value, Retained):  # the retention is stored on the item: no read needed
-                actions.append(self.models.session.ttl.set(Path("ttl_seconds") + int(value.since)))
+                acts.append(Act(Do.PLUS, attr, ("ttl_seconds",)))
+                values.append(int(value.since))
+                continue
+            stored = self._stored(name, value, encoded)
+            if stored is None:
+                acts.append(Act(Do.REMOVE, attr))
             else:
-                actions.append(put(self._attr(name), self._stored(name, value, encoded)))
+                acts.append(Act(Do.SET, attr))
+                values.append(stored)
         index = change.index_time()
         if index is not None:
             pk, sk = gsi1(index[0].value, change.session_id, index[1], self.config.status_shards)
-            s = self.models.session
-            actions += [s.GSI1PK.set(pk), s.GSI1SK.set(sk)]
-        return actions
+            acts += [_SET_GSI1PK, _SET_GSI1SK]
+            values += [pk, sk]
+        cond: list[tuple[Cond, tuple[str, ...]]] = []
+        cond_values: list[Any] = []
+        if conditioned:
+            cond.append(_PK_EXISTS)
+            for name, value in change.expect.items():
+                attr = (_ATTRIBUTE.get(name, name),)
+                if value is None:
+                    cond.append((Cond.ABSENT, attr))
+                else:
+                    cond.append((Cond.EQ, attr))
+                    cond_values.append(self._stored(name, value, {}))
+        params = {"TableName": self.table, "Key": self.key(session_pk(change.session_id), "META"),
+                  **self.exprs.params(acts, values, cond, cond_values)}
+        if return_new:
+            params["ReturnValues"] = "ALL_NEW"
+        return params
 
     async def _settle(self, op: SessionOp[R], *, encoded: Mapping[str, str] | None = None,
                       item_of: Callable[[SessionChange, float], dict[str, Any]] | None = None,
@@ -131,19 +148,17 @@ class SessionOps(DynamoDBBase):
             if change is None:
                 assert current is not None, "an operation decided without a read always writes"
                 return op.result(current)
-            cond = self._condition(change) if conditioned else None
             item = None if item_of is None else item_of(change, now)
-            actions = self._actions(change, encoded or {})
             try:
                 if item is not None and self.transactions and await self.transact([
                     {"Put": self.put_params(item)},
-                    {"Update": self.update_params(session_pk(sid), "META", actions, cond)},
+                    {"Update": self._params(change, encoded or {}, conditioned=conditioned, return_new=False)},
                 ], session=sid):
                     assert current is not None
                     return op.settled(decided_on, change.apply(current, 0.0))
                 if item is not None:
                     await self._caller.call("PutItem", self.put_params(item), session=sid)
-                params = self.update_params(session_pk(sid), "META", actions, cond, return_new=True)
+                params = self._params(change, encoded or {}, conditioned=conditioned, return_new=True)
                 answer = await self._caller.call("UpdateItem", params, session=sid)
                 return op.settled(decided_on, self.items.session(answer["Attributes"], sid))
             except DynamoCallError as exc:
