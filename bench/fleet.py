@@ -108,8 +108,9 @@ def drain(url: str, workers: int, sessions: int, tmp: Path) -> tuple[float, Coun
     env = {**os.environ, "FLEET_GATE": str(gate), "PYTHONPATH": os.pathsep.join(
         [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     procs = [subprocess.Popen([sys.executable, "-m", "orchestrator", "--store", url, "worker", "--app",
-                               "fleet:PIPELINE", "--quiet"], env=env, stdout=subprocess.DEVNULL)
-             for _ in range(workers)]
+                               "fleet:PIPELINE", "--quiet"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=(tmp / f"worker-{workers}-{i}.err").open("w"))
+             for i in range(workers)]
     try:
         while len(list(tmp.glob(f"{gate.name}.ready.*"))) < workers:
             if any(p.poll() is not None for p in procs):
@@ -145,8 +146,9 @@ class _Listings:
         return await self.inner.list_sessions(*args, **kwargs)
 
 
-async def idle_rate(url: str) -> tuple[float, str]:
-    """Requests (DynamoDB) or listings (SQLite) per second of one worker on an empty store."""
+async def idle_rate(url: str) -> tuple[float, float, str]:
+    """Requests (DynamoDB) or listings (SQLite) per second of one worker on an empty store:
+    over the whole watch (the backoff ramping up) and over its second half (settled)."""
     async with open_store(url) as store:
         requests: Counter[str] = Counter()
         events = getattr(store, "client_events", None)
@@ -154,12 +156,23 @@ async def idle_rate(url: str) -> tuple[float, str]:
             events.register("before-call.dynamodb", lambda model, **_: requests.update([model.name]))
         counted = _Listings(store)
         worker = Worker(counted, PIPELINE)  # type: ignore[arg-type]
+
+        def count() -> int:
+            return sum(requests.values()) if events is not None else counted.calls
+
+        half: list[int] = []
+
+        async def midway() -> None:
+            await anyio.sleep(IDLE_S / 2)
+            half.append(count())
+
         with anyio.move_on_after(IDLE_S):
-            await worker.run()
-        if events is not None:
-            return sum(requests.values()) / IDLE_S, "requests (" + ", ".join(
-                f"{k}×{v}" for k, v in sorted(requests.items())) + ")"
-        return counted.calls / IDLE_S, "store listings"
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(midway)
+                await worker.run()
+        what = ("requests (" + ", ".join(f"{k} x{v}" for k, v in sorted(requests.items())) + ")"
+                if events is not None else "store listings")
+        return count() / IDLE_S, (count() - half[0]) / (IDLE_S / 2), what
 
 
 def main() -> None:
@@ -193,8 +206,9 @@ def main() -> None:
                           f"  {verdict}")
                 url = (f"sqlite://{tmp / 'idle.db'}" if backend == "sqlite" else
                        f"dynamodb://fleet-idle?region=us-east-1&endpoint={endpoint}")
-                rate, what = anyio.run(idle_rate, url)
-                print(f"{backend:6} idle: {rate:.1f} per worker-second over {IDLE_S:g} s, {what}")
+                rate, settled, what = anyio.run(idle_rate, url)
+                print(f"{backend:6} idle: {rate:.1f} per worker-second over {IDLE_S:g} s, {settled:.1f} once settled "
+                      f"(its second half); {what}")
             finally:
                 if moto is not None:
                     moto.terminate()
