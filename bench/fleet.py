@@ -37,7 +37,7 @@ from orchestrator.store import SessionStatus, Store, open_store
 
 SLEEP_S = float(os.environ.get("FLEET_SLEEP", "0.2"))
 AGENTS = int(os.environ.get("FLEET_AGENTS", "5"))
-IDLE_S = 6.0  # how long the idle worker is watched
+IDLE_S = 10.0  # how long the idle worker is watched
 
 
 @agent(name="think")
