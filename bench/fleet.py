@@ -212,7 +212,11 @@ def main() -> None:
             finally:
                 if moto is not None:
                     moto.terminate()
-                    moto.wait(timeout=10)
+                    try:
+                        moto.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        moto.kill()
+                        moto.wait(timeout=10)
 
 
 if __name__ == "__main__":
