@@ -28,7 +28,7 @@ from orchestrator.codec import default_codec
 from orchestrator.graph import Pipeline
 from orchestrator.store.config import StoreConfig
 from orchestrator.store.dynamodb import DynamoDBStore
-from orchestrator.store.records import ClaimPolicy, Lease
+from orchestrator.store.records import ClaimPolicy, Lease, SessionRecord
 
 #: Short leases so takeovers happen within seconds (lease >= 3 x heartbeat + margin).
 OPTIONS = RunOptions(lease_seconds=6.0, heartbeat_interval=1.5, clock_skew_margin=1.0, concurrency=4,
@@ -88,8 +88,8 @@ class ClaimLog(DynamoDBStore):
     log_path: Path
 
     async def claim_session(self, session_id: str, owner: str, lease_seconds: float,
-                            policy: ClaimPolicy = ClaimPolicy()) -> Lease:
-        lease = await super().claim_session(session_id, owner, lease_seconds, policy)
+                            policy: ClaimPolicy = ClaimPolicy(), *, seen: SessionRecord | None = None) -> Lease:
+        lease = await super().claim_session(session_id, owner, lease_seconds, policy, seen=seen)
         line = json.dumps({"session": session_id, "fence": lease.fence, "at": time.time(), "pid": os.getpid()})
         async with await anyio.open_file(self.log_path, "a") as f:
             await f.write(line + "\n")

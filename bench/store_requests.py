@@ -92,8 +92,12 @@ async def measure(endpoint: str, transactions: bool) -> list[tuple[str, str, str
                  for i in range(TASKS)]
         await store.create_session(NewSession("s1", "bench"), tasks)
         rows.append((f"create {TASKS}-task session", *meter.take()))
-        lease = await store.claim_session("s1", "w1", 30)
-        rows.append(("claim", *meter.take()))
+        seen = next(s for s in (await store.list_sessions(SessionStatus.PENDING)).items if s.session_id == "s1")
+        meter.take()
+        lease = await store.claim_session("s1", "w1", 30, seen=seen)
+        claim_ops = dict(meter.ops)
+        rows.append(("claim a listed session (a worker's)", *meter.take()))
+        assert claim_ops == {"UpdateItem": 1}, f"a claim of a listed session must be 1 UpdateItem, was {claim_ops}"
         await store.write_tasks(lease, [TaskWrite(TaskWriteKind.START, "t0", 1)])
         rows.append(("start one task", *meter.take()))
         await store.write_tasks(lease, [TaskWrite(TaskWriteKind.COMPLETE, "t0", 1, output={"ok": True})])

@@ -16,6 +16,7 @@ covers every module under it. Move a module, and update this map.
                  orchestrator/tuning.py         lease, per-agent limits, progress interval: parsed for the entry points
     recovery     orchestrator/recovery.py       resume-failed sweep, worker loop
                  orchestrator/schedules.py      schedules: add/pause/resume/trigger, fire due slots exactly once
+                 orchestrator/pacing.py         how a worker paces listing: spread, back off when idle
                  orchestrator/fork.py           a new session from part of an old one
     scheduler    orchestrator/scheduler/__init__.py     the public names: run, submit, resume, ...
                  orchestrator/scheduler/entry.py        run, submit, resume, execute (the entry points)

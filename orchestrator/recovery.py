@@ -8,15 +8,18 @@ number of crons and workers can run at once: each session is taken by one of the
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
+import anyio.abc
 
 from orchestrator.errors import ClaimRejectedError, OrchestratorError, SessionNotFoundError, ValidationError
 from orchestrator.graph import Pipeline
 from orchestrator.metrics import MetricsRecorder
+from orchestrator.pacing import Pacer, spread
 from orchestrator.scheduler import RunOptions, RunResult, SessionRunner, WorkerLimits, default_worker_id
 from orchestrator.scheduler.lifecycle import claim_kind
 from orchestrator.schedules import fire_schedules
@@ -28,6 +31,10 @@ __all__ = ["ResumeReport", "Worker", "WorkerListener", "WorkerReport", "pipeline
            "run_batch"]
 
 _log = logging.getLogger("orchestrator.recovery")
+#: Each worker tries the oldest claimable sessions in its own random order, this many at a time.
+_WINDOW = 16
+#: The first idle pause; it doubles up to the poll interval.
+_IDLE_FLOOR = 0.05
 
 
 def pipelines_by_name(pipelines: Pipeline | Iterable[Pipeline] | Mapping[str, Pipeline]) -> dict[str, Pipeline]:
@@ -150,7 +157,7 @@ async def resume_failed(
             redrive = session.status is SessionStatus.FAILED
             policy = ClaimPolicy(redrive_failed=True, failed_updated_before=bound)
             try:
-                lease = await store.claim_session(sid, worker_id, options.lease_seconds, policy)
+                lease = await store.claim_session(sid, worker_id, options.lease_seconds, policy, seen=session)
             except (ClaimRejectedError, SessionNotFoundError) as exc:
                 report.skipped[sid] = str(exc)
                 return
@@ -196,7 +203,9 @@ class WorkerListener(Protocol):
 class Worker:
     """Claims PENDING, abandoned RUNNING and due WAITING sessions and runs them.
 
-    Up to `concurrency` sessions at once; `stop()` (SIGTERM/SIGINT in the CLI) stops
+    Up to `concurrency` sessions at once. A fleet spreads itself: each worker tries the
+    oldest candidates in its own order, lists again at once while it has free slots,
+    and backs off (jittered, `rng`) only when there is nothing to claim. `stop()` (SIGTERM/SIGINT in the CLI) stops
     claiming, gives running sessions `grace` seconds to finish, then cancels them and
     releases their leases so another worker can take them at once.
     """
@@ -215,6 +224,7 @@ class Worker:
         telemetry: Telemetry | None = None,
         listener: WorkerListener | None = None,
         schedule_interval: float = 5.0,
+        rng: random.Random | None = None,
     ) -> None:
         if concurrency < 1 or poll_interval <= 0 or grace < 0:
             raise ValidationError("Worker needs concurrency >= 1, poll_interval > 0 and grace >= 0")
@@ -235,6 +245,11 @@ class Worker:
         self._running: dict[str, tuple[SessionRunner, anyio.CancelScope]] = {}
         self.schedule_interval = schedule_interval  # how often due schedule slots are started
         self._fired_at: float | None = None
+        self._active: set[str] = set()  # claimed and not finished (loading, or in `_running`)
+        self._cancelling = False
+        self._rng = rng or random.Random()
+        self._pacer = Pacer(min(_IDLE_FLOOR, poll_interval), poll_interval, self._rng)
+        self._abandoned_at: float | None = None
 
     def stop(self) -> None:
         """Stop claiming; running sessions finish within the grace period or are released."""
@@ -245,20 +260,27 @@ class Worker:
         return self._stop.is_set()
 
     async def _find(self, limit: int) -> list[SessionRecord]:
+        """Claimable sessions, oldest first: PENDING and due WAITING on every listing, abandoned
+        RUNNING at most once per poll interval (a lease expires on a scale of its seconds)."""
         now = self.store.clock.now()
         pending = await self.store.list_sessions(SessionStatus.PENDING, limit=limit)
         waiting = await self.store.list_sessions(SessionStatus.WAITING, updated_before=now, limit=limit)
-        running = await self.store.list_sessions(
-            SessionStatus.RUNNING, updated_before=now - self.options.lease_seconds, limit=limit
-        )
-        abandoned = [s for s in running.items if s.lease_expires_at is not None and s.lease_expires_at < now]
+        abandoned: list[SessionRecord] = []
+        tick = self.store.clock.monotonic()
+        if self._abandoned_at is None or tick - self._abandoned_at >= self.poll_interval:
+            self._abandoned_at = tick
+            running = await self.store.list_sessions(
+                SessionStatus.RUNNING, updated_before=now - self.options.lease_seconds, limit=limit
+            )
+            abandoned = [s for s in running.items if s.lease_expires_at is not None and s.lease_expires_at < now]
         return [*pending.items, *waiting.items, *abandoned]
 
     async def _claim(self, session: SessionRecord) -> Lease | None:
-        if session.pipeline not in self.pipelines or session.session_id in self._running:
+        if session.pipeline not in self.pipelines or session.session_id in self._active:
             return None
         try:
-            return await self.store.claim_session(session.session_id, self.worker_id, self.options.lease_seconds)
+            return await self.store.claim_session(session.session_id, self.worker_id, self.options.lease_seconds,
+                                                  seen=session)
         except (ClaimRejectedError, SessionNotFoundError):
             return None
 
@@ -279,6 +301,8 @@ class Worker:
                     limits=self.limits, metrics=self.metrics, abandoned=abandoned,
                 )
                 self._running[sid] = (runner, scope)
+                if self._cancelling:
+                    scope.cancel()
                 if self.listener is not None:
                     self.listener.claimed(lease, pipeline, claim_kind(lease, redrive=False, abandoned=abandoned))
                 result: RunResult = await runner.run()
@@ -294,6 +318,7 @@ class Worker:
             status, detail = "error", f"{type(exc).__name__}: {exc}"
         finally:
             self._running.pop(sid, None)
+            self._active.discard(sid)
             self._slots.release()
             if self.listener is not None:
                 self.listener.finished(sid, pipeline, status, self.store.clock.now() - started, detail)
@@ -313,39 +338,38 @@ class Worker:
     async def run(self, *, max_sessions: int | None = None, idle_exit: float | None = None) -> WorkerReport:
         """Claim and run sessions until `stop()`; `max_sessions` bounds how many are claimed.
 
-        `idle_exit`: return after that many seconds with nothing to claim and nothing
-        running (a Lambda batch, a test).
+        While it has free slots and finds work, the worker lists again at once; with
+        nothing to claim it backs off (`Pacer`: from 0.05 s, doubling, jittered, up to
+        `poll_interval`). `idle_exit`: return after that many seconds with nothing to
+        claim and nothing running (a Lambda batch, a test).
         """
         claimed = 0
         idle_since: float | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.metrics.run)
             while not self.stopping and (max_sessions is None or claimed < max_sessions):
-                found_any = False
                 await self._fire_schedules()
-                try:
-                    candidates = await self._find(self.concurrency * 2)
-                except OrchestratorError as exc:
-                    _log.warning("worker %s: listing sessions failed: %s", self.worker_id, exc)
-                    candidates = []
-                for session in candidates:
-                    if self.stopping or (max_sessions is not None and claimed >= max_sessions):
-                        break
-                    await self._slots.acquire()
-                    lease = None if self.stopping else await self._claim(session)
-                    if lease is None:
-                        self._slots.release()
-                        continue
-                    claimed += 1
-                    found_any = True
-                    tg.start_soon(self._run_one, lease, session.status)
-                if found_any or self._running:
+                with anyio.move_on_after(self.schedule_interval):  # busy or not, due schedules fire
+                    await self._free_slot()
+                if self.stopping:
+                    break
+                if self._slots.value == 0:
+                    continue
+                want = self._slots.value if max_sessions is None else min(self._slots.value, max_sessions - claimed)
+                listed, took = await self._fill(tg, want)
+                claimed += took
+                if took:
+                    self._pacer.claimed()
+                    idle_since = None
+                    continue  # free slots left: list again at once
+                if self._active:
                     idle_since = None
                 elif idle_exit is not None:
                     idle_since = idle_since if idle_since is not None else self.store.clock.monotonic()
                     if self.store.clock.monotonic() - idle_since >= idle_exit:
                         break
-                with anyio.move_on_after(self.poll_interval):
+                pause = self._pacer.contended() if listed else self._pacer.idle()
+                with anyio.move_on_after(pause):
                     await self._stop.wait()
             await self._drain()
             tg.cancel_scope.cancel()
@@ -367,16 +391,60 @@ class Worker:
             return
         for sessions in fired.started.values():
             self.report.scheduled.extend(sessions)
+    async def _free_slot(self) -> None:
+        """Return once a slot is free (without taking it) or the worker is stopping."""
+        if self._slots.value > 0:
+            return
+        async with anyio.create_task_group() as tg:
+            async def slot() -> None:
+                async with self._slots:
+                    pass
+                tg.cancel_scope.cancel()
+
+            async def stop() -> None:
+                await self._stop.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(slot)
+            tg.start_soon(stop)
+
+    async def _fill(self, tg: anyio.abc.TaskGroup, want: int) -> tuple[bool, int]:
+        """List candidates and claim up to `want`, each worker in its own order (`spread`).
+
+        Returns whether any claimable candidate was listed, and how many were claimed.
+        """
+        try:
+            candidates = await self._find(max(self.concurrency * 2, _WINDOW))
+        except OrchestratorError as exc:
+            _log.warning("worker %s: listing sessions failed: %s", self.worker_id, exc)
+            return False, 0
+        took = 0
+        for session in spread(candidates, self._rng, _WINDOW):
+            if took >= want or self.stopping:
+                break
+            if session.pipeline not in self.pipelines or session.session_id in self._active:
+                continue
+            self._slots.acquire_nowait()
+            lease = await self._claim(session)
+            if lease is None:
+                self._slots.release()
+                continue
+            took += 1
+            self._active.add(session.session_id)
+            tg.start_soon(self._run_one, lease, session.status)
+        listed = any(s.pipeline in self.pipelines and s.session_id not in self._active for s in candidates)
+        return listed, took
 
     async def _drain(self) -> None:
         """Let running sessions finish within the grace period, then cancel and release them."""
         with anyio.move_on_after(self.grace):
-            while self._running:
+            while self._active:
                 await anyio.sleep(0.05)
+        self._cancelling = True
         for _, scope in list(self._running.values()):
             scope.cancel()
         with anyio.move_on_after(max(5.0, self.grace)):
-            while self._running:
+            while self._active:
                 await anyio.sleep(0.05)
 
 

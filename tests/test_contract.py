@@ -16,6 +16,7 @@ import pytest
 from orchestrator.store import Store
 
 from orchestrator.testing.contract import StoreContract
+from orchestrator.testing.contract_claims import ClaimSeenContract, ClaimSeenDynamoDBContract
 from orchestrator.testing.contract_concurrency import ConcurrencyContract
 from orchestrator.testing.contract_dynamodb import DynamoDBContract
 from orchestrator.testing.contract_flow import FlowContract
@@ -72,3 +73,10 @@ class TestSessionListingDynamoDBContract(SessionListingDynamoDBContract):
 
 class TestFlowContract(FlowContract):
     """Fleet-wide resource limits (concurrency, rate, leases, priorities) and schedules."""
+class TestClaimSeenContract(ClaimSeenContract):
+    """A claim decided on a listed or read session: never a wrong claim or refusal when it is stale."""
+
+
+@pytest.mark.backends("moto", "moto-server", "moto-notx", "moto-server-notx", "dynalite")
+class TestClaimSeenDynamoDBContract(ClaimSeenDynamoDBContract):
+    """A claim of a listed session is one UpdateItem; a worker's resume, a claim and one Query."""

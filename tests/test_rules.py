@@ -27,6 +27,7 @@ from orchestrator.store.records import (
 )
 from orchestrator.store.rules import (
     apply_task_write,
+    claim_basis,
     claim_refusal,
     claimed,
     classify_rejection,
@@ -75,6 +76,21 @@ def test_running_session_with_expired_lease_is_claimable() -> None:
 
 def test_lease_expiring_exactly_now_is_still_held() -> None:
     assert claim_refusal(running(expires=NOW), NOW) is not None
+
+
+def test_a_claim_may_decide_on_a_listed_record_the_rulebook_would_claim() -> None:
+    seen = running(expires=NOW - 1)
+    assert claim_basis(seen, "s1", NOW, ClaimPolicy()) is seen
+
+
+def test_a_claim_reads_first_when_the_listed_record_would_be_refused() -> None:
+    assert claim_basis(running(), "s1", NOW, ClaimPolicy()) is None
+
+
+def test_a_claim_reads_first_when_the_record_is_of_another_session_or_expired() -> None:
+    assert claim_basis(session(), "s2", NOW, ClaimPolicy()) is None
+    assert claim_basis(session(expires_at=NOW - 1), "s1", NOW, ClaimPolicy()) is None
+    assert claim_basis(None, "s1", NOW, ClaimPolicy()) is None
 
 
 def test_external_session_is_never_claimable() -> None:

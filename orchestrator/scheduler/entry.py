@@ -213,7 +213,7 @@ async def _resume(
     redrive = session.status is SessionStatus.FAILED
     policy = ClaimPolicy(redrive_failed=True, failed_updated_before=failed_updated_before, force=force)
     worker = options.worker_id or default_worker_id()
-    lease = await store.claim_session(session_id, worker, options.lease_seconds, policy)
+    lease = await store.claim_session(session_id, worker, options.lease_seconds, policy, seen=session)
     try:
         return await execute(
             store, pipeline, lease, options=options, telemetry=telemetry, limits=limits, redrive=redrive,

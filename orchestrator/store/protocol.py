@@ -148,6 +148,8 @@ class SessionStore(Protocol):
         owner: str,
         lease_seconds: float,
         policy: ClaimPolicy = ClaimPolicy(),
+        *,
+        seen: SessionRecord | None = None,
     ) -> Lease:
         """Take the session with one conditional write; the fence goes up by one.
 
@@ -155,6 +157,9 @@ class SessionStore(Protocol):
         passed or a signal newer than the wait); FAILED under `policy` (redrive count
         goes up by one; `force` also clears needs-human and passes the limit).
         External sessions are never claimable. ClaimRejectedError says why not.
+        `seen`: the session as the caller last read or listed it; a backend may decide
+        on it instead of reading first (`rules.claim_basis`). A stale one costs a read,
+        never a wrong claim: the write holds only while the fields decided on are unchanged.
         """
         ...
 

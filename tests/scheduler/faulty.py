@@ -109,10 +109,11 @@ class FaultyStore:
         return await self.inner.get_task(session_id, task_id)
 
     async def claim_session(
-        self, session_id: str, owner: str, lease_seconds: float, policy: ClaimPolicy = ClaimPolicy()
+        self, session_id: str, owner: str, lease_seconds: float, policy: ClaimPolicy = ClaimPolicy(), *,
+        seen: SessionRecord | None = None,
     ) -> Lease:
         await self._enter("claim_session")
-        return await self.inner.claim_session(session_id, owner, lease_seconds, policy)
+        return await self.inner.claim_session(session_id, owner, lease_seconds, policy, seen=seen)
 
     async def renew_lease(self, lease: Lease, lease_seconds: float) -> tuple[Lease, SessionRecord]:
         await self._enter("renew_lease")

@@ -25,6 +25,7 @@ from orchestrator.errors import OrchestratorError, SessionNotFoundError, TaskNot
 from orchestrator.store.config import DynamoDBConfig
 from orchestrator.store.dynamodb.connection import Caller, DynamoCallError
 from orchestrator.store.dynamodb.encoding import ItemCodec, Staged
+from orchestrator.store.dynamodb.expressions import Expressions
 from orchestrator.store.dynamodb.models import bind_models, session_pk, task_range, task_sk
 from orchestrator.store.dynamodb.schema import meta_table
 from orchestrator.store import rules
@@ -91,6 +92,7 @@ class DynamoDBBase:
         self._caller = Caller(self.models.connection.connection, config, clock, self._rng)
         self._transactions = config.transactions
         self.items = ItemCodec(self.models, codec, config.table_name, config.status_shards)
+        self.exprs = Expressions()  # the hot paths' expressions, rendered once per shape
         # Create the botocore client now, in this thread: PynamoDB creates it lazily and
         # without a lock, and hooks registered on `client_events` must see every request.
         self._client = self.models.connection.connection.client
@@ -256,24 +258,27 @@ class DynamoDBBase:
 
     async def batch_put(self, items: Sequence[dict[str, Any]], *, deletes: Sequence[dict[str, Any]] = (),
                         session: str | None = None) -> None:
-        """BatchWriteItem in groups of 25, resending UnprocessedItems with backoff."""
+        """BatchWriteItem in groups of 25, sent concurrently (bounded by the connection pool),
+        resending UnprocessedItems with backoff; no order among the groups."""
         requests = [{"PutRequest": {"Item": i}} for i in items] + [{"DeleteRequest": {"Key": k}} for k in deletes]
-        for start in range(0, len(requests), _BATCH):
-            pending = requests[start:start + _BATCH]
+
+        async def group(pending: list[dict[str, Any]]) -> None:
             for attempt in range(self.config.max_attempts + 1):
                 answer = await self._caller.call("BatchWriteItem", {"RequestItems": {self.table: pending}},
                                                  session=session)
                 pending = answer.get("UnprocessedItems", {}).get(self.table, [])
                 if not pending:
-                    break
+                    return
                 await self._caller.pause(attempt + 1, "BatchWriteItem", session=session)  # backoff, deadline
-            if pending:
-                from orchestrator.errors import StoreUnavailableError
+            from orchestrator.errors import StoreUnavailableError
 
-                raise StoreUnavailableError(
-                    f"DynamoDB kept {len(pending)} of a batch unprocessed after {self.config.max_attempts} "
-                    f"resends (throttled); retry later or raise the table's capacity "
-                    f"{self._caller.context('BatchWriteItem', session)}", session_id=session, table=self.table)
+            raise StoreUnavailableError(
+                f"DynamoDB kept {len(pending)} of a batch unprocessed after {self.config.max_attempts} "
+                f"resends (throttled); retry later or raise the table's capacity "
+                f"{self._caller.context('BatchWriteItem', session)}", session_id=session, table=self.table)
+
+        groups = [requests[i:i + _BATCH] for i in range(0, len(requests), _BATCH)]
+        await gather([lambda g=g: group(g) for g in groups])  # type: ignore[misc]
 
     async def batch_get(self, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """The items of `keys` that exist, strongly consistent: BatchGetItem in groups of 100

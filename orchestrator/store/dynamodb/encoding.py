@@ -52,7 +52,7 @@ from orchestrator.store.records import (
 )
 from orchestrator.store.rules import status_time
 
-__all__ = ["CHUNK_BYTES", "ItemCodec", "Staged", "error_json", "hist_key",
+__all__ = ["CHUNK_BYTES", "ItemCodec", "ItemShape", "Staged", "error_json", "hist_key",
            "progress_json"]
 
 #: Size of one chunk item's payload (DynamoDB items are at most 400 KB).
@@ -82,6 +82,9 @@ def _progress(text: str) -> Progress:
     return Progress(current=d.get("current", 0), total=d.get("total", 0), phase=d.get("phase"), step=d.get("step"))
 
 
+_FRESH_PROGRESS = progress_json(Progress())
+
+
 def hist_key(attempt: int) -> str:
     return f"{attempt:06d}"
 
@@ -100,6 +103,43 @@ class Staged:
     added_attempt: int | None
 
 
+class ItemShape:
+    """An item class's attributes, read once: items are built and read through PynamoDB's
+    attribute serializers directly, without a model instance per item (several ms each)."""
+
+    def __init__(self, cls: type[Any]) -> None:
+        attrs = cls.get_attributes()
+        self.attrs: dict[str, tuple[str, str, Any]] = {
+            name: (a.attr_name, a.attr_type, a) for name, a in attrs.items()}
+        self.required = tuple(sorted(a.attr_name for a in attrs.values() if not a.null))
+        self._plain = {name: (attr_name, kind, a.serialize, a.deserialize)
+                       for name, (attr_name, kind, a) in self.attrs.items() if kind != "M"}
+
+    def item(self, **values: Any) -> dict[str, Any]:
+        """The raw item of `values` (None: absent, as PynamoDB writes it); maps are written empty."""
+        out: dict[str, Any] = {}
+        plain = self._plain
+        for name, value in values.items():
+            if value is None:
+                continue
+            if name in plain:
+                attr_name, kind, serialize, _ = plain[name]
+                out[attr_name] = {kind: serialize(value)}
+            else:
+                if value:
+                    raise ValueError(f"map attribute {name} is written empty at creation")
+                out[self.attrs[name][0]] = {"M": {}}
+        return out
+
+    def fields(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Every plain attribute of `raw`, deserialized (None when absent); maps are left out."""
+        out: dict[str, Any] = {}
+        for name, (attr_name, kind, _, deserialize) in self._plain.items():
+            value = raw.get(attr_name)
+            out[name] = None if value is None else deserialize(value[kind])
+        return out
+
+
 def _num(raw: dict[str, Any], name: str) -> int | None:
     value = raw.get(name, {}).get("N")
     return None if value is None else int(float(value))
@@ -113,6 +153,15 @@ class ItemCodec:
         self.codec = codec
         self.table = table
         self.shards = shards
+        self._shapes: dict[type[Any], ItemShape] = {}
+        self._s, self._t, self._e, self._sig = (self.shape(models.session), self.shape(models.task),
+                                                self.shape(models.edge), self.shape(models.signal))
+
+    def shape(self, cls: type[Any]) -> ItemShape:
+        shape = self._shapes.get(cls)
+        if shape is None:
+            shape = self._shapes[cls] = ItemShape(cls)
+        return shape
 
     # -- checking ---------------------------------------------------------------------
 
@@ -137,7 +186,7 @@ class ItemCodec:
             raise SchemaError(
                 f"{where} is a {found!r} item where a {kind!r} item belongs; the table holds data the SDK "
                 f"did not write there. Remove it [table={self.table}, session={session or '-'}]", **ctx)
-        missing = sorted(a.attr_name for a in cls.get_attributes().values() if not a.null and a.attr_name not in raw)
+        missing = [name for name in self.shape(cls).required if name not in raw]
         if missing:
             raise SchemaError(
                 f"{where} lacks attribute(s) {', '.join(missing)}; it was not written by this SDK (or was "
@@ -153,7 +202,7 @@ class ItemCodec:
         g3 = gsi3(s.user_id, s.session_id, s.created_at) if s.user_id is not None else (None, None)
         g4 = (gsi4(s.pipeline_type, s.session_id, s.created_at, self.shards) if s.pipeline_type is not None
               else (None, None))
-        item = self.models.session(
+        return self._s.item(
             PK=session_pk(s.session_id), SK="META", v=SCHEMA_VERSION, kind="session", tok=tok,
             ttl=int(s.expires_at) if s.expires_at is not None else None,
             GSI1PK=g1pk, GSI1SK=g1sk, GSI2PK=g2[0], GSI2SK=g2[1], GSI3PK=g3[0], GSI3SK=g3[1], GSI4PK=g4[0],
@@ -170,48 +219,43 @@ class ItemCodec:
             trace_context=json.dumps(dict(s.trace_context)),
             metadata=metadata_text, ttl_seconds=ttl_seconds,
         )
-        data: dict[str, Any] = item.serialize()
-        return data
 
     def session(self, raw: dict[str, Any], sid: str | None = None) -> SessionRecord:
         self.check(raw, "session", session=sid)
-        m = self.models.session.from_raw_data(raw)
+        m = self._s.fields(raw)
         return SessionRecord(
-            session_id=m.PK.split("#", 1)[1], pipeline=m.pipeline, pipeline_version=m.pipeline_version,
-            status=SessionStatus(m.status), owner_kind=OwnerKind(m.owner_kind), input=self.codec.decode(m.input),
-            project_id=m.project_id, user_id=m.user_id, pipeline_type=m.pipeline_type,
-            progress=_progress(m.progress), current_agents=tuple(json.loads(m.current_agents)),
-            created_at=m.created_at, updated_at=m.updated_at, completed_at=m.completed_at,
-            lease_owner=m.lease_owner, lease_expires_at=m.lease_expires, fence=int(m.fence),
-            signal_seq=int(m.signal_seq), wait_seq=int(m.wait_seq), wake_at=m.wake_at,
-            redrive_count=int(m.redrive_count), max_redrives=int(m.max_redrives), needs_human=m.needs_human,
-            needs_human_reason=m.needs_human_reason, cancel_requested=m.cancel_requested, reason=m.reason,
-            trace_context=json.loads(m.trace_context), metadata=self.codec.decode(m.metadata) or {},
-            expires_at=m.ttl, schema_version=int(m.v),
+            session_id=m["PK"].split("#", 1)[1], pipeline=m["pipeline"], pipeline_version=m["pipeline_version"],
+            status=SessionStatus(m["status"]), owner_kind=OwnerKind(m["owner_kind"]),
+            input=self.codec.decode(m["input"]), project_id=m["project_id"], user_id=m["user_id"],
+            pipeline_type=m["pipeline_type"], progress=_progress(m["progress"]),
+            current_agents=tuple(json.loads(m["current_agents"])), created_at=m["created_at"],
+            updated_at=m["updated_at"], completed_at=m["completed_at"], lease_owner=m["lease_owner"],
+            lease_expires_at=m["lease_expires"], fence=int(m["fence"]), signal_seq=int(m["signal_seq"]),
+            wait_seq=int(m["wait_seq"]), wake_at=m["wake_at"], redrive_count=int(m["redrive_count"]),
+            max_redrives=int(m["max_redrives"]), needs_human=m["needs_human"],
+            needs_human_reason=m["needs_human_reason"], cancel_requested=m["cancel_requested"], reason=m["reason"],
+            trace_context=json.loads(m["trace_context"]), metadata=self.codec.decode(m["metadata"]) or {},
+            expires_at=m["ttl"], schema_version=int(m["v"]),
         )
 
     # -- tasks and edges ------------------------------------------------------------------
 
     def task_item(self, sid: str, t: NewTask, tok: str | None, now: float, staged: Staged,
                   encoded_input: str | None) -> dict[str, Any]:
-        item = self.models.task(
+        return self._t.item(
             PK=session_pk(sid), SK=task_sk(t.task_id), v=SCHEMA_VERSION, kind="task", tok=tok,
             added_by=staged.added_by, added_fence=staged.added_fence, added_attempt=staged.added_attempt,
             agent=t.agent, status=TaskStatus.PENDING.value, input=encoded_input, priority=t.priority,
             max_attempts=t.max_attempts, fence=0, attempt=0, attempt_base=0, hist={}, hstart={},
-            progress=progress_json(Progress()), deps=json.dumps(list(t.depends_on)), updated_at=now,
+            progress=_FRESH_PROGRESS, deps=json.dumps(list(t.depends_on)), updated_at=now,
         )
-        data: dict[str, Any] = item.serialize()
-        return data
 
     def edge_item(self, sid: str, tid: str, dep: str, tok: str | None, staged: Staged) -> dict[str, Any]:
-        item = self.models.edge(
+        return self._e.item(
             PK=session_pk(sid), SK=dep_sk(tid, dep), v=SCHEMA_VERSION, kind="edge", tok=tok,
             added_by=staged.added_by, added_fence=staged.added_fence, added_attempt=staged.added_attempt,
             task_id=tid, depends_on=dep,
         )
-        data: dict[str, Any] = item.serialize()
-        return data
 
     def staged(self, raw: dict[str, Any]) -> Staged:
         return Staged(raw.get("added_by", {}).get("S"), _num(raw, "added_fence"), _num(raw, "added_attempt"))
@@ -219,7 +263,7 @@ class ItemCodec:
     def task(self, raw: dict[str, Any], sid: str, tid: str, output: Any = None, joined: bool = False) -> TaskRecord:
         """A task record; `output`/`joined` carry a chunked output already joined by the caller."""
         self.check(raw, "task", session=sid, task=tid)
-        m = self.models.task.from_raw_data(raw)
+        m = self._t.fields(raw)
         hist = {k: v["S"] for k, v in raw.get("hist", {}).get("M", {}).items()}
         hstart = {k: float(v["N"]) for k, v in raw.get("hstart", {}).get("M", {}).items() if "N" in v}
         history = []
@@ -232,17 +276,17 @@ class ItemCodec:
                 error=_error(e.get("error")),
             ))
         ref = None
-        if m.output_ref:
-            r = json.loads(m.output_ref)
+        if m["output_ref"]:
+            r = json.loads(m["output_ref"])
             ref = ChunkRef(fence=r["fence"], attempt=r["attempt"], count=r["count"], sha256=r["sha256"], size=r["size"])
         return TaskRecord(
-            task_id=tid, agent=m.agent, status=TaskStatus(m.status), input=self.codec.decode(m.input),
-            priority=int(m.priority), max_attempts=int(m.max_attempts), fence=int(m.fence), attempt=int(m.attempt),
-            attempt_base=int(m.attempt_base), not_before=m.not_before, last_error=_error(m.last_error),
-            history=tuple(history), started_at=m.started_at, ended_at=m.ended_at,
-            output=output if joined else self.codec.decode(m.output), output_ref=ref,
-            progress=_progress(m.progress), checkpoint=self.codec.decode(m.checkpoint),
-            depends_on=tuple(json.loads(m.deps)), added_by=m.added_by, updated_at=m.updated_at,
+            task_id=tid, agent=m["agent"], status=TaskStatus(m["status"]), input=self.codec.decode(m["input"]),
+            priority=int(m["priority"]), max_attempts=int(m["max_attempts"]), fence=int(m["fence"]),
+            attempt=int(m["attempt"]), attempt_base=int(m["attempt_base"]), not_before=m["not_before"],
+            last_error=_error(m["last_error"]), history=tuple(history), started_at=m["started_at"],
+            ended_at=m["ended_at"], output=output if joined else self.codec.decode(m["output"]), output_ref=ref,
+            progress=_progress(m["progress"]), checkpoint=self.codec.decode(m["checkpoint"]),
+            depends_on=tuple(json.loads(m["deps"])), added_by=m["added_by"], updated_at=m["updated_at"],
         )
 
     def definition(self, raw: dict[str, Any]) -> tuple[str, str | None, int, int, tuple[str, ...]]:
@@ -263,11 +307,9 @@ class ItemCodec:
                 end -= 1
             parts.append(data[start:end].decode("utf-8"))
             start = end
-        items = []
-        for n, part in enumerate(parts):
-            item = self.models.chunk(PK=session_pk(sid), SK=chunk_sk(tid, fence, attempt, n), v=SCHEMA_VERSION,
-                                     kind="chunk", ttl=ttl, data=part, n=n)
-            items.append(item.serialize())
+        shape = self.shape(self.models.chunk)
+        items = [shape.item(PK=session_pk(sid), SK=chunk_sk(tid, fence, attempt, n), v=SCHEMA_VERSION, kind="chunk",
+                            ttl=ttl, data=part, n=n) for n, part in enumerate(parts)]
         ref = ChunkRef(fence=fence, attempt=attempt, count=len(parts), sha256=hashlib.sha256(data).hexdigest(),
                        size=len(data))
         return items, ref
@@ -297,29 +339,25 @@ class ItemCodec:
     # -- signals, events, pipelines, metrics --------------------------------------------
 
     def signal_item(self, sid: str, tid: str, name: str, payload_text: str, seq: int, now: float) -> dict[str, Any]:
-        item = self.models.signal(PK=session_pk(sid), SK=signal_sk(tid, name), v=SCHEMA_VERSION, kind="signal",
-                                  task_id=tid, name=name, payload=payload_text, seq=seq, sent_at=now)
-        data: dict[str, Any] = item.serialize()
-        return data
+        return self._sig.item(PK=session_pk(sid), SK=signal_sk(tid, name), v=SCHEMA_VERSION, kind="signal",
+                              task_id=tid, name=name, payload=payload_text, seq=seq, sent_at=now)
 
     def signal(self, raw: dict[str, Any], sid: str) -> SignalRecord:
         self.check(raw, "signal", session=sid)
-        m = self.models.signal.from_raw_data(raw)
-        return SignalRecord(task_id=m.task_id, name=m.name, payload=self.codec.decode(m.payload), seq=int(m.seq),
-                            sent_at=m.sent_at)
+        m = self._sig.fields(raw)
+        return SignalRecord(task_id=m["task_id"], name=m["name"], payload=self.codec.decode(m["payload"]),
+                            seq=int(m["seq"]), sent_at=m["sent_at"])
 
     def edge(self, raw: dict[str, Any], sid: str) -> Edge:
         self.check(raw, "edge", session=sid)
         return Edge(task_id=raw["task_id"]["S"], depends_on=raw["depends_on"]["S"])
 
     def event_item(self, e: Event, data_text: str, ttl: int) -> dict[str, Any]:
-        item = self.models.event(
+        return self.shape(self.models.event).item(
             PK=session_pk(e.session_id), SK=event_sk(e.cursor), v=SCHEMA_VERSION, kind="event", ttl=ttl,
             session_id=e.session_id, ev_kind=e.kind, at=e.at, task_id=e.task_id, message=e.message,
             data=data_text, writer=e.writer, seq=e.seq, level=e.level,
         )
-        data: dict[str, Any] = item.serialize()
-        return data
 
     def event(self, raw: dict[str, Any], sid: str) -> Event:
         self.check(raw, "event", session=sid)

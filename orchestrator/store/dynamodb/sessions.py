@@ -16,15 +16,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
-from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.operand import Path
-from pynamodb.expressions.update import Action
 
 from orchestrator.errors import SessionStateError, ValidationError
 from orchestrator.store import rules
-from orchestrator.store.dynamodb.base import DynamoDBBase, gather, put
+from orchestrator.store.dynamodb.base import DynamoDBBase, gather
 from orchestrator.store.dynamodb.connection import DynamoCallError
 from orchestrator.store.dynamodb.encoding import Staged, progress_json
+from orchestrator.store.dynamodb.expressions import Act, Cond, Do
 from orchestrator.store.dynamodb.models import (
     GSI1,
     GSI2,
@@ -57,6 +56,8 @@ _TX_MAX = 100
 
 #: SessionRecord fields whose attribute has another name in the table.
 _ATTRIBUTE = {"lease_expires_at": "lease_expires", "expires_at": "ttl"}
+_SET_GSI1PK, _SET_GSI1SK = Act(Do.SET, ("GSI1PK",)), Act(Do.SET, ("GSI1SK",))
+_PK_EXISTS = (Cond.EXISTS, ("PK",))
 
 
 class SessionOps(DynamoDBBase):
@@ -66,9 +67,6 @@ class SessionOps(DynamoDBBase):
     _cas_claims: bool = True
 
     # -- the one way a session item changes ---------------------------------------------------
-
-    def _attr(self, name: str) -> Any:
-        return getattr(self.models.session, _ATTRIBUTE.get(name, name))
 
     def _stored(self, name: str, value: Any, encoded: Mapping[str, str]) -> Any:
         """A record field's value as the table stores it."""
@@ -86,40 +84,61 @@ class SessionOps(DynamoDBBase):
             return int(value)
         return value
 
-    def _condition(self, change: SessionChange) -> Condition:
-        cond: Condition = self.models.session.PK.exists()
-        for name, value in change.expect.items():
-            attr = self._attr(name)
-            cond &= attr.does_not_exist() if value is None else attr == self._stored(name, value, {})
-        return cond
-
-    def _actions(self, change: SessionChange, encoded: Mapping[str, str]) -> list[Action]:
-        actions: list[Action] = []
+    def _params(self, change: SessionChange, encoded: Mapping[str, str], *, conditioned: bool,
+                return_new: bool) -> dict[str, Any]:
+        """The UpdateItem of `change`: `expect` as the condition, `changes` as the update
+        (expressions rendered once per shape), the status-index keys from `index_time()`."""
+        acts: list[Act] = []
+        values: list[Any] = []
         for name, value in change.changes.items():
+            attr = (_ATTRIBUTE.get(name, name),)
             if isinstance(value, Retained):  # the retention is stored on the item: no read needed
-                actions.append(self.models.session.ttl.set(Path("ttl_seconds") + int(value.since)))
+                acts.append(Act(Do.PLUS, attr, ("ttl_seconds",)))
+                values.append(int(value.since))
+                continue
+            stored = self._stored(name, value, encoded)
+            if stored is None:
+                acts.append(Act(Do.REMOVE, attr))
             else:
-                actions.append(put(self._attr(name), self._stored(name, value, encoded)))
+                acts.append(Act(Do.SET, attr))
+                values.append(stored)
         index = change.index_time()
         if index is not None:
             pk, sk = gsi1(index[0].value, change.session_id, index[1], self.config.status_shards)
-            s = self.models.session
-            actions += [s.GSI1PK.set(pk), s.GSI1SK.set(sk)]
-        return actions
+            acts += [_SET_GSI1PK, _SET_GSI1SK]
+            values += [pk, sk]
+        cond: list[tuple[Cond, tuple[str, ...]]] = []
+        cond_values: list[Any] = []
+        if conditioned:
+            cond.append(_PK_EXISTS)
+            for name, value in change.expect.items():
+                attr = (_ATTRIBUTE.get(name, name),)
+                if value is None:
+                    cond.append((Cond.ABSENT, attr))
+                else:
+                    cond.append((Cond.EQ, attr))
+                    cond_values.append(self._stored(name, value, {}))
+        params = {"TableName": self.table, "Key": self.key(session_pk(change.session_id), "META"),
+                  **self.exprs.params(acts, values, cond, cond_values)}
+        if return_new:
+            params["ReturnValues"] = "ALL_NEW"
+        return params
 
     async def _settle(self, op: SessionOp[R], *, encoded: Mapping[str, str] | None = None,
                       item_of: Callable[[SessionChange, float], dict[str, Any]] | None = None,
-                      check: Callable[[], Awaitable[None]] | None = None, conditioned: bool = True) -> R:
+                      check: Callable[[], Awaitable[None]] | None = None, conditioned: bool = True,
+                      seen: SessionRecord | None = None) -> R:
         """Decide and write `op`, re-reading and deciding again when the condition fails.
 
         `check` runs after the first read, before the first decision (the order SQLite
         checks in). `item_of` makes an item written with the session change (the signal):
         in one transaction where the store has them, else before the change (readers
         ignore it until META's signal sequence reaches it). The operation's event
-        (`op.event`) goes in the same transaction, else right after the change.
+        (`op.event`) goes in the same transaction, else right after the change. `seen`: a
+        record to decide on instead of the first read (a claim's `rules.claim_basis`).
         """
         sid = op.session_id
-        current = await self.read_session(sid) if op.reads_first else None
+        current = seen if seen is not None else await self.read_session(sid) if op.reads_first else None
         if check is not None:
             await check()
         attempts = self.config.max_attempts
@@ -130,12 +149,10 @@ class SessionOps(DynamoDBBase):
             if change is None:
                 assert current is not None, "an operation decided without a read always writes"
                 return op.result(current)
-            cond = self._condition(change) if conditioned else None
             item = None if item_of is None else item_of(change, now)
             event = op.event(current, change, now)
             event_item = None if event is None else self.event_item(event)
             extra = [i for i in (item, event_item) if i is not None]
-            actions = self._actions(change, encoded or {})
             # The event goes in the change's transaction, unless the change starts the retention:
             # its expiry is computed by DynamoDB from the stored `ttl_seconds`, which only the
             # UpdateItem's answer returns (a cancel ending the session at once; it then writes
@@ -145,14 +162,14 @@ class SessionOps(DynamoDBBase):
             try:
                 if carried and await self.transact([
                     *({"Put": self.put_params(i)} for i in extra),
-                    {"Update": self.update_params(session_pk(sid), "META", actions, cond)},
+                    {"Update": self._params(change, encoded or {}, conditioned=conditioned, return_new=False)},
                 ], session=sid):
                     assert current is not None
                     return op.settled(decided_on, change.apply(current, 0.0))
                 carried = False
                 if item is not None:
                     await self._caller.call("PutItem", self.put_params(item), session=sid)
-                params = self.update_params(session_pk(sid), "META", actions, cond, return_new=True)
+                params = self._params(change, encoded or {}, conditioned=conditioned, return_new=True)
                 answer = await self._caller.call("UpdateItem", params, session=sid)
                 if event_item is not None:
                     await self.record_after(event_item, sid)
@@ -218,8 +235,10 @@ class SessionOps(DynamoDBBase):
         return await self.read_session(session_id)
 
     async def claim_session(self, session_id: str, owner: str, lease_seconds: float,
-                            policy: ClaimPolicy = ClaimPolicy()) -> Lease:
-        lease = await self._settle(rules.Claim(session_id, owner, lease_seconds, policy), conditioned=self._cas_claims)
+                            policy: ClaimPolicy = ClaimPolicy(), *, seen: SessionRecord | None = None) -> Lease:
+        op = rules.Claim(session_id, owner, lease_seconds, policy)
+        basis = rules.claim_basis(seen, session_id, self.clock.now(), policy)
+        lease = await self._settle(op, conditioned=self._cas_claims, seen=basis)
         if policy.redrive_failed:  # a redriven session lives again: its items must not expire under it
             await self._retain_items(session_id, None)
         return lease

@@ -15,13 +15,12 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from pynamodb.expressions.condition import Condition
-from pynamodb.expressions.operand import Path
-from pynamodb.expressions.update import Action
+from functools import lru_cache
 
 from orchestrator.errors import LeaseLostError
-from orchestrator.store.dynamodb.base import DynamoDBBase, gather, put
+from orchestrator.store.dynamodb.base import DynamoDBBase, gather
 from orchestrator.store.dynamodb.connection import DynamoCallError
+from orchestrator.store.dynamodb.expressions import Act, Cond, Do
 from orchestrator.store import rules
 from orchestrator.store.dynamodb.encoding import (
     Staged,
@@ -34,7 +33,6 @@ from orchestrator.store.dynamodb.models import session_pk, task_sk
 from orchestrator.store.protocol import WriteResult
 from orchestrator.store.records import (
     ATTEMPT_HISTORY_LIMIT,
-    ErrorInfo,
     Lease,
     NewTask,
     Progress,
@@ -49,6 +47,9 @@ from orchestrator.store.rules import Payload, classify_rejection, expected_attem
 
 __all__ = ["TaskOps"]
 
+#: A task write's condition (values: COMPLETED, our fence twice, the expected attempt).
+_TASK_CONDITION = ((Cond.EXISTS, ("PK",)), (Cond.NE, ("status",)), (Cond.FENCED, ("fence", "attempt")))
+_FRESH_PROGRESS = progress_json(Progress())
 _TX_ITEMS = 100
 _TX_BYTES = 3_500_000  # TransactWriteItems carries at most 4 MB
 
@@ -64,43 +65,43 @@ class TaskOps(DynamoDBBase):
 
     # -- write_tasks ----------------------------------------------------------------------
 
-    def task_condition(self, lease: Lease, write: TaskWrite) -> Condition:
-        t = self.models.task
-        same = (t.fence == lease.fence) & (t.attempt == expected_attempt(write))
-        cond: Condition = t.PK.exists() & (t.status != TaskStatus.COMPLETED.value) & ((t.fence < lease.fence) | same)
-        return cond
+    def task_params(self, lease: Lease, write: TaskWrite, now: float, output: str | None,
+                    output_ref: str | None, checkpoint: str | None) -> dict[str, Any]:
+        """The UpdateItem of `write`, rendered from `rules.TRANSITIONS` without a read.
 
-    def _history(self, lease: Lease, write: TaskWrite, status: TaskStatus, error: ErrorInfo | None,
-                 now: float, *, only_if_absent: bool) -> list[Action]:
-        key = hist_key(write.attempt)
-        entry = {"S": history_entry_json(write.attempt, lease.fence, status, now, error)}
-        slot = Path(["hist", key])
-        actions: list[Action] = [
-            slot.set(slot | entry) if only_if_absent else slot.set(entry),
-            Path(["hstart", key]).set(self.models.task.started_at | 0),
-        ]
-        old = write.attempt - ATTEMPT_HISTORY_LIMIT
-        if old >= 0:
-            actions += [Path(["hist", hist_key(old)]).remove(), Path(["hstart", hist_key(old)]).remove()]
-        return actions
+        Condition: the item exists, is not COMPLETED, and `fence < ours OR (fence = ours AND
+        attempt = expected)`. The expression text is rendered once per shape (`Expressions`).
+        """
+        acts: list[Act] = []
+        values: list[Any] = []
 
-    def task_actions(self, lease: Lease, write: TaskWrite, now: float, output: str | None,
-                     output_ref: str | None, checkpoint: str | None) -> list[Action]:
-        """The UpdateItem actions of `write`, rendered from `rules.TRANSITIONS` without a read."""
-        t = self.models.task
+        def act(do: Do, name: str, value: Any = None, source: tuple[str, ...] = ()) -> None:
+            acts.append(_act(do, (name,), source))
+            if do not in (Do.REMOVE, Do.COPY):
+                values.append(value)
+
+        def put(name: str, value: Any) -> None:  # absent means None in this table
+            if value is None:
+                act(Do.REMOVE, name)
+            else:
+                act(Do.SET, name, value)
+
         rule = rules.TRANSITIONS[write.kind]
-        actions: list[Action] = []
         if rule.rebase:  # attempt_base takes the attempt stored before this write
-            actions.append(t.attempt_base.set(t.attempt))
+            act(Do.COPY, "attempt_base", source=("attempt",))
         if rule.forgive:
-            actions.append(t.attempt_base.add(1))
-        actions += [t.fence.set(lease.fence), t.attempt.set(write.attempt), t.updated_at.set(now)]
+            act(Do.ADD, "attempt_base", 1)
+        act(Do.SET, "fence", lease.fence)
+        act(Do.SET, "attempt", write.attempt)
+        act(Do.SET, "updated_at", now)
         if rule.status is not None:
-            actions.append(t.status.set(rule.status.value))
-        actions += [getattr(t, name).set(now) for name in rule.stamps]
-        actions += [getattr(t, name).remove() for name in rule.clears]
+            act(Do.SET, "status", rule.status.value)
+        for name in rule.stamps:
+            act(Do.SET, name, now)
+        for name in rule.clears:
+            act(Do.REMOVE, name)
         if rule.fresh_progress:
-            actions.append(t.progress.set(progress_json(Progress())))
+            act(Do.SET, "progress", _FRESH_PROGRESS)
         error = rules.write_error(write)
         taken: dict[str, Any] = {
             "output": output, "checkpoint": checkpoint, "not_before": write.not_before,
@@ -109,16 +110,32 @@ class TaskOps(DynamoDBBase):
         }
         for name in rule.takes:
             if name == "output":
-                actions += [put(t.output, output), put(t.output_ref, output_ref)]
+                put("output", output)
+                put("output_ref", output_ref)
             elif name in ("progress", "error"):
                 if taken[name] is not None:  # kept when the write carries none
-                    actions.append(getattr(t, "last_error" if name == "error" else name).set(taken[name]))
+                    act(Do.SET, "last_error" if name == "error" else name, taken[name])
             else:
-                actions.append(put(getattr(t, name), taken[name]))
+                put(name, taken[name])
         if rule.history is rules.History.ALWAYS or (rule.history is rules.History.IF_ABSENT and write.attempt > 0):
-            actions += self._history(lease, write, rule.history_status or rule.status or TaskStatus.PENDING, error,
-                                     now, only_if_absent=rule.history is rules.History.IF_ABSENT)
-        return actions
+            key = hist_key(write.attempt)
+            status = rule.history_status or rule.status or TaskStatus.PENDING
+            entry = {"S": history_entry_json(write.attempt, lease.fence, status, now, error)}
+            slot = ("hist", key)
+            if rule.history is rules.History.IF_ABSENT:
+                acts.append(_act(Do.IF_ABSENT, slot, slot))
+            else:
+                acts.append(_act(Do.SET, slot))
+            values.append(entry)
+            acts.append(_act(Do.IF_ABSENT, ("hstart", key), ("started_at",)))
+            values.append(0)
+            old = write.attempt - ATTEMPT_HISTORY_LIMIT
+            if old >= 0:
+                acts += [_act(Do.REMOVE, ("hist", hist_key(old))), _act(Do.REMOVE, ("hstart", hist_key(old)))]
+        sid = lease.session_id
+        cond_values = (TaskStatus.COMPLETED.value, lease.fence, lease.fence, expected_attempt(write))
+        return {"TableName": self.table, "Key": self.key(session_pk(sid), task_sk(write.task_id)),
+                **self.exprs.params(acts, values, _TASK_CONDITION, cond_values)}
 
     async def write_tasks(self, lease: Lease, writes: Sequence[TaskWrite]) -> list[WriteResult]:
         if not writes:
@@ -141,9 +158,7 @@ class TaskOps(DynamoDBBase):
             if w.kind is TaskWriteKind.CHECKPOINT and w.checkpoint is not None:
                 checkpoint = rules.encode(self.codec, Payload.CHECKPOINT, w.checkpoint, session_id=sid,
                                           task_id=w.task_id)
-            actions = self.task_actions(lease, w, now, output, output_ref, checkpoint)
-            params.append(self.update_params(session_pk(sid), task_sk(w.task_id), actions,
-                                             self.task_condition(lease, w)))
+            params.append(self.task_params(lease, w, now, output, output_ref, checkpoint))
         # Sizes are input checks and come first (as on SQLite); then an unknown task
         # fails the batch (TaskNotFoundError, the first in write order) before any write.
         unseen = self.unknown(sid, [w.task_id for w in writes])
@@ -243,6 +258,11 @@ class TaskOps(DynamoDBBase):
         if items:
             await self.batch_put(items, session=sid)
         self.stage(sid, parent, lease.fence, attempt, [t.task_id for t in tasks if t.task_id not in snap.tasks])
+
+
+@lru_cache(maxsize=1024)
+def _act(do: Do, path: tuple[str, ...], source: tuple[str, ...] = ()) -> Act:
+    return Act(do, path, source)
 
 
 def _waves(writes: Sequence[TaskWrite]) -> list[list[int]]:

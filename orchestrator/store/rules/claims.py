@@ -24,12 +24,11 @@ from orchestrator.store.records import (
     SessionRecord,
     SessionStatus,
 )
-from orchestrator.store.rules.change import NEVER, SessionChange, SessionOp
+from orchestrator.store.rules.change import NEVER, SessionChange, SessionOp, expired
 from orchestrator.store.rules.history import needs_human_event
 
-__all__ = ["Claim", "check_lease_seconds", "check_owner", "claim_refusal", "claimed", "lease_lost",
+__all__ = ["Claim", "check_lease_seconds", "check_owner", "claim_basis", "claim_refusal", "claimed", "lease_lost",
            "new_session_record", "status_time", "wake_due"]
-
 
 
 def wake_due(session: SessionRecord, now: float) -> bool:
@@ -107,6 +106,22 @@ def _redrive_refusal(session: SessionRecord, policy: ClaimPolicy) -> str | None:
             f"{format_ts(bound)}; it will be eligible later"
         )
     return None
+
+
+def claim_basis(seen: SessionRecord | None, session_id: str, now: float, policy: ClaimPolicy) -> SessionRecord | None:
+    """The record a claim may decide on without reading first, or None (read the session).
+
+    What a caller listed or read (`seen`) serves when it is this session's and the
+    rulebook would claim it: the conditional write then holds only while the fields the
+    decision read are unchanged, and a stale record costs one read. A `seen` record the
+    rulebook would refuse is never trusted: a refusal is decided on a fresh read (a
+    signal may have made a listed WAITING session due since).
+    """
+    if seen is None or seen.session_id != session_id or expired(seen.expires_at, now):
+        return None
+    if claim_refusal(seen, now, policy) is not None:
+        return None
+    return seen
 
 
 def claimed(session: SessionRecord, owner: str, lease_seconds: float, now: float, policy: ClaimPolicy) -> SessionRecord:

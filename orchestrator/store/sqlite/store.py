@@ -234,6 +234,8 @@ class SQLiteStore(ResourceOps, ScheduleOps):
         owner: str,
         lease_seconds: float,
         policy: ClaimPolicy = ClaimPolicy(),
+        *,
+        seen: SessionRecord | None = None,  # unused: the claim reads in its own transaction, at no request's cost
     ) -> Lease:
         op = rules.Claim(session_id, owner, lease_seconds, policy)
         if self._cas_claims:

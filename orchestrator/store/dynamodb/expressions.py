@@ -1,0 +1,167 @@
+"""Update and condition expressions rendered once per shape, then filled with each write's values.
+
+A write's shape is its sequence of actions (kind and attribute path) and its condition.
+Building PynamoDB expression objects and serializing them again for every write cost
+about as much client CPU as the request itself; here the expression text and the
+attribute names are rendered on the first write of a shape and cached, and each write
+supplies only its values, in order, as DynamoDB AttributeValues (numbers serialized as
+PynamoDB's `NumberAttribute` does, so items read back the same).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Act", "Cond", "Do", "Expressions", "attribute_value"]
+
+
+class Do(enum.Enum):
+    """What an update action does to its path."""
+
+    SET = "SET"  # path = :value
+    REMOVE = "REMOVE"  # the attribute goes away (absent means None in this table)
+    ADD = "ADD"  # path + :value (numbers)
+    COPY = "COPY"  # path = source
+    IF_ABSENT = "IF_ABSENT"  # path = if_not_exists(source, :value)
+    PLUS = "PLUS"  # path = source + :value
+
+
+@dataclass(frozen=True, slots=True)
+class Act:
+    """One action of an update's shape; `source` names the attribute COPY/IF_ABSENT/PLUS read."""
+
+    do: Do
+    path: tuple[str, ...]
+    source: tuple[str, ...] = ()
+
+    @property
+    def takes_value(self) -> bool:
+        return self.do not in (Do.REMOVE, Do.COPY)
+
+
+class Cond(enum.Enum):
+    """One clause of a condition's shape (clauses are joined with AND)."""
+
+    EXISTS = "attribute_exists({0})"
+    ABSENT = "attribute_not_exists({0})"
+    EQ = "{0} = {1}"
+    NE = "{0} <> {1}"
+    #: The fence rule of a task write: `fence < :mine OR (fence = :mine AND attempt = :expected)`;
+    #: its path is (fence, attempt) and it takes three values (mine, mine, expected).
+    FENCED = "({0} < {1} OR ({0} = {2} AND {3} = {4}))"
+
+
+_COND_VALUES = {Cond.EXISTS: 0, Cond.ABSENT: 0, Cond.EQ: 1, Cond.NE: 1, Cond.FENCED: 3}
+
+
+def attribute_value(value: Any) -> dict[str, Any]:
+    """A Python value as a DynamoDB AttributeValue; a dict is taken as one already."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, (int, float)):
+        return {"N": json.dumps(value)}
+    if isinstance(value, str):
+        return {"S": value}
+    raise TypeError(f"no DynamoDB attribute value for {type(value).__name__} {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Rendered:
+    update: str | None
+    condition: str | None
+    names: dict[str, str]
+    slots: tuple[str, ...]  # value placeholders, in the order values are given
+
+
+class Expressions:
+    """Renders (and caches) the expressions of each shape; `params` fills one write's values."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[tuple[Act, ...], tuple[tuple[Cond, tuple[str, ...]], ...]], _Rendered] = {}
+
+    @property
+    def shapes(self) -> int:
+        """How many shapes were rendered (each once)."""
+        return len(self._cache)
+
+    def params(self, acts: Sequence[Act], values: Sequence[Any],
+               condition: Sequence[tuple[Cond, tuple[str, ...]]] = (), cond_values: Sequence[Any] = ()) -> dict[str, Any]:
+        """UpdateExpression / ConditionExpression / names / values of one write.
+
+        `values`: one per action that takes a value, in order; `cond_values` likewise for
+        the condition's clauses.
+        """
+        key = (tuple(acts), tuple(condition))
+        rendered = self._cache.get(key)
+        if rendered is None:
+            rendered = self._cache[key] = _render(key[0], key[1])
+        given = [*values, *cond_values]
+        if len(given) != len(rendered.slots):
+            raise ValueError(f"the shape takes {len(rendered.slots)} values, {len(given)} were given")
+        out: dict[str, Any] = {}
+        if rendered.update is not None:
+            out["UpdateExpression"] = rendered.update
+        if rendered.condition is not None:
+            out["ConditionExpression"] = rendered.condition
+        if rendered.names:
+            out["ExpressionAttributeNames"] = rendered.names
+        if given:
+            out["ExpressionAttributeValues"] = {s: attribute_value(v) for s, v in zip(rendered.slots, given, strict=True)}
+        return out
+
+
+def _render(acts: tuple[Act, ...], condition: tuple[tuple[Cond, tuple[str, ...]], ...]) -> _Rendered:
+    names: dict[str, str] = {}
+    slots: list[str] = []
+
+    def name(segment: str) -> str:
+        for placeholder, known in names.items():
+            if known == segment:
+                return placeholder
+        placeholder = f"#n{len(names)}"
+        names[placeholder] = segment
+        return placeholder
+
+    def path(p: tuple[str, ...]) -> str:
+        return ".".join(name(s) for s in p)
+
+    def value() -> str:
+        slot = f":v{len(slots)}"
+        slots.append(slot)
+        return slot
+
+    sets: list[str] = []
+    removes: list[str] = []
+    adds: list[str] = []
+    for act in acts:
+        target = path(act.path)
+        if act.do is Do.SET:
+            sets.append(f"{target} = {value()}")
+        elif act.do is Do.REMOVE:
+            removes.append(target)
+        elif act.do is Do.ADD:
+            adds.append(f"{target} {value()}")
+        elif act.do is Do.COPY:
+            sets.append(f"{target} = {path(act.source)}")
+        elif act.do is Do.IF_ABSENT:
+            sets.append(f"{target} = if_not_exists({path(act.source)}, {value()})")
+        else:
+            sets.append(f"{target} = {path(act.source)} + {value()}")
+    clauses = [("SET", sets), ("REMOVE", removes), ("ADD", adds)]
+    update = " ".join(f"{word} {', '.join(parts)}" for word, parts in clauses if parts) or None
+    rendered_conds: list[str] = []
+    for cond, p in condition:
+        if cond is Cond.FENCED:
+            fence, attempt = name(p[0]), name(p[1])
+            mine, same, expected = value(), value(), value()
+            rendered_conds.append(cond.value.format(fence, mine, same, attempt, expected))
+        else:
+            args = [path(p)] + [value() for _ in range(_COND_VALUES[cond])]
+            rendered_conds.append(cond.value.format(*args))
+    return _Rendered(update, " AND ".join(rendered_conds) or None, names, tuple(slots))

@@ -1,0 +1,54 @@
+"""DynamoDB expressions rendered once per shape (orchestrator/store/dynamodb/expressions.py)."""
+
+from __future__ import annotations
+
+import pytest
+from pynamodb.attributes import NumberAttribute
+
+from orchestrator.store.dynamodb.expressions import Act, Cond, Do, Expressions, attribute_value
+
+FENCED = ((Cond.EXISTS, ("PK",)), (Cond.NE, ("status",)), (Cond.FENCED, ("fence", "attempt")))
+
+
+def test_an_update_renders_each_kind_of_action_with_names_and_values_in_order() -> None:
+    acts = [Act(Do.SET, ("status",)), Act(Do.REMOVE, ("output",)), Act(Do.ADD, ("attempt_base",)),
+            Act(Do.COPY, ("attempt_base",), ("attempt",)), Act(Do.IF_ABSENT, ("hist", "000001"), ("hist", "000001")),
+            Act(Do.PLUS, ("ttl",), ("ttl_seconds",))]
+    p = Expressions().params(acts, ["RUNNING", 1, {"S": "entry"}, 60])
+    names = {v: k for k, v in p["ExpressionAttributeNames"].items()}
+    status, output, base, attempt = names["status"], names["output"], names["attempt_base"], names["attempt"]
+    hist, key, ttl, keep = names["hist"], names["000001"], names["ttl"], names["ttl_seconds"]
+    assert p["UpdateExpression"] == (
+        f"SET {status} = :v0, {base} = {attempt}, {hist}.{key} = if_not_exists({hist}.{key}, :v2), "
+        f"{ttl} = {keep} + :v3 REMOVE {output} ADD {base} :v1")
+    assert p["ExpressionAttributeValues"] == {":v0": {"S": "RUNNING"}, ":v1": {"N": "1"}, ":v2": {"S": "entry"},
+                                              ":v3": {"N": "60"}}
+
+
+def test_the_fence_condition_of_a_task_write_reads_as_the_rule_says() -> None:
+    p = Expressions().params([Act(Do.SET, ("fence",))], [3], FENCED, ["COMPLETED", 3, 3, 1])
+    n = {v: k for k, v in p["ExpressionAttributeNames"].items()}
+    assert p["ConditionExpression"] == (
+        f"attribute_exists({n['PK']}) AND {n['status']} <> :v1 AND "
+        f"({n['fence']} < :v2 OR ({n['fence']} = :v3 AND {n['attempt']} = :v4))")
+
+
+def test_a_shape_is_rendered_once_whatever_its_values() -> None:
+    exprs = Expressions()
+    acts = [Act(Do.SET, ("updated_at",)), Act(Do.SET, ("status",))]
+    first = exprs.params(acts, [1.5, "RUNNING"], FENCED, ["COMPLETED", 1, 1, 0])
+    second = exprs.params(acts, [2.5, "COMPLETED"], FENCED, ["COMPLETED", 2, 2, 1])
+    assert exprs.shapes == 1
+    assert first["UpdateExpression"] == second["UpdateExpression"]
+    assert second["ExpressionAttributeValues"][":v0"] == {"N": "2.5"}
+
+
+def test_numbers_are_written_as_pynamodb_writes_them() -> None:
+    for value in (0, 7, 1796133667.0948365, 0.1):
+        assert attribute_value(value) == {"N": NumberAttribute().serialize(value)}  # type: ignore[no-untyped-call]
+    assert attribute_value(True) == {"BOOL": True}
+
+
+def test_a_write_with_the_wrong_number_of_values_is_refused() -> None:
+    with pytest.raises(ValueError, match="takes 1 values, 2 were given"):
+        Expressions().params([Act(Do.SET, ("status",))], ["A", "B"])
