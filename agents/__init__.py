@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from orchestrator.agents.approval import ApprovalAgent
 from orchestrator.agents.command import CommandAgent
-from orchestrator.agents.context import AgentContext, ProcessContext, SyncAgentContext, TaskSpec
+from orchestrator.agents.context import AgentContext, MapPolicy, ProcessContext, SyncAgentContext, TaskSpec
 from orchestrator.agents.errors import (
     AgentError,
     AgentTimeoutError,
@@ -15,6 +15,7 @@ from orchestrator.agents.errors import (
     NonRetryableError,
     SignalTimeoutError,
 )
+from orchestrator.agents.map import MapAgent
 from orchestrator.agents.retry import RetryPolicy
 from orchestrator.agents.spec import Agent, AgentSpec, Executor, agent, spec_of
 
@@ -28,6 +29,8 @@ __all__ = [
     "CommandAgent",
     "CommandFailedError",
     "Executor",
+    "MapAgent",
+    "MapPolicy",
     "NonRetryableError",
     "ProcessContext",
     "RetryPolicy",

@@ -15,6 +15,7 @@ from orchestrator.agents.spec import AgentSpec
 from orchestrator.clock import Clock
 from orchestrator.codec import Codec
 from orchestrator.errors import LeaseLostError
+from orchestrator.store.protocol import Store
 from orchestrator.store.records import Progress, SignalRecord
 
 __all__ = ["LeaseListener", "SessionPort", "TaskOrigin"]
@@ -82,6 +83,11 @@ class SessionPort(Protocol):
 
     async def checkpoint(self, task_id: str, attempt: int, state: Any) -> None:
         """Write the agent's state now (fenced); raises LeaseLostError if it did not land."""
+        ...
+
+    @property
+    def child_store(self) -> Store:
+        """Where a map creates and reads its child sessions (they are not this session's items)."""
         ...
 
 

@@ -188,6 +188,10 @@ class SessionRunner:
                                                 result.task.fence if result.task else None, self.lease.fence)
         self.plan.checkpointed(task_id, state)
 
+    @property
+    def child_store(self) -> Store:
+        return self.store
+
     def _post(self, message: _Message) -> None:
         """Queue news for the dispatch loop; news arriving after the run ended is dropped."""
         with contextlib.suppress(anyio.ClosedResourceError):
