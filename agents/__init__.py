@@ -6,6 +6,7 @@ Nothing here imports `orchestrator`: the engine implements `AgentContext`.
 from __future__ import annotations
 
 from orchestrator.agents.approval import ApprovalAgent
+from orchestrator.agents.cache import CachePolicy
 from orchestrator.agents.command import CommandAgent
 from orchestrator.agents.context import AgentContext, MapPolicy, ProcessContext, SyncAgentContext, TaskSpec
 from orchestrator.agents.errors import (
@@ -26,6 +27,7 @@ __all__ = [
     "AgentSpec",
     "AgentTimeoutError",
     "ApprovalAgent",
+    "CachePolicy",
     "CommandAgent",
     "CommandFailedError",
     "Executor",

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
+from orchestrator.agents.cache import CachePolicy
 from orchestrator.agents.retry import RetryPolicy
 
 __all__ = ["Agent", "AgentSpec", "Executor", "agent", "spec_of"]
@@ -34,6 +35,7 @@ class AgentSpec:
     retry: RetryPolicy = RetryPolicy()
     timeout: float | None = None
     executor: Executor = "async"
+    cache: CachePolicy | None = None  # reuse outputs across sessions (see CachePolicy)
 
     def __post_init__(self) -> None:
         if not self.name or "#" in self.name:
@@ -66,6 +68,7 @@ def agent(
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
     executor: Executor | None = None,
+    cache: CachePolicy | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -77,8 +80,9 @@ def agent(
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
     executor: Executor | None = None,
+    cache: CachePolicy | None = None,
 ) -> F | Callable[[F], F]:
-    """Mark a function as an agent: `@agent` or `@agent(name=..., retry=..., timeout=...)`.
+    """Mark a function as an agent: `@agent` or `@agent(name=..., retry=..., timeout=..., cache=...)`.
 
     Sync functions default to the "thread" executor, async ones to "async".
     """
@@ -91,6 +95,7 @@ def agent(
             retry=retry or RetryPolicy(),
             timeout=timeout,
             executor=chosen,
+            cache=cache,
         )
         setattr(f, _SPEC_ATTR, spec)
         return f

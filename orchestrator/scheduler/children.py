@@ -18,7 +18,7 @@ import anyio
 
 from orchestrator.agents.errors import NonRetryableError
 from orchestrator.errors import SessionNotFoundError, SessionStateError
-from orchestrator.store.protocol import SessionStore
+from orchestrator.store.protocol import ChildStore, SessionStore
 from orchestrator.store.records import NewSession, PipelineDefinition, SessionRecord, SessionStatus
 from orchestrator.store.rules.children import (
     CHILD_ENDED,
@@ -33,8 +33,9 @@ from orchestrator.store.rules.children import (
 __all__ = ["MAPS_KEY", "ChildIO", "cancel_children", "child_ids", "run_map", "split_state"]
 
 MAPS_KEY = "orchestrator.maps"  # a task checkpoint holding map progress: {MAPS_KEY: {...}, "state": user}
-LOOKS_PER_WAKE = 100  # in-flight children read per wake, lowest index first
+LOOKS_PER_WAKE = 500  # in-flight children read per wake (5 BatchGetItems on DynamoDB), lowest index first
 _PARALLEL = 16  # store requests a map keeps in flight
+_CREATE_BATCH = 500  # children per create_sessions call (the backend batches further)
 
 
 def split_state(stored: Any) -> tuple[Any, dict[str, Any]]:
@@ -85,25 +86,36 @@ class ChildIO:
         tasks = pipeline.new_tasks()
         await put_definition(PipelineDefinition(pipeline.name, pipeline.version, tuple(tasks)))
 
-        async def one(i: int) -> None:
-            link = ChildLink(self.session_id, self.task_id, i)
-            new = NewSession(self.child_id(i), pipeline.name, pipeline.version, input=items[i],
-                             metadata={**self.metadata, LINK_KEY: link.to_json()})
-            try:
-                await self.store.create_session(new, tasks)
-            except SessionStateError:
-                await self.store.get_session(new.session_id)  # it exists: an earlier attempt created it
+        news = [NewSession(self.child_id(i), pipeline.name, pipeline.version, input=items[i],
+                           metadata={**self.metadata,
+                                     LINK_KEY: ChildLink(self.session_id, self.task_id, i).to_json()})
+                for i in indices]
+        if isinstance(self.store, ChildStore):
+            for start in range(0, len(news), _CREATE_BATCH):
+                await self.store.create_sessions([(n, tasks) for n in news[start:start + _CREATE_BATCH]])
+            return
 
-        await _each(one, indices)
+        async def one(k: int) -> None:
+            try:
+                await self.store.create_session(news[k], tasks)
+            except SessionStateError:
+                await self.store.get_session(news[k].session_id)  # it exists: an earlier attempt created it
+
+        await _each(one, range(len(news)))
 
     async def look(self, progress: MapProgress) -> dict[int, SessionRecord]:
         """Read the in-flight children (bounded) and mark those that ended; returns what was read."""
         seen: dict[int, SessionRecord] = {}
 
-        async def one(i: int) -> None:
-            seen[i] = await self.store.get_session(self.child_id(i))
+        indices = progress.in_flight(LOOKS_PER_WAKE)
+        if isinstance(self.store, ChildStore):
+            found = await self.store.get_sessions([self.child_id(i) for i in indices])
+            seen.update((i, found[self.child_id(i)]) for i in indices if self.child_id(i) in found)
+        else:
+            async def one(i: int) -> None:
+                seen[i] = await self.store.get_session(self.child_id(i))
 
-        await _each(one, progress.in_flight(LOOKS_PER_WAKE))
+            await _each(one, indices)
         progress.mark_ended(i for i, s in seen.items() if s.status in CHILD_ENDED)
         return seen
 

@@ -87,7 +87,16 @@ class SessionPort(Protocol):
 
     @property
     def child_store(self) -> Store:
-        """Where a map creates and reads its child sessions (they are not this session's items)."""
+        """The store beyond this session: child sessions of a map, cached outputs."""
+        ...
+
+    @property
+    def use_cache(self) -> bool:
+        """False when the run bypasses cached outputs (`RunOptions.cache`, `--no-cache`)."""
+        ...
+
+    def cache_hit(self, task_id: str, attempt: int, agent: str, key: str) -> None:
+        """Record that the task completed from the cache (an event and a metric)."""
         ...
 
 

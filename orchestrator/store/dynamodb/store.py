@@ -19,6 +19,8 @@ from types import TracebackType
 from pynamodb.expressions.operand import Path
 
 from orchestrator.errors import StoreError, StoreUnavailableError
+from orchestrator.store.dynamodb.cache import CacheOps
+from orchestrator.store.dynamodb.children import ChildOps
 from orchestrator.store.dynamodb.history import HistoryOps
 from orchestrator.store.dynamodb.models import session_pk
 from orchestrator.store.dynamodb.projects import ProjectOps
@@ -30,7 +32,7 @@ from orchestrator.store.records import PurgeReport, SessionStatus
 __all__ = ["DynamoDBStore"]
 
 
-class DynamoDBStore(SessionOps, TaskOps, HistoryOps, ProjectOps):
+class DynamoDBStore(ChildOps, CacheOps, SessionOps, TaskOps, HistoryOps, ProjectOps):
     """Durable state in one DynamoDB table; see the module docstring and `Store`."""
 
     async def __aenter__(self) -> DynamoDBStore:

@@ -16,6 +16,7 @@ from orchestrator.store.records.base import (
     StoreDescription,
     check_id,
 )
+from orchestrator.store.records.cache import CacheEntry
 from orchestrator.store.records.history import (
     PROJECT_TASK_METRIC,
     TASK_METRIC,
@@ -53,6 +54,7 @@ from orchestrator.store.records.sessions import (
 )
 
 __all__ = [
+    "CacheEntry",
     "ATTEMPT_HISTORY_LIMIT",
     "PROJECT_TASK_METRIC",
     "TASK_METRIC",

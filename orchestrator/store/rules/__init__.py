@@ -9,6 +9,7 @@
     tasks      the task-transition table, fencing, and the classification of a rejection
     listing    sessions by user or pipeline type: index, matching, order, cursor
     children   child sessions of a map: ids, the parent's progress, results in item order
+    cache      cached outputs: the key of a task's output, when an entry may be read
 
 Backends keep only encoding and I/O; `tests/store/test_differential.py` runs the same
 operations against every backend and compares the outcomes.

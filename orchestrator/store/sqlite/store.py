@@ -46,6 +46,8 @@ from orchestrator.store.records import (
 )
 from orchestrator.store.rules import Payload, SessionChange, SessionOp
 from orchestrator.store.sqlite import history, projects, sessions
+from orchestrator.store.sqlite.cache import CacheOps
+from orchestrator.store.sqlite.children import ChildOps
 from orchestrator.store.sqlite.connection import SQLiteDatabase
 from orchestrator.store.sqlite.encoding import dump
 from orchestrator.store.sqlite.retention import RetentionPasses, purge
@@ -58,7 +60,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class SQLiteStore:
+class SQLiteStore(ChildOps, CacheOps):
     """The `Store` protocol on a SQLite file (see the module docstring for the locking model).
 
     Negative-control seam: `_cas_claims` (class attribute, True) makes `claim_session`
@@ -171,6 +173,18 @@ class SQLiteStore:
         lease_seconds: float | None = None,
     ) -> SessionRecord:
         sid = session.session_id
+        insert = self._creation(session, tasks, owner=owner, lease_seconds=lease_seconds)
+
+        def create(conn: sqlite3.Connection, now: float) -> SessionRecord:
+            insert(conn)
+            return self._session(conn, sid, now)
+
+        return await self._run("create_session", create, session_id=sid)
+
+    def _creation(self, session: NewSession, tasks: Sequence[NewTask], *, owner: str | None = None,
+                  lease_seconds: float | None = None) -> Callable[[sqlite3.Connection], None]:
+        """Validate and encode a new session now; the insert it returns runs inside a transaction."""
+        sid = session.session_id
         rules.check_graph(((t.task_id, t.depends_on) for t in tasks), where=f"session {sid}", session_id=sid)
         record = rules.new_session_record(session, len(tasks), owner=owner, lease_seconds=lease_seconds,
                                           now=self.clock.now())
@@ -185,12 +199,11 @@ class SQLiteStore:
         ]
         ttl = session.ttl_seconds if session.ttl_seconds is not None else self._default_ttl
 
-        def create(conn: sqlite3.Connection, now: float) -> SessionRecord:
+        def insert(conn: sqlite3.Connection) -> None:
             sessions.create(conn, record, input_text=input_text, metadata_text=metadata_text, trace_text=trace_text,
                             ttl_seconds=ttl, tasks=rows, where=self._where)
-            return self._session(conn, sid, now)
 
-        return await self._run("create_session", create, session_id=sid)
+        return insert
 
     async def get_session(self, session_id: str) -> SessionRecord:
         return await self._run("get_session", lambda c, now: self._session(c, session_id, now), write=False,
