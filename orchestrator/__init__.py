@@ -24,6 +24,7 @@ covers every module under it. Move a module, and update this map.
                  orchestrator/scheduler/attempt.py      one attempt of one task on its executor
                  orchestrator/scheduler/context.py      the engine's AgentContext
                  orchestrator/scheduler/children.py     child sessions of ctx.map / run_child: create, look, results, cancel
+                 orchestrator/scheduler/cache.py        cached outputs around an attempt: look up, record a hit, store
                  orchestrator/scheduler/plan.py         SessionPlan: the pure core (outcomes in, steps out)
                  orchestrator/scheduler/tasks.py        TaskState (one record per task), TaskTable
                  orchestrator/scheduler/step.py         Step: the writes, launches and notes decided

@@ -16,6 +16,7 @@ import pytest
 from orchestrator.store import Store
 
 from orchestrator.testing.contract import StoreContract
+from orchestrator.testing.contract_children import CacheContract, ChildContract, ChildDynamoDBContract
 from orchestrator.testing.contract_concurrency import ConcurrencyContract
 from orchestrator.testing.contract_dynamodb import DynamoDBContract
 from orchestrator.testing.contract_listing import SessionListingContract, SessionListingDynamoDBContract
@@ -67,3 +68,16 @@ class TestSessionListingContract(SessionListingContract):
 @pytest.mark.backends("moto", "moto-server", "moto-notx", "moto-server-notx", "dynalite")
 class TestSessionListingDynamoDBContract(SessionListingDynamoDBContract):
     """A page by user or type is index Queries and one BatchGetItem, never a Scan."""
+
+
+class TestChildContract(ChildContract):
+    """Many sessions at once for a map's children: whole, PENDING, never overwriting one that exists."""
+
+
+class TestCacheContract(CacheContract):
+    """Cached outputs: read until expiry and never after, replaced by a put."""
+
+
+@pytest.mark.backends("moto", "moto-server", "moto-notx", "moto-server-notx", "dynalite")
+class TestChildDynamoDBContract(ChildDynamoDBContract):
+    """A map's children are created and read in batches, not one request each."""

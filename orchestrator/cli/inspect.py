@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.apps import load_pipeline
+from orchestrator.cli._children import children_view
 from orchestrator.cli._common import (
     add_row,
     console,
@@ -104,8 +105,9 @@ def _status_view(snap: SessionSnapshot, waits: Sequence[TaskWait] = (), now: flo
 
 async def _view(store: Store, snap: SessionSnapshot) -> tuple[Table, dict[str, Any]]:
     """The table and the JSON of a snapshot, with what its waiting tasks wait for."""
-    waits = await task_waits(store, snap)
-    return _status_view(snap, waits, store.clock.now()), _snapshot_json(snap, waits)
+    waits, links = await task_waits(store, snap), await children_view(store, snap)
+    table = links.extend(_status_view(snap, waits, store.clock.now()))
+    return table, {**_snapshot_json(snap, waits), **links.json()}
 
 
 def status_cmd(

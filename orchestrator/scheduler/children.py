@@ -30,7 +30,7 @@ from orchestrator.store.rules.children import (
     child_session_id,
 )
 
-__all__ = ["MAPS_KEY", "ChildIO", "cancel_children", "child_ids", "run_map", "split_state"]
+__all__ = ["MAPS_KEY", "ChildIO", "cancel_children", "cancel_session", "child_ids", "run_map", "split_state"]
 
 MAPS_KEY = "orchestrator.maps"  # a task checkpoint holding map progress: {MAPS_KEY: {...}, "state": user}
 LOOKS_PER_WAKE = 500  # in-flight children read per wake (5 BatchGetItems on DynamoDB), lowest index first
@@ -142,6 +142,12 @@ class ChildIO:
                 pass  # ended meanwhile, or never created
 
         await _each(one, indices)
+
+
+async def cancel_session(store: SessionStore, session_id: str, reason: str) -> tuple[SessionRecord, list[str]]:
+    """Request the session's cancel, then cancel its unfinished children (and theirs); the cancel cascades."""
+    record = await store.request_cancel(session_id, reason)
+    return record, await cancel_children(store, session_id, reason)
 
 
 async def cancel_children(store: SessionStore, session_id: str, reason: str) -> list[str]:
