@@ -134,6 +134,20 @@ class ChildIO:
         await _each(one, range(total))
         return [out[i] for i in range(total)]
 
+    async def failed(self, indices: Sequence[int]) -> list[int]:
+        """Which of `indices` are FAILED sessions (read in batches)."""
+        out: list[int] = []
+        for start in range(0, len(indices), LOOKS_PER_WAKE):
+            part = indices[start:start + LOOKS_PER_WAKE]
+            if isinstance(self.store, ChildStore):
+                found = await self.store.get_sessions([self.child_id(i) for i in part])
+            else:
+                found = {}
+                for i in part:
+                    found[self.child_id(i)] = await self.store.get_session(self.child_id(i))
+            out += [i for i in part if (s := found.get(self.child_id(i))) and s.status is SessionStatus.FAILED]
+        return out
+
     async def cancel(self, indices: Iterable[int], reason: str) -> None:
         async def one(i: int) -> None:
             try:
@@ -180,14 +194,23 @@ async def run_map(
     fail_fast: bool,
     put_definition: Callable[[PipelineDefinition], Awaitable[None]],
     save: Callable[[], Awaitable[None]],
+    attempt: int = 1,
+    redrive: Callable[[str], Awaitable[None]] | None = None,
 ) -> list[MapResult] | None:
     """One look at a map: note ended children, create the next ones; results when all ended, else None.
 
     Children are created before the progress naming them is saved, so a crash between
-    the two re-creates nothing (the ids exist; creation is then a no-op).
+    the two re-creates nothing (the ids exist; creation is then a no-op). The first look
+    of a new attempt of the parent task (a retry, or a redrive of the parent) redrives
+    the children that FAILED, once per attempt, before looking on.
     """
     where = f"map {io.call} of task {io.task_id} in session {io.session_id}"
     before = progress.to_json()
+    if progress.redriven < attempt:
+        if attempt > 1 and progress.created and redrive is not None:
+            failed = await io.failed(range(progress.created))
+            await _each(lambda i: redrive(io.child_id(i)), failed)
+        progress.redriven = attempt
     seen = await io.look(progress)
     failed = sorted(i for i, s in seen.items() if s.status in (SessionStatus.FAILED, SessionStatus.CANCELLED))
     if fail_fast and failed:

@@ -202,7 +202,8 @@ class TaskContext:
 
         results = await run_map(io, progress, pipeline, items, concurrency=concurrency,
                                 fail_fast=policy == "fail_fast", put_definition=port.child_store.put_pipeline,
-                                save=save)
+                                save=save, attempt=self._attempt,
+                                redrive=lambda sid: port.redrive_child(pipeline, sid))
         if results is None:
             raise SuspendForSignal(CHILDREN_SIGNAL, port.clock.now() + poll_interval)
         return map_results(results, policy)

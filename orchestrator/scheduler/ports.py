@@ -99,6 +99,10 @@ class SessionPort(Protocol):
         """Record that the task completed from the cache (an event and a metric)."""
         ...
 
+    async def redrive_child(self, pipeline: Any, session_id: str) -> None:
+        """Redrive the FAILED child session `session_id` of `pipeline` and run it to its end here."""
+        ...
+
 
 class LeaseListener(Protocol):
     """What the lease keeper reports; called on the event loop, must not block."""

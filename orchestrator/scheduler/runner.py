@@ -28,8 +28,9 @@ from orchestrator.codec import Codec
 from orchestrator.errors import LeaseLostError, OrchestratorError
 from orchestrator.events import EventBuffer
 from orchestrator.graph import Pipeline
-from orchestrator.metrics import CACHE_HIT_METRIC, MetricsRecorder, session_sample
+from orchestrator.metrics import MetricsRecorder, session_sample
 from orchestrator.scheduler.attempt import run_attempt
+from orchestrator.scheduler.beyond import BeyondSession
 from orchestrator.scheduler.lease_keeper import LeaseKeeper
 from orchestrator.scheduler.lifecycle import Lifecycle
 from orchestrator.scheduler.messages import AttemptOutcome, Cancelled, Failed, Finished, Launch, TimedOut, Waiting
@@ -40,7 +41,6 @@ from orchestrator.scheduler.step import Finish, Step, Suspend
 from orchestrator.store.deadline import bounded_by
 from orchestrator.store.protocol import Store, WriteResult
 from orchestrator.store.records import (
-    MetricSample,
     Lease,
     Progress,
     SessionSnapshot,
@@ -80,7 +80,7 @@ class _LeaseLost:
 _Message: TypeAlias = AttemptOutcome | _TimerFired | _SignalsChanged | _CancelRequested | _LeaseLost
 
 
-class SessionRunner:
+class SessionRunner(BeyondSession):
     """Runs one claimed session until it ends, waits, or the lease is lost."""
 
     def __init__(
@@ -188,19 +188,6 @@ class SessionRunner:
             raise LeaseLostError.write_rejected(self._session_id, task_id, write.kind.value,
                                                 result.task.fence if result.task else None, self.lease.fence)
         self.plan.checkpointed(task_id, state)
-
-    @property
-    def child_store(self) -> Store:
-        return self.store
-
-    @property
-    def use_cache(self) -> bool:
-        return self.options.cache
-
-    def cache_hit(self, task_id: str, attempt: int, agent: str, key: str) -> None:
-        self.events.add("cache", f"task {task_id} completed from the cache without running {agent}",
-                        task_id=task_id, data={"attempt": attempt, "key": key, "agent": agent})
-        self.metrics.observe(MetricSample(CACHE_HIT_METRIC, agent, self._clock.now()))
 
     def _post(self, message: _Message) -> None:
         """Queue news for the dispatch loop; news arriving after the run ended is dropped."""

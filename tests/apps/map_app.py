@@ -26,13 +26,14 @@ def _mark(ctx: AgentContext) -> None:
             f.write(f"{ctx.session_id} {os.getpid()}\n")
 
 
-@agent
+@agent(retry=RetryPolicy(max_attempts=1))
 async def square_one(ctx: AgentContext) -> dict[str, Any]:
-    """Squares the item's "i" after sleeping its "sleep" seconds; fails for an item with "fail"."""
+    """Squares the item's "i" after sleeping its "sleep" seconds; an item with "fail" fails until the
+    file named by its "until" exists."""
     item = ctx.input or {}
     _mark(ctx)
     await anyio.sleep(float(item.get("sleep", 0.0)))
-    if item.get("fail"):
+    if item.get("fail") and not Path(str(item.get("until", ""))).is_file():
         raise RuntimeError(f"item {item['i']} was told to fail")
     return {"i": item["i"], "square": item["i"] ** 2}
 
@@ -44,7 +45,7 @@ square = Pipeline("square", agents=[square_one]).task("square", agent="square_on
 async def fan(ctx: AgentContext) -> list[Any]:
     """Maps `square` over the session input's items."""
     spec = ctx.session_input or {}
-    items = [{"i": i, "sleep": spec.get("sleep", 0.0), "fail": i in spec.get("fail", [])}
+    items = [{"i": i, "sleep": spec.get("sleep", 0.0), "fail": i in spec.get("fail", []), "until": spec.get("until")}
              for i in range(int(spec.get("n", 3)))]
     return await ctx.map(square, items, concurrency=spec.get("concurrency"),
                          policy=spec.get("policy", "fail_fast"), poll_interval=float(spec.get("poll", 0.2)))

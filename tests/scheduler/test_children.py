@@ -7,11 +7,12 @@ child pipelines) drain the store; outcomes are read back from stored state.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 import pytest
 
 from orchestrator import Worker
-from orchestrator.scheduler import submit
+from orchestrator.scheduler import resume, submit
 from orchestrator.scheduler.children import cancel_children, child_ids
 from orchestrator.store import SessionStatus, Store
 from orchestrator.store.rules.children import LINK_KEY
@@ -93,3 +94,20 @@ async def test_cancelling_the_parent_cancels_its_unfinished_children(store: Stor
     assert sorted(cancelled) == ["p7.fan.0", "p7.fan.1", "p7.fan.2"]
     for cid in cancelled:
         assert (await store.get_session(cid)).status is SessionStatus.CANCELLED
+
+
+async def test_redriving_the_parent_redrives_its_failed_children_and_reruns_no_completed_one(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEMO_MARK_DIR", str(tmp_path))
+    until = tmp_path / "fixed"
+    sid = await submit(map_app.fanout, {"n": 4, "fail": [2], "until": str(until)}, store=store, session_id="p8")
+    await _drain(store)
+    assert (await store.get_session(sid)).status is SessionStatus.FAILED
+    until.write_text("now it works")
+    result = await resume(map_app.fanout, sid, store=store)
+    assert result.status is SessionStatus.COMPLETED
+    assert result.outputs["fan"] == [{"i": i, "square": i * i} for i in range(4)]
+    runs = Counter(line.split()[0] for line in (tmp_path / "children.log").read_text().splitlines())
+    assert runs == {"p8.fan.0": 1, "p8.fan.1": 1, "p8.fan.2": 2, "p8.fan.3": 1}
+    assert (await store.get_session("p8.fan.2")).redrive_count == 1
