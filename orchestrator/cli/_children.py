@@ -13,7 +13,7 @@ from orchestrator.store import SessionSnapshot, Store
 from orchestrator.store.protocol import ChildStore
 from orchestrator.store.rules.children import ChildLink
 
-__all__ = ["ChildrenView", "children_view"]
+__all__ = ["ChildrenView", "children_view", "graph_note"]
 
 _COUNTED = 2000  # children whose status `status` reads at most (batched); the rest are only named
 
@@ -58,3 +58,20 @@ async def children_view(store: Store, snap: SessionSnapshot) -> ChildrenView:
             found = await store.get_sessions(ids[:_COUNTED])
             counts[tid] = Counter(s.status.value for s in found.values())
     return ChildrenView(ChildLink.of(snap.session.metadata), children, counts)
+
+
+_COMMENT = {"mermaid": "%% ", "dot": "// "}
+
+
+def graph_note(snap: SessionSnapshot, fmt: str) -> str:
+    """Lines appended to `graph`: the session's parent and each mapping task's children, as comments."""
+    lead = _COMMENT.get(fmt, "")
+    sid = snap.session.session_id
+    lines = []
+    link = ChildLink.of(snap.session.metadata)
+    if link is not None:
+        lines.append(f"{lead}child {link.index} of session {link.session_id} (task {link.task_id})")
+    for tid, task in sorted(snap.tasks.items()):
+        if ids := child_ids(sid, tid, task.checkpoint):
+            lines.append(f"{lead}task {tid} -> {len(ids)} child session(s): {ids[0]} .. {ids[-1]}")
+    return "".join(line + "\n" for line in lines)

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.apps import load_pipeline
-from orchestrator.cli._children import children_view
+from orchestrator.cli._children import children_view, graph_note
 from orchestrator.cli._common import (
     add_row,
     console,
@@ -336,7 +336,7 @@ def graph_cmd(
     async def go() -> str:
         async with open_cli_store(g, read_only=True) as store:
             snap = await store.load_session(target)
-            return render(snap.tasks, snap.edges, format=fmt)  # type: ignore[arg-type]
+            return render(snap.tasks, snap.edges, format=fmt) + graph_note(snap, fmt)  # type: ignore[arg-type]
 
     sys.stdout.write(run_async(go))
 
