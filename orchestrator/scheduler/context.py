@@ -199,6 +199,10 @@ class TaskContext:
         async def save() -> None:
             self._maps[str(call)] = progress.to_json()
             await self.checkpoint(self._state)
+            ended = progress.watermark + len(progress.ended)
+            port.log(self._task_id, self._attempt, f"{where}: {progress.created} of {progress.total} child sessions "
+                     f"created, {ended} ended", "INFO", {"children": {"call": call, "created": progress.created,
+                                                                      "ended": ended, "total": progress.total}})
 
         results = await run_map(io, progress, pipeline, items, concurrency=concurrency,
                                 fail_fast=policy == "fail_fast", put_definition=port.child_store.put_pipeline,

@@ -52,6 +52,8 @@ async def test_children_are_linked_to_their_parent_both_ways(store: Store) -> No
     child = await store.get_session(ids[1])
     assert child.metadata[LINK_KEY] == {"session": "p2", "task": "fan", "index": 1}
     assert child.status is SessionStatus.COMPLETED
+    noted = [e.data["children"] for e in (await store.read_events(sid, limit=100)).items if "children" in e.data]
+    assert noted[0]["created"] == 3 and noted[-1] == {"call": 0, "created": 3, "ended": 3, "total": 3}
 
 
 async def test_run_child_returns_the_child_pipelines_output(store: Store) -> None:
