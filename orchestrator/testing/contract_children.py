@@ -92,6 +92,16 @@ class CacheContract:
         clock_of(store).advance(0.5)
         assert await _cache(store).get_cached("k1") is None
 
+    async def test_a_purge_keeps_unexpired_entries(self, store: Store) -> None:
+        now = clock_of(store).now()
+        await _cache(store).put_cached(CacheEntry("k3", "a", 1, now, now + 100))
+        await _cache(store).put_cached(CacheEntry("k4", "a", 2, now, now + 10))
+        clock_of(store).advance(50)
+        await store.purge(ended_before=now)
+        assert await _cache(store).get_cached("k4") is None
+        found = await _cache(store).get_cached("k3")
+        assert found is not None and found.output == 1
+
     async def test_an_absent_key_reads_none_and_a_put_replaces(self, store: Store) -> None:
         now = clock_of(store).now()
         assert await _cache(store).get_cached("nope") is None
