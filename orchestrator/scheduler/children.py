@@ -3,9 +3,10 @@
 A map creates its children as ordinary PENDING sessions (any worker claims them) with
 ids from `rules.children`, at most `concurrency` in flight, and suspends its task
 (WAITING, no lease, no slot) until its next look. On each wake it reads the children
-still in flight (one consistent read each, lowest index first, bounded per wake), never
-a write to the parent by a child, so thousands of children ending at once touch no
-common item. When all have ended it reads each child's result once, in item order.
+still in flight (consistent batch reads through `ChildStore`, lowest index first, bounded
+per wake); no child ever writes to its parent, so thousands of children ending at once
+touch no common item. When all have ended it reads each child's result once, in item
+order. A store without `ChildStore` gets one request per child instead.
 """
 
 from __future__ import annotations

@@ -141,13 +141,6 @@ class MapProgress:
             self.ended.discard(self.watermark)
             self.watermark += 1
 
-    def reopen(self, indices: Iterable[int]) -> None:
-        """Children redriven by a parent redrive are in flight again."""
-        for i in sorted(indices):
-            self.ended.discard(i)
-            if i < self.watermark:
-                self.ended.update(range(i + 1, self.watermark))
-                self.watermark = i
 
 
 def child_output(tasks: Mapping[str, Any], statuses: Mapping[str, TaskStatus], edges: Sequence[Edge]) -> Any:
