@@ -1,6 +1,6 @@
 """The children benchmark's app (see bench/children.py): a parent mapping `square` over n items.
 
-    python bench/children_app.py worker STORE_URL    run a Worker (both pipelines) until idle
+    python bench/children_app.py worker STORE_URL    run a Worker (both pipelines) until idle for 5 s
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ fanout = Pipeline("bench-fanout", agents=[fan]).task("fan", "fan")
 
 async def work(url: str) -> None:
     async with open_store(url) as store:
-        await Worker(store, [fanout, square], concurrency=4, poll_interval=0.1).run(idle_exit=2.0)
+        await Worker(store, [fanout, square], concurrency=4, poll_interval=0.1).run(idle_exit=5.0)
 
 
 if __name__ == "__main__":
