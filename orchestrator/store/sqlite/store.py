@@ -172,13 +172,10 @@ class SQLiteStore(ChildOps, CacheOps):
         owner: str | None = None,
         lease_seconds: float | None = None,
     ) -> SessionRecord:
-        sid = session.session_id
-        insert = self._creation(session, tasks, owner=owner, lease_seconds=lease_seconds)
-
+        insert, sid = self._creation(session, tasks, owner=owner, lease_seconds=lease_seconds), session.session_id
         def create(conn: sqlite3.Connection, now: float) -> SessionRecord:
             insert(conn)
             return self._session(conn, sid, now)
-
         return await self._run("create_session", create, session_id=sid)
 
     def _creation(self, session: NewSession, tasks: Sequence[NewTask], *, owner: str | None = None,
