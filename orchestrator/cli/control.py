@@ -161,8 +161,7 @@ def cancel_cmd(
     "the command line",
     as_json: JsonOpt = False,
 ) -> None:
-    """Cancel a session (and its unfinished child sessions): at once if nobody holds it, else its owner
-    stops at its next heartbeat."""
+    """Cancel a session and its unfinished children: at once if nobody holds it, else at its next heartbeat."""
     g = globals_of(ctx)
 
     async def go() -> tuple[SessionRecord, list[str]]:
