@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from orchestrator.agents import AgentContext, MapAgent, RetryPolicy, agent
+from orchestrator.agents import AgentContext, MapAgent, RetryPolicy, SyncAgentContext, agent
 from orchestrator.graph import Pipeline
 
 
@@ -72,3 +72,12 @@ async def make_items(ctx: AgentContext) -> list[dict[str, Any]]:
 each = (Pipeline("each", agents=[make_items, MapAgent("squares", square, over="items", poll_interval=0.2)])
         .task("items", agent="make_items")
         .task("squares", agent="squares", depends_on=["items"]))
+
+
+@agent(executor="thread")
+def sync_fan(ctx: SyncAgentContext) -> list[Any]:
+    """The same map from a sync agent in a worker thread."""
+    return ctx.map(square, [{"i": i} for i in range(3)], poll_interval=0.2)
+
+
+sync_fanout = Pipeline("sync-fanout", agents=[sync_fan]).task("fan", agent="sync_fan")

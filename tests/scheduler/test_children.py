@@ -23,7 +23,7 @@ import map_app
 from .conftest import Backend
 
 pytestmark = pytest.mark.anyio
-_PIPELINES = [map_app.fanout, map_app.square, map_app.single, map_app.each]
+_PIPELINES = [map_app.fanout, map_app.square, map_app.single, map_app.each, map_app.sync_fanout]
 
 
 async def _drain(store: Store) -> None:
@@ -113,3 +113,17 @@ async def test_redriving_the_parent_redrives_its_failed_children_and_reruns_no_c
     runs = Counter(line.split()[0] for line in (tmp_path / "children.log").read_text().splitlines())
     assert runs == {"p8.fan.0": 1, "p8.fan.1": 1, "p8.fan.2": 2, "p8.fan.3": 1}
     assert (await store.get_session("p8.fan.2")).redrive_count == 1
+
+
+async def test_a_sync_agent_maps_through_its_blocking_context(store: Store) -> None:
+    sid = await submit(map_app.sync_fanout, None, store=store, session_id="p9")
+    await _drain(store)
+    assert (await store.load_session(sid)).tasks["fan"].output == [{"i": i, "square": i * i} for i in range(3)]
+
+
+async def test_never_more_than_concurrency_children_are_in_flight_at_any_look(store: Store) -> None:
+    sid = await submit(map_app.fanout, {"n": 7, "concurrency": 2}, store=store, session_id="p10")
+    await _drain(store)
+    looks = [e.data["children"] for e in (await store.read_events(sid, limit=200)).items if "children" in e.data]
+    assert looks and all(look["created"] - look["ended"] <= 2 for look in looks)
+    assert looks[-1] == {"call": 0, "created": 7, "ended": 7, "total": 7}
