@@ -6,8 +6,9 @@ Nothing here imports `orchestrator`: the engine implements `AgentContext`.
 from __future__ import annotations
 
 from orchestrator.agents.approval import ApprovalAgent
+from orchestrator.agents.cache import CachePolicy
 from orchestrator.agents.command import CommandAgent
-from orchestrator.agents.context import AgentContext, ProcessContext, SyncAgentContext, TaskSpec
+from orchestrator.agents.context import AgentContext, MapPolicy, ProcessContext, SyncAgentContext, TaskSpec
 from orchestrator.agents.errors import (
     AgentError,
     AgentTimeoutError,
@@ -15,6 +16,7 @@ from orchestrator.agents.errors import (
     NonRetryableError,
     SignalTimeoutError,
 )
+from orchestrator.agents.map import MapAgent
 from orchestrator.agents.retry import RetryPolicy
 from orchestrator.agents.spec import Agent, AgentSpec, Executor, agent, spec_of
 
@@ -25,9 +27,12 @@ __all__ = [
     "AgentSpec",
     "AgentTimeoutError",
     "ApprovalAgent",
+    "CachePolicy",
     "CommandAgent",
     "CommandFailedError",
     "Executor",
+    "MapAgent",
+    "MapPolicy",
     "NonRetryableError",
     "ProcessContext",
     "RetryPolicy",

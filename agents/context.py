@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
-__all__ = ["AgentContext", "ProcessContext", "SyncAgentContext", "TaskSpec"]
+__all__ = ["AgentContext", "MapPolicy", "ProcessContext", "SyncAgentContext", "TaskSpec"]
+
+MapPolicy: TypeAlias = Literal["fail_fast", "collect"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,25 @@ class AgentContext(Protocol):
         """Wait durably for a signal; returns its payload, or raises SignalTimeoutError."""
         ...
 
+    async def run_child(self, pipeline: Any, input: Any = None) -> Any:
+        """Run `pipeline` as a child session (any worker claims it); returns its output.
+
+        The task waits durably meanwhile (WAITING, no lease, no slot). Raises
+        NonRetryableError if the child does not complete.
+        """
+        ...
+
+    async def map(self, pipeline: Any, items: Sequence[Any], *, concurrency: int | None = None,
+                  policy: MapPolicy = "fail_fast", poll_interval: float = 1.0) -> list[Any]:
+        """Run `pipeline` once per item as child sessions; their outputs, in item order.
+
+        At most `concurrency` children are in flight across the fleet. `policy="fail_fast"`
+        fails the task on the first child that does not complete (cancelling the others);
+        `"collect"` returns `{"ok", "output" | "error", "session"}` per item. The task
+        waits durably between looks, `poll_interval` seconds apart.
+        """
+        ...
+
 
 @runtime_checkable
 class SyncAgentContext(Protocol):
@@ -122,6 +143,9 @@ class SyncAgentContext(Protocol):
     def checkpoint(self, state: Any) -> None: ...
     def add_task(self, task: TaskSpec) -> str: ...
     def wait_for_signal(self, name: str, timeout: float | None = None) -> Any: ...
+    def run_child(self, pipeline: Any, input: Any = None) -> Any: ...
+    def map(self, pipeline: Any, items: Sequence[Any], *, concurrency: int | None = None,
+            policy: MapPolicy = "fail_fast", poll_interval: float = 1.0) -> list[Any]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
+from orchestrator.agents.cache import CachePolicy
 from orchestrator.agents.retry import RetryPolicy
 
 __all__ = ["Agent", "AgentSpec", "Executor", "agent", "spec_of"]
@@ -37,6 +38,7 @@ class AgentSpec:
     timeout: float | None = None
     executor: Executor = "async"
     uses: Mapping[str, int] = field(default_factory=dict, hash=False)  # a dict: kept out of the hash
+    cache: CachePolicy | None = None  # reuse outputs across sessions (see CachePolicy)
 
     def __post_init__(self) -> None:
         if not self.name or "#" in self.name:
@@ -85,6 +87,7 @@ def agent(
     timeout: float | None = None,
     executor: Executor | None = None,
     uses: Mapping[str, int] | None = None,
+    cache: CachePolicy | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -97,8 +100,9 @@ def agent(
     timeout: float | None = None,
     executor: Executor | None = None,
     uses: Mapping[str, int] | None = None,
+    cache: CachePolicy | None = None,
 ) -> F | Callable[[F], F]:
-    """Mark a function as an agent: `@agent` or `@agent(name=..., retry=..., timeout=..., uses=...)`.
+    """Mark a function as an agent: `@agent` or `@agent(name=..., retry=..., timeout=..., uses=..., cache=...)`.
 
     Sync functions default to the "thread" executor, async ones to "async". `uses`
     (`{"openai": 1}`) names the fleet-wide resources each run holds.
@@ -113,6 +117,7 @@ def agent(
             timeout=timeout,
             executor=chosen,
             uses=dict(uses or {}),
+            cache=cache,
         )
         setattr(f, _SPEC_ATTR, spec)
         return f

@@ -21,11 +21,14 @@ covers every module under it. Move a module, and update this map.
     scheduler    orchestrator/scheduler/__init__.py     the public names: run, submit, resume, ...
                  orchestrator/scheduler/entry.py        run, submit, resume, execute (the entry points)
                  orchestrator/scheduler/runner.py       SessionRunner: the I/O shell of one claimed session
+                 orchestrator/scheduler/beyond.py       the runner's port beyond its session: children, cache hits
                  orchestrator/scheduler/lease_keeper.py owns the lease: renewal and the local deadline
                  orchestrator/scheduler/lifecycle.py    claim/takeover/lease-lost/end: history events and log records
                  orchestrator/scheduler/attempt.py      one attempt of one task on its executor
                  orchestrator/scheduler/resources.py    fleet-wide resources around an attempt: wait, hold, renew
                  orchestrator/scheduler/context.py      the engine's AgentContext
+                 orchestrator/scheduler/children.py     child sessions of ctx.map / run_child: create, look, results, cancel
+                 orchestrator/scheduler/cache.py        cached outputs around an attempt: look up, record a hit, store
                  orchestrator/scheduler/plan.py         SessionPlan: the pure core (outcomes in, steps out)
                  orchestrator/scheduler/tasks.py        TaskState (one record per task), TaskTable
                  orchestrator/scheduler/step.py         Step: the writes, launches and notes decided

@@ -52,6 +52,7 @@ from orchestrator.store.records import (
 )
 
 __all__ = [
+    "CACHE_HIT_METRIC",
     "PROJECT_TASK_METRIC",
     "SESSION_METRIC",
     "TASK_METRIC",
@@ -69,6 +70,7 @@ __all__ = [
 ]
 
 SESSION_METRIC = "session"
+CACHE_HIT_METRIC = "cache_hit"  # a task completed from a cached output, per agent
 #: Samples older than this (relative to the clock) are dropped: their rows were evicted.
 _RETAIN_SECONDS = 48 * 3600.0
 _N_BUCKETS = len(LATENCY_BUCKETS_MS) + 1

@@ -17,6 +17,7 @@ from orchestrator.store import Store
 
 from orchestrator.testing.contract import StoreContract
 from orchestrator.testing.contract_claims import ClaimSeenContract, ClaimSeenDynamoDBContract
+from orchestrator.testing.contract_children import CacheContract, ChildContract, ChildDynamoDBContract
 from orchestrator.testing.contract_concurrency import ConcurrencyContract
 from orchestrator.testing.contract_dynamodb import DynamoDBContract
 from orchestrator.testing.contract_flow import FlowContract
@@ -80,3 +81,16 @@ class TestClaimSeenContract(ClaimSeenContract):
 @pytest.mark.backends("moto", "moto-server", "moto-notx", "moto-server-notx", "dynalite")
 class TestClaimSeenDynamoDBContract(ClaimSeenDynamoDBContract):
     """A claim of a listed session is one UpdateItem; a worker's resume, a claim and one Query."""
+
+
+class TestChildContract(ChildContract):
+    """Many sessions at once for a map's children: whole, PENDING, never overwriting one that exists."""
+
+
+class TestCacheContract(CacheContract):
+    """Cached outputs: read until expiry and never after, replaced by a put."""
+
+
+@pytest.mark.backends("moto", "moto-server", "moto-notx", "moto-server-notx", "dynalite")
+class TestChildDynamoDBContract(ChildDynamoDBContract):
+    """A map's children are created and read in batches, not one request each."""

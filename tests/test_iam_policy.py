@@ -2,7 +2,7 @@
 
 A representative workload (init, init repairing SSE, doctor, run with retries and a failure, waits and
 signals, a worker, resume-failed, listings (by status, project, user, type), events, metrics, pipelines, fork, cancel,
-the users' project history, purge) runs on in-process moto while a botocore hook records every request. Each
+the users' project history, a map of child sessions, cached outputs, purge) runs on in-process moto while a botocore hook records every request. Each
 request maps to the IAM actions that authorise it (a transaction to its items'
 actions); the policy must allow every one of them, nothing more, and never Scan.
 """
@@ -25,7 +25,8 @@ from orchestrator.metrics import agent_stats, day_of, project_stats
 from orchestrator.recovery import Worker, resume_failed
 from orchestrator.scheduler import resume, run, submit
 from orchestrator.store import NewSession, NewTask, SessionStatus, StoreConfig, UserProjectRecord, open_store
-from orchestrator.store.dynamodb import iam_policy
+from orchestrator.store.dynamodb import DynamoDBStore, iam_policy
+from orchestrator.store.records import CacheEntry
 
 APPS = Path(__file__).resolve().parent / "apps"
 _TRANSACT_ITEM_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
@@ -55,6 +56,7 @@ async def _workload(url: str, tmp: Path) -> set[str]:
     demo: Any = importlib.import_module("demo_app")
     seen: set[str] = set()
     store = open_store(url)
+    assert isinstance(store, DynamoDBStore)
     events: Any = getattr(store, "client_events", None)
     assert events is not None, f"{store!r} has no client_events: this test is for DynamoDB"
 
@@ -108,6 +110,14 @@ async def _workload(url: str, tmp: Path) -> set[str]:
         await store.record_download("u-1", "proj", "d-1")  # a retry: its failed condition is read back
         assert (await store.get_user_project("u-1", "proj")).download_count == 1
         assert len((await store.list_user_projects("u-1")).items) == 1
+        # A map of child sessions (batched creation and reads) and a cached output read back.
+        maps: Any = importlib.import_module("map_app")
+        await submit(maps.fanout, {"n": 3, "poll": 0.05}, store=store, session_id="iam-map")
+        await Worker(store, [maps.fanout, maps.square], poll_interval=0.05).run(idle_exit=0.5)
+        assert (await store.get_session("iam-map")).status is SessionStatus.COMPLETED
+        now = store.clock.now()
+        await store.put_cached(CacheEntry("iam-key", "a", {"x": 1}, now, now + 60))
+        assert await store.get_cached("iam-key") is not None
         await store.purge(ended_before=store.clock.now() + 1)
     finally:
         await store.aclose()

@@ -16,7 +16,7 @@ ORCHESTRATOR_API = {
 
 AGENTS_API = {
     "Agent", "AgentContext", "AgentError", "AgentSpec", "AgentTimeoutError", "ApprovalAgent",
-    "CommandAgent", "CommandFailedError", "Executor", "NonRetryableError", "ProcessContext",
+    "CachePolicy", "CommandAgent", "CommandFailedError", "Executor", "MapAgent", "MapPolicy", "NonRetryableError", "ProcessContext",
     "RetryPolicy", "SignalTimeoutError", "SyncAgentContext", "TaskSpec", "agent", "spec_of",
 }
 

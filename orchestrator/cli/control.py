@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from orchestrator.scheduler.children import cancel_session
 from orchestrator.cli._common import console, emit_json, globals_of, open_cli_store, parse_json_arg, run_async
 from orchestrator.cli._waits import signals_awaited
 from orchestrator.errors import SessionStateError
@@ -160,18 +161,20 @@ def cancel_cmd(
     "the command line",
     as_json: JsonOpt = False,
 ) -> None:
-    """Cancel a session: at once if nobody holds it, else its owner stops at its next heartbeat."""
+    """Cancel a session and its unfinished children: at once if nobody holds it, else at its next heartbeat."""
     g = globals_of(ctx)
 
-    async def go() -> SessionRecord:
+    async def go() -> tuple[SessionRecord, list[str]]:
         async with open_cli_store(g) as store:
-            return await store.request_cancel(session, reason)
+            return await cancel_session(store, session, reason)
 
-    record = run_async(go)
+    record, children = run_async(go)
     if as_json:
         emit_json(record)
     else:
         console.print(describe_cancel(record), highlight=False)
+        if children:
+            console.print(f"cancelled {len(children)} child session(s) of {session}", highlight=False)
 
 
 def describe_cancel(record: SessionRecord) -> str:

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from orchestrator.apps import load_pipeline
 from orchestrator.scheduler.resources import WAITING_FOR_RESOURCE
+from orchestrator.cli._children import children_view, graph_note
 from orchestrator.cli._common import (
     add_row,
     console,
@@ -99,8 +100,9 @@ def _status_view(snap: SessionSnapshot, waits: Sequence[TaskWait] = (), now: flo
 
 async def _view(store: Store, snap: SessionSnapshot) -> tuple[Table, dict[str, Any]]:
     """The table and the JSON of a snapshot, with what its waiting tasks wait for."""
-    waits = await task_waits(store, snap)
-    return _status_view(snap, waits, store.clock.now()), _snapshot_json(snap, waits)
+    waits, links = await task_waits(store, snap), await children_view(store, snap)
+    table = links.extend(_status_view(snap, waits, store.clock.now()))
+    return table, {**_snapshot_json(snap, waits), **links.json()}
 
 
 def status_cmd(
@@ -370,7 +372,7 @@ def graph_cmd(
     async def go() -> str:
         async with open_cli_store(g, read_only=True) as store:
             snap = await store.load_session(target)
-            return render(snap.tasks, snap.edges, format=fmt)  # type: ignore[arg-type]
+            return render(snap.tasks, snap.edges, format=fmt) + graph_note(snap, fmt)  # type: ignore[arg-type]
 
     sys.stdout.write(run_async(go))
 

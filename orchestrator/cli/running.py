@@ -56,6 +56,8 @@ LeaseOpt = Annotated[str | None, typer.Option("--lease", help="Lease length, e.g
 AgentLimitOpt = Annotated[list[str] | None, typer.Option("--agent-limit", metavar="AGENT=N", help="At most N "
                                                          "agents of that name at once (repeat, or "
                                                          "comma-separate).")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Run agents that have a CachePolicy instead of "
+                                          "reusing cached outputs (and store none).")]
 ProgressOpt = Annotated[str | None, typer.Option("--progress-interval", help="Write task and session progress "
                                                  "at most this often, e.g. 2s (default 1s).")]
 
@@ -68,8 +70,8 @@ def _knobs(lease: str | None, agent_limits: list[str] | None, progress: str | No
     return knobs
 
 
-def _options(concurrency: int, knobs: Knobs, fail_fast: bool = False) -> RunOptions:
-    return knobs.options(RunOptions(concurrency=concurrency, fail_fast=fail_fast))
+def _options(concurrency: int, knobs: Knobs, fail_fast: bool = False, no_cache: bool = False) -> RunOptions:
+    return knobs.options(RunOptions(concurrency=concurrency, fail_fast=fail_fast, cache=not no_cache))
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,12 +149,13 @@ def run_cmd(
     lease: LeaseOpt = None,
     agent_limit: AgentLimitOpt = None,
     progress_interval: ProgressOpt = None,
+    no_cache: NoCacheOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a session and run it here, with live progress; exit 1 if it ends FAILED, 6 if it waits."""
     g = globals_of(ctx)
     pipeline = load_pipeline(app)
-    options = _options(concurrency, _knobs(lease, agent_limit, progress_interval, [pipeline]), fail_fast)
+    options = _options(concurrency, _knobs(lease, agent_limit, progress_interval, [pipeline]), fail_fast, no_cache)
     value = parse_json_arg(input, what="--input")
     sid = session_id or f"{pipeline.name}-{uuid.uuid4().hex[:12]}"
 
@@ -202,12 +205,13 @@ def resume_cmd(
     lease: LeaseOpt = None,
     agent_limit: AgentLimitOpt = None,
     progress_interval: ProgressOpt = None,
+    no_cache: NoCacheOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Claim a session and run what is left (completed kept); exit 1 if it ends FAILED, 6 if it waits."""
     g = globals_of(ctx)
     pipeline = load_pipeline(app)
-    options = _options(concurrency, _knobs(lease, agent_limit, progress_interval, [pipeline]))
+    options = _options(concurrency, _knobs(lease, agent_limit, progress_interval, [pipeline]), no_cache=no_cache)
 
     async def go() -> Outcome:
         async with open_cli_store(g) as store:
@@ -271,6 +275,7 @@ def worker_cmd(
     progress_interval: ProgressOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No line per claimed and finished session.")]
     = False,
+    no_cache: NoCacheOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Claim and run submitted, abandoned and due sessions until SIGTERM/SIGINT.
@@ -287,7 +292,7 @@ def worker_cmd(
     if poll_s <= 0:
         raise ValidationError("--poll-interval must be > 0")
     knobs = _knobs(lease, agent_limit, progress_interval, list(pipelines))
-    options = knobs.options(RunOptions(worker_id=worker_id), per_session_limits=False)
+    options = knobs.options(RunOptions(worker_id=worker_id, cache=not no_cache), per_session_limits=False)
     limits = knobs.worker_limits()
     forced: list[int] = []
     lines = None if quiet else SessionLines(err_console if as_json else console)

@@ -18,6 +18,7 @@ from orchestrator.agents.context import ProcessContext
 from orchestrator.agents.errors import AgentTimeoutError, NonRetryableError
 from orchestrator.agents.spec import AgentSpec
 from orchestrator.errors import LeaseLostError, SerializationError
+from orchestrator.scheduler.cache import look_up, remember
 from orchestrator.scheduler.context import SuspendForSignal, SyncTaskContext, TaskContext
 from orchestrator.scheduler.messages import AttemptOutcome, Cancelled, Failed, Finished, Launch, TimedOut, Waiting
 from orchestrator.scheduler.options import WorkerLimits
@@ -105,7 +106,11 @@ async def run_attempt(
     with telemetry.task_span(port.session_id, tid, spec.name, attempt) as span:
         with scope:
             try:
-                if gate is None:
+                cached = await look_up(port, spec, tid, launch.input, launch.deps)
+                if cached.hit:
+                    output = cached.output
+                    port.cache_hit(tid, attempt, spec.name, cached.key or "")
+                elif gate is None:
                     output = await _run_agent(spec, ctx, limits, port)
                 else:
                     output = await gate.run(tid, attempt, needs, lambda: _run_agent(spec, ctx, limits, port))
@@ -113,6 +118,7 @@ async def run_attempt(
                     port.codec.to_jsonable(output, where=f"output of task {tid!r}")
                 except SerializationError as exc:
                     raise NonRetryableError(str(exc)) from exc
+                await remember(port, spec, cached, tid, output)
                 span.set_status_ok()
             except SuspendForSignal as suspend:
                 suspended = suspend

@@ -9,21 +9,25 @@ It sees the session only through a `SessionPort`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
 import anyio.from_thread
 
-from orchestrator.agents.context import TaskSpec
+from orchestrator.agents.context import MapPolicy, TaskSpec
 from orchestrator.agents.errors import SignalTimeoutError
 from orchestrator.errors import PipelineDefinitionError
+from orchestrator.scheduler.children import MAPS_KEY, ChildIO, run_map, split_state
 from orchestrator.scheduler.messages import Launch
 from orchestrator.scheduler.ports import SessionPort
 from orchestrator.store.records import NewTask, Progress, check_id
 from orchestrator.store.rules import check_graph
+from orchestrator.store.rules.children import MapProgress, check_map_args, map_results
 
-__all__ = ["SuspendForSignal", "SyncTaskContext", "TaskContext"]
+__all__ = ["CHILDREN_SIGNAL", "SuspendForSignal", "SyncTaskContext", "TaskContext"]
+
+CHILDREN_SIGNAL = "orchestrator.children"  # the wait of a task whose children are running
 
 
 class SuspendForSignal(BaseException):
@@ -49,7 +53,8 @@ class TaskContext:
         self._attempt = launch.attempt
         self._input = launch.input
         self._deps = dict(launch.deps)
-        self._state = launch.state
+        self._state, self._maps = split_state(launch.state)
+        self._calls = 0  # map/run_child calls so far in this attempt: each names its children
         self._wait_deadline = launch.wait_deadline
         self._cancelled = False
         self.added: dict[str, NewTask] = {}
@@ -111,7 +116,8 @@ class TaskContext:
 
     # -- durable operations ---------------------------------------------------------------
     async def checkpoint(self, state: Any) -> None:
-        await self._port.checkpoint(self._task_id, self._attempt, state)
+        stored = {MAPS_KEY: self._maps, "state": state} if self._maps else state
+        await self._port.checkpoint(self._task_id, self._attempt, stored)
         self._state = state
 
     async def add_task(self, task: TaskSpec) -> str:
@@ -174,6 +180,39 @@ class TaskContext:
         raise SuspendForSignal(name, self._wait_deadline)
 
 
+    async def run_child(self, pipeline: Any, input: Any = None) -> Any:
+        [output] = await self.map(pipeline, [input], concurrency=1)
+        return output
+
+    async def map(self, pipeline: Any, items: Sequence[Any], *, concurrency: int | None = None,
+                  policy: MapPolicy = "fail_fast", poll_interval: float = 1.0) -> list[Any]:
+        port = self._port
+        call = self._calls
+        self._calls += 1
+        where = f"map {call} of task {self._task_id} in session {port.session_id}"
+        check_map_args(items, concurrency, policy, where=where)
+        for i, item in enumerate(items):
+            port.codec.to_jsonable(item, where=f"item {i} of {where}")
+        progress = MapProgress.from_json(self._maps.get(str(call)), len(items), where=where)
+        io = ChildIO(port.child_store, port.session_id, self._task_id, call, {})
+
+        async def save() -> None:
+            self._maps[str(call)] = progress.to_json()
+            await self.checkpoint(self._state)
+            ended = progress.watermark + len(progress.ended)
+            port.log(self._task_id, self._attempt, f"{where}: {progress.created} of {progress.total} child sessions "
+                     f"created, {ended} ended", "INFO", {"children": {"call": call, "created": progress.created,
+                                                                      "ended": ended, "total": progress.total}})
+
+        results = await run_map(io, progress, pipeline, items, concurrency=concurrency,
+                                fail_fast=policy == "fail_fast", put_definition=port.child_store.put_pipeline,
+                                save=save, attempt=self._attempt,
+                                redrive=lambda sid: port.redrive_child(pipeline, sid))
+        if results is None:
+            raise SuspendForSignal(CHILDREN_SIGNAL, port.clock.now() + poll_interval)
+        return map_results(results, policy)
+
+
 class SyncTaskContext:
     """`SyncAgentContext`: the same operations, blocking, for agents in worker threads."""
 
@@ -212,3 +251,13 @@ class SyncTaskContext:
 
     def wait_for_signal(self, name: str, timeout: float | None = None) -> Any:
         return self._call(self._inner.wait_for_signal, name, timeout)
+
+    def run_child(self, pipeline: Any, input: Any = None) -> Any:
+        return self._call(self._inner.run_child, pipeline, input)
+
+    def map(self, pipeline: Any, items: Sequence[Any], *, concurrency: int | None = None,
+            policy: MapPolicy = "fail_fast", poll_interval: float = 1.0) -> list[Any]:
+        result: list[Any] = anyio.from_thread.run(
+            lambda: self._inner.map(pipeline, items, concurrency=concurrency, policy=policy,
+                                    poll_interval=poll_interval))
+        return result

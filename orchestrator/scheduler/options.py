@@ -38,6 +38,7 @@ class RunOptions:
     seed: int | None = None  # seeds the backoff jitter
     max_redrives: int = 3
     ttl_seconds: float | None = None
+    cache: bool = True  # False (--no-cache): cached outputs are neither read nor written
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

@@ -15,6 +15,7 @@ from orchestrator.agents.spec import AgentSpec
 from orchestrator.clock import Clock
 from orchestrator.codec import Codec
 from orchestrator.errors import LeaseLostError
+from orchestrator.store.protocol import Store
 from orchestrator.store.records import Progress, SignalRecord
 
 __all__ = ["LeaseListener", "SessionPort", "TaskOrigin"]
@@ -82,6 +83,24 @@ class SessionPort(Protocol):
 
     async def checkpoint(self, task_id: str, attempt: int, state: Any) -> None:
         """Write the agent's state now (fenced); raises LeaseLostError if it did not land."""
+        ...
+
+    @property
+    def child_store(self) -> Store:
+        """The store beyond this session: child sessions of a map, cached outputs."""
+        ...
+
+    @property
+    def use_cache(self) -> bool:
+        """False when the run bypasses cached outputs (`RunOptions.cache`, `--no-cache`)."""
+        ...
+
+    def cache_hit(self, task_id: str, attempt: int, agent: str, key: str) -> None:
+        """Record that the task completed from the cache (an event and a metric)."""
+        ...
+
+    async def redrive_child(self, pipeline: Any, session_id: str) -> None:
+        """Redrive the FAILED child session `session_id` of `pipeline` and run it to its end here."""
         ...
 
 

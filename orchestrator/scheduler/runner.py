@@ -30,6 +30,7 @@ from orchestrator.events import EventBuffer
 from orchestrator.graph import Pipeline
 from orchestrator.metrics import MetricsRecorder, session_sample
 from orchestrator.scheduler.attempt import run_attempt
+from orchestrator.scheduler.beyond import BeyondSession
 from orchestrator.scheduler.lease_keeper import LeaseKeeper
 from orchestrator.scheduler.lifecycle import Lifecycle
 from orchestrator.scheduler.messages import AttemptOutcome, Cancelled, Failed, Finished, Launch, TimedOut, Waiting
@@ -80,7 +81,7 @@ class _LeaseLost:
 _Message: TypeAlias = AttemptOutcome | _TimerFired | _SignalsChanged | _CancelRequested | _LeaseLost
 
 
-class SessionRunner:
+class SessionRunner(BeyondSession):
     """Runs one claimed session until it ends, waits, or the lease is lost."""
 
     def __init__(

@@ -35,6 +35,7 @@ from orchestrator.codec import Codec
 from orchestrator.store.records.flow import Grant, ResourceLimit, ResourceState, ScheduleRecord
 from orchestrator.store.rules.resources import Decision
 from orchestrator.store.records import (
+    CacheEntry,
     ClaimPolicy,
     Event,
     Lease,
@@ -55,7 +56,8 @@ from orchestrator.store.records import (
     WriteOutcome,
 )
 
-__all__ = ["FlowStore", "HistoryStore", "ProjectStore", "SessionStore", "Store", "StoreLifecycle", "WriteResult"]
+__all__ = ["CacheStore", "ChildStore", "FlowStore", "HistoryStore", "ProjectStore", "SessionStore", "Store",
+           "StoreLifecycle", "WriteResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +365,40 @@ class ProjectStore(Protocol):
         (its response was lost) returns the stored record without counting again.
         UserProjectNotFoundError if the project was never put; ids are validated first.
         """
+        ...
+
+
+@runtime_checkable
+class ChildStore(Protocol):
+    """Many sessions at once, for the children of a map (both built-in backends serve it).
+
+    A store without it still runs maps, one `create_session`/`get_session` per child.
+    """
+
+    async def create_sessions(self, sessions: Sequence[tuple[NewSession, Sequence[NewTask]]]) -> list[str]:
+        """Create PENDING sessions in as few requests as the backend allows; returns the ids created now.
+
+        A session whose id exists already is left exactly as it is (not overwritten, not
+        an error), so repeating a creation is a no-op. Each session is atomic as with
+        `create_session`; the batch as a whole is not.
+        """
+        ...
+
+    async def get_sessions(self, session_ids: Sequence[str]) -> dict[str, SessionRecord]:
+        """The session items of `session_ids` that exist (strongly consistent), by id."""
+        ...
+
+
+@runtime_checkable
+class CacheStore(Protocol):
+    """Cached agent outputs, shared by every session (see `orchestrator.agents.CachePolicy`)."""
+
+    async def get_cached(self, key: str) -> CacheEntry | None:
+        """The entry under `key`, or None if absent or expired (`rules.cache.readable`), even if TTL kept it."""
+        ...
+
+    async def put_cached(self, entry: CacheEntry) -> None:
+        """Store (or replace) the entry under `entry.key`; kept until its expiry (TTL removes it)."""
         ...
 
 

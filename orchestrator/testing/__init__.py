@@ -2,7 +2,8 @@
 
 - `FakeClock`: time you move by hand, for leases, heartbeats and backoff.
 - `FakeAgentContext`: run one agent in a unit test; it records progress, logs,
-  checkpoints and added tasks, and answers `wait_for_signal` from a dict.
+  checkpoints, added tasks and child sessions, answers `wait_for_signal` from a dict
+  and `map`/`run_child` in process.
 - `temporary_store()`: a throwaway SQLite store in a temp directory.
 - `StoreContract` (in `orchestrator.testing.contract`, which imports pytest): the
   contract suite every Store backend must pass; subclass it in your tests with a
@@ -11,6 +12,8 @@
   `UserProjectContract` (`.contract_projects`) the users' project history,
   `SessionListingContract` (`.contract_listing`) sessions by user and pipeline type,
   `FlowContract` (`.contract_flow`) resource limits and schedules (`FlowStore`).
+  `ChildContract` and `CacheContract` (`.contract_children`) a map's children and
+  cached outputs.
 - `moto_server()` (in `orchestrator.testing.moto_server`): a local DynamoDB double
   that serves one request at a time.
 - `FaultProxy` (in `orchestrator.testing.fault_proxy`): an HTTP proxy on 127.0.0.1 in

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.agents.context import TaskSpec
+from orchestrator.agents.context import MapPolicy, TaskSpec
 from orchestrator.agents.errors import SignalTimeoutError
 
 __all__ = ["FakeAgentContext"]
@@ -17,8 +17,9 @@ class FakeAgentContext:
     """An `AgentContext` that records what the agent reports.
 
     `wait_for_signal(name)` returns `signals[name]`, or raises SignalTimeoutError when
-    the name is absent (a wait that timed out). Progress, log lines, checkpoints and
-    added tasks are kept in lists for assertions.
+    the name is absent (a wait that timed out). Progress, log lines, checkpoints,
+    added tasks and children are kept in lists for assertions; a child's output is
+    `child_output(pipeline_name, input)` (the input itself by default).
     """
 
     session_id: str = "s-1"
@@ -36,6 +37,8 @@ class FakeAgentContext:
     logs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     added: list[TaskSpec] = field(default_factory=list)
     waited: list[tuple[str, float | None]] = field(default_factory=list)
+    children: list[tuple[str, Any]] = field(default_factory=list)  # (pipeline name, input) per child
+    child_output: Callable[[str, Any], Any] = lambda pipeline, item: item  # a child's output, in process
 
     def progress(self, current: int, total: int, phase: str | None = None, step: str | None = None) -> None:
         self.progress_calls.append((current, total, phase, step))
@@ -62,3 +65,16 @@ class FakeAgentContext:
         if name not in self.signals:
             raise SignalTimeoutError(name, timeout or 0.0, session_id=self.session_id, task_id=self.task_id)
         return self.signals[name]
+
+    async def run_child(self, pipeline: Any, input: Any = None) -> Any:
+        [output] = await self.map(pipeline, [input])
+        return output
+
+    async def map(self, pipeline: Any, items: Sequence[Any], *, concurrency: int | None = None,
+                  policy: MapPolicy = "fail_fast", poll_interval: float = 1.0) -> list[Any]:
+        self.children += [(pipeline.name, item) for item in items]
+        outputs = [self.child_output(pipeline.name, item) for item in items]
+        if policy == "collect":
+            return [{"ok": True, "output": o, "session": f"{self.session_id}.{self.task_id}.{i}"}
+                    for i, o in enumerate(outputs)]
+        return outputs

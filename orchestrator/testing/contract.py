@@ -24,6 +24,10 @@ Which invariant is proven on which backend (tests/test_contract.py runs all of t
 | priority waiters) and schedules (`FlowContract`,    |             |                 |                               |
 | `.contract_flow`; several processes: tests/         |             |                 |                               |
 | test_flow_fleet.py)                                 |             |                 |                               |
+| many sessions at once (a map's children) never      |     yes     |       yes       |              yes              |
+| overwriting one, batch reads; cached outputs read   |             |                 |                               |
+| until expiry only (`ChildContract`, `CacheContract`,|             |                 |                               |
+| `.contract_children`)                               |             |                 |                               |
 
 This repository also runs all three on dynalite (an independent DynamoDB
 implementation, concurrent, `transactions=0`; `orchestrator.testing.dynalite`): all pass

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.scheduler.children import cancel_session
 from orchestrator.cli.control import (
     approval_payload,
     deliver_signal,
@@ -100,8 +101,9 @@ class Actions:
         return await self._signal(session_id, task, name, payload)
 
     async def cancel(self, session_id: str, body: Mapping[str, Any]) -> ActionResult:
-        record = await self.store.request_cancel(session_id, _field(body, "reason") or "cancelled from the dashboard")
-        return ActionResult(describe_cancel(record), {"status": record.status.value})
+        reason = _field(body, "reason") or "cancelled from the dashboard"
+        record, children = await cancel_session(self.store, session_id, reason)
+        return ActionResult(describe_cancel(record), {"status": record.status.value, "children": children})
 
     async def clear_needs_human(self, session_id: str, body: Mapping[str, Any]) -> ActionResult:
         record = await self.store.set_needs_human(session_id, None)

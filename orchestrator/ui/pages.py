@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from orchestrator.store import SessionRecord, SessionStatus, TaskRecord, TaskStatus
+from orchestrator.ui.children import link_facts
 from orchestrator.ui.dag_svg import dag_svg
 from orchestrator.ui.html import cmd, esc, fmt_age, fmt_ms, fmt_time, message
 from orchestrator.ui.queries import LIST_ORDER, SessionFilter, SessionList, SessionView
@@ -131,6 +132,7 @@ def _header(view: SessionView, outcome: str | None) -> str:
              ("redrives", f"{s.redrive_count}/{s.max_redrives}"),
              ("created", fmt_time(s.created_at)), ("updated", fmt_time(s.updated_at)),
              ("running", esc(", ".join(s.current_agents) or "-"))]
+    facts += link_facts(view.snapshot)
     if s.reason:
         facts.append(("reason", esc(s.reason)))
     if s.needs_human_reason:

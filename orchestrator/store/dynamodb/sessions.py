@@ -189,21 +189,8 @@ class SessionOps(DynamoDBBase):
     async def create_session(self, session: NewSession, tasks: Sequence[NewTask], *, owner: str | None = None,
                              lease_seconds: float | None = None) -> SessionRecord:
         sid = session.session_id
-        rules.check_graph(((t.task_id, t.depends_on) for t in tasks), where=f"session {sid}", session_id=sid)
-        record = rules.new_session_record(session, len(tasks), owner=owner, lease_seconds=lease_seconds,
-                                          now=self.clock.now())
-        input_text = rules.encode(self.codec, Payload.SESSION_INPUT, session.input, session_id=sid)
-        metadata_text = rules.encode(self.codec, Payload.SESSION_METADATA, dict(session.metadata), session_id=sid)
-        inputs = [rules.encode(self.codec, Payload.TASK_INPUT, t.input, session_id=sid, task_id=t.task_id)
-                  for t in tasks]
-        ttl = int(session.ttl_seconds if session.ttl_seconds is not None else self.config.ttl_days * 86400.0)
-        tok = uuid.uuid4().hex
-        meta = self.items.session_item(record, tok, ttl, input_text=input_text, metadata_text=metadata_text)
-        body: list[dict[str, Any]] = []
-        unstaged = Staged(None, None, None)
-        for t, text in zip(tasks, inputs, strict=True):
-            body.append(self.items.task_item(sid, t, tok, record.created_at, unstaged, text))
-            body += [self.items.edge_item(sid, t.task_id, d, tok, unstaged) for d in t.depends_on]
+        meta, body, tok = self.creation_items(session, tasks, owner=owner, lease_seconds=lease_seconds)
+        record = self.items.session(meta, sid)  # exactly what is written; no read needed
         absent = self.models.session.PK.does_not_exist()
         event = self.event_item(rules.created_event(record, len(tasks)))
         carried = self.transactions and len(body) + 2 <= _TX_MAX  # the event rides in the transaction
@@ -227,7 +214,28 @@ class SessionOps(DynamoDBBase):
         if not carried:  # never before META landed: an event must not appear in a session that is not ours
             await self.record_after(event, sid)
         self.remember(sid, [t.task_id for t in tasks])
-        return self.items.session(meta, sid)  # exactly what was written; no read needed
+        return record
+
+    def creation_items(self, session: NewSession, tasks: Sequence[NewTask], *, owner: str | None = None,
+                       lease_seconds: float | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+        """A new session's META item, its task and edge items, and the creation token they carry."""
+        sid = session.session_id
+        rules.check_graph(((t.task_id, t.depends_on) for t in tasks), where=f"session {sid}", session_id=sid)
+        record = rules.new_session_record(session, len(tasks), owner=owner, lease_seconds=lease_seconds,
+                                          now=self.clock.now())
+        input_text = rules.encode(self.codec, Payload.SESSION_INPUT, session.input, session_id=sid)
+        metadata_text = rules.encode(self.codec, Payload.SESSION_METADATA, dict(session.metadata), session_id=sid)
+        inputs = [rules.encode(self.codec, Payload.TASK_INPUT, t.input, session_id=sid, task_id=t.task_id)
+                  for t in tasks]
+        ttl = int(session.ttl_seconds if session.ttl_seconds is not None else self.config.ttl_days * 86400.0)
+        tok = uuid.uuid4().hex
+        meta = self.items.session_item(record, tok, ttl, input_text=input_text, metadata_text=metadata_text)
+        body: list[dict[str, Any]] = []
+        unstaged = Staged(None, None, None)
+        for t, text in zip(tasks, inputs, strict=True):
+            body.append(self.items.task_item(sid, t, tok, record.created_at, unstaged, text))
+            body += [self.items.edge_item(sid, t.task_id, d, tok, unstaged) for d in t.depends_on]
+        return meta, body, tok
 
     # -- transitions ------------------------------------------------------------------------
 

@@ -20,6 +20,8 @@ from types import TracebackType
 from pynamodb.expressions.operand import Path
 
 from orchestrator.errors import StoreError, StoreUnavailableError
+from orchestrator.store.dynamodb.cache import CacheOps
+from orchestrator.store.dynamodb.children import ChildOps
 from orchestrator.store.dynamodb.history import HistoryOps
 from orchestrator.store.dynamodb.models import session_pk
 from orchestrator.store.dynamodb.projects import ProjectOps
@@ -33,7 +35,7 @@ from orchestrator.store.records import PurgeReport, SessionStatus
 __all__ = ["DynamoDBStore"]
 
 
-class DynamoDBStore(SessionOps, TaskOps, HistoryOps, ProjectOps, ResourceOps, ScheduleOps):
+class DynamoDBStore(ChildOps, CacheOps, SessionOps, TaskOps, HistoryOps, ProjectOps, ResourceOps, ScheduleOps):
     """Durable state in one DynamoDB table; see the module docstring and `Store`."""
 
     async def __aenter__(self) -> DynamoDBStore:

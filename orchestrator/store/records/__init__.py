@@ -16,6 +16,7 @@ from orchestrator.store.records.base import (
     StoreDescription,
     check_id,
 )
+from orchestrator.store.records.cache import CacheEntry
 from orchestrator.store.records.flow import (
     Grant,
     Holder,
@@ -63,6 +64,7 @@ from orchestrator.store.records.sessions import (
 )
 
 __all__ = [
+    "CacheEntry",
     "ATTEMPT_HISTORY_LIMIT",
     "EVENT_KINDS",
     "PROJECT_TASK_METRIC",

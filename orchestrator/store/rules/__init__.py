@@ -10,6 +10,8 @@
     listing    sessions by user or pipeline type: index, matching, order, cursor
     resources  fleet-wide resource limits: grant or wait, stale entries, shards, backoff
     schedules  which cron slots start (catch-up, overlap), a slot's session id
+    children   child sessions of a map: ids, the parent's progress, results in item order
+    cache      cached outputs: the key of a task's output, when an entry may be read
 
 Backends keep only encoding and I/O; `tests/store/test_differential.py` runs the same
 operations against every backend and compares the outcomes.

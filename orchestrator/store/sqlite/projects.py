@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchestrator.codec import Codec
 from orchestrator.errors import SchemaError, UserProjectNotFoundError
-from orchestrator.store.records import SCHEMA_VERSION, Page, UserProjectRecord
+from orchestrator.store import rules
+from orchestrator.store.records import SCHEMA_VERSION, Page, UserProjectRecord, check_id
+from orchestrator.store.rules import Payload
 from orchestrator.store.sqlite.encoding import dump
 
-__all__ = ["get_project", "list_projects", "not_found", "put_project", "record_download"]
+__all__ = ["ProjectOps", "get_project", "list_projects", "not_found", "put_project", "record_download"]
+
+T = TypeVar("T")
 
 _COLS = (
     "user_id, project_id, v, project_name, description, tech_stack, file_path, size_mb, download_count, "
@@ -116,3 +121,51 @@ def list_projects(
     ).fetchall()
     items = tuple(_record(row, codec, where) for row in rows[:limit])
     return Page(items, items[-1].project_id if len(rows) > limit else None)
+
+
+class ProjectOps:
+    """The `ProjectStore` role of `SQLiteStore`: one transaction per call."""
+
+    if TYPE_CHECKING:
+        _where: str
+        codec: Codec
+
+        def _run(self, op: str, fn: Callable[[sqlite3.Connection, float], T], *, write: bool = True,
+                 session_id: str | None = None) -> Awaitable[T]: ...
+
+    async def put_user_project(self, record: UserProjectRecord) -> UserProjectRecord:
+        metadata_text = rules.encode(self.codec, Payload.PROJECT_METADATA, dict(record.metadata),
+                                     name=f"{record.project_id} of user {record.user_id}")
+        return await self._run(
+            "put_user_project",
+            lambda c, now: put_project(c, record, metadata_text, now, self.codec, self._where),
+        )
+
+    async def get_user_project(self, user_id: str, project_id: str) -> UserProjectRecord:
+        check_id("user", user_id)
+        check_id("project", project_id)
+        return await self._run(
+            "get_user_project",
+            lambda c, _: get_project(c, user_id, project_id, self.codec, self._where), write=False,
+        )
+
+    async def list_user_projects(
+        self, user_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[UserProjectRecord]:
+        rules.check_page_limit(limit)
+        check_id("user", user_id)
+        after = "" if cursor is None else check_id("project", cursor, where="the cursor of list_user_projects")
+        return await self._run(
+            "list_user_projects",
+            lambda c, _: list_projects(c, user_id, after, limit, self.codec, self._where), write=False,
+        )
+
+    async def record_download(self, user_id: str, project_id: str, download_id: str) -> UserProjectRecord:
+        check_id("user", user_id)
+        check_id("project", project_id)
+        check_id("download", download_id)
+        return await self._run(
+            "record_download",
+            lambda c, now: record_download(c, user_id, project_id, download_id, now, self.codec,
+                                                    self._where),
+        )

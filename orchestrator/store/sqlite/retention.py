@@ -35,7 +35,7 @@ _ALL = -1  # SQLite's LIMIT -1: no limit
 
 def purge(conn: sqlite3.Connection, ended_before: float | None, now: float, retention_days: float) -> PurgeReport:
     """Delete sessions that ended before the bound or expired, with all their rows, and
-    expired events, metrics and never-adopted staged tasks. `items` counts every row deleted."""
+    expired events, metrics, cached outputs and never-adopted staged tasks. `items` counts every row deleted."""
     bound = float("-inf") if ended_before is None else ended_before
     return _delete(conn, bound, now, retention_days, _ALL)[0]
 
@@ -55,6 +55,7 @@ def _delete(
     more = limit != _ALL and len(doomed) >= limit
     rows = _ALL if limit == _ALL else limit * _ROWS_PER_SESSION
     for table, column, cutoff in (("events", "expires_at", now), ("metrics", "expires_at", now),
+                                  ("cache_entries", "expires_at", now),
                                   ("staged_tasks", "created_at", now - retention_days * _DAY_S)):
         deleted = conn.execute(
             f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} <= ? LIMIT ?)",

@@ -125,6 +125,12 @@ CREATE TABLE IF NOT EXISTS user_projects (
     PRIMARY KEY (user_id, project_id)
 ) WITHOUT ROWID
 """,
+    "cache_entries": """
+CREATE TABLE IF NOT EXISTS cache_entries (
+    key TEXT PRIMARY KEY, agent TEXT NOT NULL, output TEXT NOT NULL, created_at REAL NOT NULL,
+    expires_at REAL NOT NULL, session_id TEXT, task_id TEXT
+)
+""",
     "sessions_by_user": """
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id, created_at, session_id)
     WHERE user_id IS NOT NULL

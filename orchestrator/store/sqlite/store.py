@@ -41,13 +41,15 @@ from orchestrator.store.records import (
     TaskRecord,
     TaskWrite,
     TaskWriteKind,
-    UserProjectRecord,
     check_id,
 )
 from orchestrator.store.rules import Payload, SessionChange, SessionOp
-from orchestrator.store.sqlite import history, projects, sessions
+from orchestrator.store.sqlite import history, sessions
+from orchestrator.store.sqlite.cache import CacheOps
+from orchestrator.store.sqlite.children import ChildOps
 from orchestrator.store.sqlite.connection import SQLiteDatabase
 from orchestrator.store.sqlite.encoding import dump
+from orchestrator.store.sqlite.projects import ProjectOps
 from orchestrator.store.sqlite.resources import ResourceOps
 from orchestrator.store.sqlite.retention import RetentionPasses, purge
 from orchestrator.store.sqlite.schedules import ScheduleOps
@@ -60,7 +62,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class SQLiteStore(ResourceOps, ScheduleOps):
+class SQLiteStore(ChildOps, CacheOps, ResourceOps, ScheduleOps, ProjectOps):
     """The `Store` protocol on a SQLite file (see the module docstring for the locking model).
 
     Negative-control seam: `_cas_claims` (class attribute, True) makes `claim_session`
@@ -179,6 +181,18 @@ class SQLiteStore(ResourceOps, ScheduleOps):
         owner: str | None = None,
         lease_seconds: float | None = None,
     ) -> SessionRecord:
+        insert, sid = self._creation(session, tasks, owner=owner, lease_seconds=lease_seconds), session.session_id
+
+        def create(conn: sqlite3.Connection, now: float) -> SessionRecord:
+            insert(conn)
+            return self._session(conn, sid, now)
+
+        return await self._run("create_session", create, session_id=sid)
+
+    def _creation(self, session: NewSession, tasks: Sequence[NewTask], *, owner: str | None = None,
+                  lease_seconds: float | None = None,
+                  created_event: bool = True) -> Callable[[sqlite3.Connection], None]:
+        """Validate and encode a new session now; the insert it returns runs inside a transaction."""
         sid = session.session_id
         rules.check_graph(((t.task_id, t.depends_on) for t in tasks), where=f"session {sid}", session_id=sid)
         record = rules.new_session_record(session, len(tasks), owner=owner, lease_seconds=lease_seconds,
@@ -194,13 +208,13 @@ class SQLiteStore(ResourceOps, ScheduleOps):
         ]
         ttl = session.ttl_seconds if session.ttl_seconds is not None else self._default_ttl
 
-        def create(conn: sqlite3.Connection, now: float) -> SessionRecord:
+        def insert(conn: sqlite3.Connection) -> None:
             sessions.create(conn, record, input_text=input_text, metadata_text=metadata_text, trace_text=trace_text,
                             ttl_seconds=ttl, tasks=rows, where=self._where)
-            self._record(conn, rules.created_event(record, len(tasks)))
-            return self._session(conn, sid, now)
+            if created_event:
+                self._record(conn, rules.created_event(record, len(tasks)))
 
-        return await self._run("create_session", create, session_id=sid)
+        return insert
 
     async def get_session(self, session_id: str) -> SessionRecord:
         return await self._run("get_session", lambda c, now: self._session(c, session_id, now), write=False,
@@ -444,45 +458,6 @@ class SQLiteStore(ResourceOps, ScheduleOps):
         history.hour_start(day, 0)
         return await self._run(
             "read_metrics", lambda c, now: history.read_metrics(c, day, name, agent, now, self._where), write=False
-        )
-
-    # -- user project history ---------------------------------------------------------------
-
-    async def put_user_project(self, record: UserProjectRecord) -> UserProjectRecord:
-        metadata_text = rules.encode(self.codec, Payload.PROJECT_METADATA, dict(record.metadata),
-                                     name=f"{record.project_id} of user {record.user_id}")
-        return await self._run(
-            "put_user_project",
-            lambda c, now: projects.put_project(c, record, metadata_text, now, self.codec, self._where),
-        )
-
-    async def get_user_project(self, user_id: str, project_id: str) -> UserProjectRecord:
-        check_id("user", user_id)
-        check_id("project", project_id)
-        return await self._run(
-            "get_user_project",
-            lambda c, _: projects.get_project(c, user_id, project_id, self.codec, self._where), write=False,
-        )
-
-    async def list_user_projects(
-        self, user_id: str, *, limit: int = 100, cursor: str | None = None
-    ) -> Page[UserProjectRecord]:
-        rules.check_page_limit(limit)
-        check_id("user", user_id)
-        after = "" if cursor is None else check_id("project", cursor, where="the cursor of list_user_projects")
-        return await self._run(
-            "list_user_projects",
-            lambda c, _: projects.list_projects(c, user_id, after, limit, self.codec, self._where), write=False,
-        )
-
-    async def record_download(self, user_id: str, project_id: str, download_id: str) -> UserProjectRecord:
-        check_id("user", user_id)
-        check_id("project", project_id)
-        check_id("download", download_id)
-        return await self._run(
-            "record_download",
-            lambda c, now: projects.record_download(c, user_id, project_id, download_id, now, self.codec,
-                                                    self._where),
         )
 
     # -- pipelines and retention ------------------------------------------------------------
