@@ -29,6 +29,7 @@ EVENT_KINDS: Mapping[str, str] = {
     "resource_wait": "a task waits for a fleet-wide resource limit (concurrency or rate), holding no slot "
                      "(runner)",
     "resource_acquired": "a task holds the resources it waited for, and how long it waited (runner)",
+    "cache": "a task completed with a cached output, without running its agent: the cache key (runner)",
     "retry": "a task attempt failed and is retried after a backoff (runner)",
     "requeue": "the store failed under an attempt: it runs again, not counted as an attempt (runner)",
     "failed": "a task failed for good (runner)",
