@@ -81,20 +81,23 @@ def _runs(tmp_path: Path) -> Counter[str]:
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("workers", [1, 2, 4])
 @pytest.mark.parametrize("kind", ["sqlite", "moto-server"])
-def test_a_map_of_200_items_drained_by_worker_processes_runs_every_item_once_in_order(
+def test_a_map_drained_by_worker_processes_runs_every_item_once_in_order(
     kind: str, workers: int, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    """200 items on SQLite; 60 on the moto server, which answers one request at a time (the
+    CI budget: bench/children.py drains 200 there)."""
+    items = _ITEMS if kind == "sqlite" else 60
     url = _url(kind, tmp_path, request)
-    _submit(url, {"n": _ITEMS, "sleep": 0.2, "concurrency": 64, "poll": 0.2}, "parent")
+    _submit(url, {"n": items, "sleep": 0.2, "concurrency": 64, "poll": 0.2}, "parent")
     procs = _workers(workers, url, tmp_path)
     for proc in procs:
         _, err = proc.communicate(timeout=_WAIT_S)
         assert proc.returncode == 0, err
 
-    children = [f"parent.fan.{i}" for i in range(_ITEMS)]
+    children = [f"parent.fan.{i}" for i in range(items)]
     snaps = _load(url, ["parent", *children])
     assert snaps["parent"].session.status is SessionStatus.COMPLETED
-    assert snaps["parent"].tasks["fan"].output == [{"i": i, "square": i * i} for i in range(_ITEMS)]
+    assert snaps["parent"].tasks["fan"].output == [{"i": i, "square": i * i} for i in range(items)]
     assert {snaps[c].session.status for c in children} == {SessionStatus.COMPLETED}
     assert _runs(tmp_path) == Counter(children)  # every item ran, and once
 
