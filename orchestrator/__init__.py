@@ -72,6 +72,7 @@ from orchestrator.scheduler import (
     submit,
     submit_sync,
 )
+from orchestrator.scheduler.children import cancel_session
 from orchestrator.state import SessionRecorder, StateAPI, UserProject
 from orchestrator.store import Store, StoreConfig, open_store
 from orchestrator.store.records import SessionStatus, TaskStatus
@@ -102,6 +103,7 @@ __all__ = [
     "WorkerLimits",
     "WorkerReport",
     "agent_stats",
+    "cancel_session",
     "open_store",
     "project_stats",
     "render",

@@ -102,19 +102,21 @@ def test_four_workers_never_run_more_agents_than_the_fleet_limit_and_reach_it(
     assert (tmp_path / "inside").read_text() == "0"
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "moto-server", "dynalite"])
-def test_a_rate_of_20_per_10s_over_four_workers_never_starts_more_than_20_in_any_10s(
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("kind", ["sqlite", "moto-server"])
+def test_a_rate_of_60_a_minute_over_four_workers_never_starts_more_than_60_in_any_minute(
         kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    """The same sliding window as `500/min`, on a period short enough for the suite."""
+    """The issue's acceptance, in real time (about 70 s a backend); dynalite runs the same
+    window's decisions in the flow contract."""
     url = _url(kind, tmp_path, request)
-    ids = anyio.run(_prepare, url, ResourceLimit("openai", None, Rate(20, 10.0)), "llm", 24, "r")
+    ids = anyio.run(_prepare, url, ResourceLimit("openai", None, Rate(60, 60.0)), "llm", 64, "r")
     _finish(_workers(url, tmp_path, 4, "--idle-exit", "5s"))
     assert anyio.run(_statuses, url, ids) == {SessionStatus.COMPLETED}
     starts = _starts(tmp_path)
-    assert len(starts) == 24
-    # every window of 10 s, anchored at each start, holds at most 20 starts
-    assert max(sum(1 for t in starts if s <= t < s + 10.0) for s in starts) <= 20
-    assert starts[20] - starts[0] >= 10.0 - 0.5  # the 21st start waited for the window (clock resolution)
+    assert len(starts) == 64
+    # every window of 60 s, anchored at each start, holds at most 60 starts
+    assert max(sum(1 for t in starts if s <= t < s + 60.0) for s in starts) <= 60
+    assert starts[60] - starts[0] >= 60.0 - 0.5  # the 61st start waited for the window (clock resolution)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "moto-server", "dynalite"])

@@ -10,7 +10,7 @@ ORCHESTRATOR_API = {
     "Clock", "Codec", "DagState", "JsonFormatter", "MetricsRecorder", "Pipeline", "ResumeReport",
     "RunOptions", "RunResult", "Secret", "SessionRecorder", "SessionStatus", "StateAPI", "Store",
     "StoreConfig", "SystemClock", "Task", "TaskStatus", "Telemetry", "UserProject", "Worker",
-    "WorkerLimits", "WorkerReport", "agent_stats", "open_store", "project_stats", "render", "resume",
+    "WorkerLimits", "WorkerReport", "agent_stats", "cancel_session", "open_store", "project_stats", "render", "resume",
     "resume_failed", "resume_sync", "run", "run_batch", "run_sync", "submit", "submit_sync",
 }
 
