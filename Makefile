@@ -34,7 +34,7 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed $(DYNALITE_DIR)/node_modules/.installed
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/store_requests.py
