@@ -112,7 +112,7 @@ def test_sigkill_of_parent_and_child_workers_loses_no_child_and_creates_none_twi
     _submit(url, {"n": items, "sleep": 0.2, "concurrency": 16, "poll": 0.2}, "parent")
     # A short lease so the killed workers' sessions are taken over soon; on the moto server a
     # renewal queues behind every other request, so its lease must be longer.
-    lease = ("--lease", "2s" if kind == "sqlite" else "10s")
+    lease: tuple[str, ...] = ("--lease", "2s" if kind == "sqlite" else "10s")
     # A survivor must outwait the killed worker's lease (it may hold the parent) before it
     # may call itself idle and exit.
     lease += ("--idle-exit", "4s" if kind == "sqlite" else "15s")
