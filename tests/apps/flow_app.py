@@ -20,7 +20,7 @@ import anyio
 from orchestrator.agents import AgentContext, agent
 from orchestrator.graph import Pipeline
 
-_HOLD_S = 0.15
+_HOLD_S = 0.4  # long enough for 3 holders to overlap on the one-request-at-a-time moto server
 _STUCK_LIMIT_S = 60.0
 
 
