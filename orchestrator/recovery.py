@@ -251,6 +251,13 @@ class Worker:
         self._pacer = Pacer(min(_IDLE_FLOOR, poll_interval), poll_interval, self._rng)
         self._abandoned_at: float | None = None
 
+    @property
+    def abandoned_interval(self) -> float:
+        """How often abandoned RUNNING sessions are listed: the heartbeat interval (a fifth of the
+        lease, at most 8 s), never more often than the poll interval. A lapsed lease is thus taken
+        over within one heartbeat interval of its expiry, at a fraction of the idle requests."""
+        return max(self.poll_interval, self.options.heartbeat_interval)
+
     def stop(self) -> None:
         """Stop claiming; running sessions finish within the grace period or are released."""
         self._stop.set()
@@ -261,13 +268,13 @@ class Worker:
 
     async def _find(self, limit: int) -> list[SessionRecord]:
         """Claimable sessions, oldest first: PENDING and due WAITING on every listing, abandoned
-        RUNNING at most once per poll interval (a lease expires on a scale of its seconds)."""
+        RUNNING once per `abandoned_interval` (a lease lapses on the scale of its heartbeats)."""
         now = self.store.clock.now()
         pending = await self.store.list_sessions(SessionStatus.PENDING, limit=limit)
         waiting = await self.store.list_sessions(SessionStatus.WAITING, updated_before=now, limit=limit)
         abandoned: list[SessionRecord] = []
         tick = self.store.clock.monotonic()
-        if self._abandoned_at is None or tick - self._abandoned_at >= self.poll_interval:
+        if self._abandoned_at is None or tick - self._abandoned_at >= self.abandoned_interval:
             self._abandoned_at = tick
             running = await self.store.list_sessions(
                 SessionStatus.RUNNING, updated_before=now - self.options.lease_seconds, limit=limit
