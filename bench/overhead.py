@@ -15,6 +15,7 @@ bench/compare_commits.py runs this script against two commits' packages, alterna
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -163,9 +164,11 @@ async def bench_store(label: str, make: Callable[[], Store], n: int, dynamodb: b
         counting = Counting(store) if dynamodb else None
         for shape, build, conc in (("chain", chain, 1), ("fan-out", fanout, CONCURRENCY)):
             pipeline = build(n)
+            gc.collect()  # no garbage of the previous shape collected inside a measurement
             cpu = time.process_time()
             floor = await bare_anyio(pipeline, conc)
             cpu_floor = time.process_time() - cpu
+            gc.collect()
             stats = await timed_run(store, pipeline, counting, options)
             print(row(f"{label} {shape}", n, stats, floor, cpu_floor))
             out.append((f"{label} {shape}", stats["run_s"] * 1000 / n))
