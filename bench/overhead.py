@@ -9,7 +9,8 @@ events, the requests and write units per task inside `run()`, with session creat
 reported separately. Ratios come from the same run, so machine noise mostly cancels;
 request counts do not depend on the machine at all. CPU time (the process's, beside wall
 time) does not count the time spent waiting for a core, so it holds on a loaded machine.
-bench/compare_commits.py runs this script against two commits' packages, alternately.
+bench/compare_commits.py runs this script against two commits' packages, alternately:
+from 7dab1d4 to now, SQLite's CPU ms/task moved by 0.99-1.07x (README, Performance).
 """
 
 from __future__ import annotations
