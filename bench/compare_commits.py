@@ -1,14 +1,17 @@
 """Per-task overhead of two commits, measured alternately in one run: a before/after check.
 
-    python bench/compare_commits.py BEFORE AFTER [--rounds 3] [--n 1000] [--with-dynamodb]
+    .venv/bin/python bench/compare_commits.py BEFORE AFTER [--rounds 3] [--n 1000] [--with-dynamodb]
 
 Each commit is checked out in a temporary detached `git worktree` (removed at exit;
-AFTER may be `.`, this checkout as it is, uncommitted changes included) and runs its own
-bench/overhead.py with this interpreter, its tree first on sys.path; every `orchestrator`
-or `agents` module the run imported must come from that tree, or the comparison stops.
-Runs alternate (A B A B ...) so machine load falls on both alike. Per shape it prints the
-medians of ms/task and of the ratio to bare anyio (same run), after/before of each, and
-the range of the per-round after/before ratios; and the 1-minute load average seen.
+AFTER may be `.`, this checkout as it is, uncommitted changes included). This checkout's
+bench/overhead.py runs against each tree's package with this interpreter: the same
+measuring code for both (an older script lacks the CPU columns; 7dab1d4's differed only
+in importing `agents`, which is mapped to `orchestrator.agents` for a tree without that
+symlink). Every `orchestrator` or `agents` module a run imported must come from its tree,
+or the comparison stops. Runs alternate (A B A B ...) so machine load falls on both
+alike. Per shape it prints, for wall and CPU time, the medians of ms/task and of the
+ratio to bare anyio (same run), after/before of each, and the range of the per-round
+after/before ratios; and the 1-minute load average seen.
 """
 
 from __future__ import annotations
@@ -72,10 +75,11 @@ def git(*args: str) -> str:
     return subprocess.run(["git", "-C", str(REPO), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
-def run_once(side: Side, args: list[str], loads: list[float]) -> None:
+def run_once(side: Side, args: list[str], loads: list[float], scratch: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", BOOT, str(side.tree), str(SCRIPT), *args],
-        check=False, cwd=side.tree, env={**os.environ, "PYTHONPATH": str(side.tree)},
+        # TMPDIR: the script's database files go where the exit removes them
+        check=False, cwd=side.tree, env={**os.environ, "PYTHONPATH": str(side.tree), "TMPDIR": str(scratch)},
         capture_output=True, text=True, timeout=3600,
     )
     loads.append(os.getloadavg()[0])
@@ -138,12 +142,14 @@ def main() -> None:
             git("worktree", "add", "--detach", str(tree), commit)
             trees.append(tree)
             sides.append(Side(label, commit, tree))
+        scratch = tmp / "scratch"
+        scratch.mkdir()
         loads = [os.getloadavg()[0]]
         print(f"{SCRIPT.relative_to(REPO)} {' '.join(args)} on each tree's package, {opts.rounds} rounds alternating; "
               f"load {loads[0]:.1f}")
         for _ in range(opts.rounds):
             for side in sides:
-                run_once(side, args, loads)
+                run_once(side, args, loads, scratch)
         report(sides[0], sides[1], loads)
     finally:
         for tree in trees:
