@@ -7,12 +7,16 @@ Backends: SQLite (a real file; synchronous=NORMAL and FULL) and DynamoDB on a mo
 on 127.0.0.1 (started and stopped here). For DynamoDB it also counts, from botocore
 events, the requests and write units per task inside `run()`, with session creation
 reported separately. Ratios come from the same run, so machine noise mostly cancels;
-request counts do not depend on the machine at all.
+request counts do not depend on the machine at all. CPU time (the process's, beside wall
+time) does not count the time spent waiting for a core, so it holds on a loaded machine.
+bench/compare_commits.py runs this script against two commits' packages, alternately:
+from 7dab1d4 to now, SQLite's CPU ms/task moved by 0.99-1.07x (README, Performance).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -121,20 +125,24 @@ async def timed_run(
     created = time.perf_counter()
     create_ops, create_wcu = counting.take() if counting else (Counter(), 0.0)
     lease = Lease(record.session_id, worker, record.fence, record.lease_expires_at, record.signal_seq)
+    cpu = time.process_time()
     result = await execute(store, pipeline, lease, options=options)
-    end = time.perf_counter()
+    end, cpu_end = time.perf_counter(), time.process_time()
     assert result.ok, result.reason
     run_ops, run_wcu = counting.take() if counting else (Counter(), 0.0)
     return {
-        "create_s": created - start, "run_s": end - created, "create_ops": create_ops, "create_wcu": create_wcu,
+        "create_s": created - start, "run_s": end - created, "run_cpu_s": cpu_end - cpu,
+        "create_ops": create_ops, "create_wcu": create_wcu,
         "run_ops": run_ops, "run_wcu": run_wcu,
     }
 
 
-def row(label: str, n: int, stats: dict[str, Any], floor: float) -> str:
+def row(label: str, n: int, stats: dict[str, Any], floor: float, cpu_floor: float) -> str:
     per_task_ms = stats["run_s"] * 1000 / n
     ratio = stats["run_s"] / floor if floor > 0 else float("inf")
-    text = f"  {label:<34} {per_task_ms:8.3f} ms/task   x{ratio:7.1f} bare anyio"
+    cpu_ratio = stats["run_cpu_s"] / cpu_floor if cpu_floor > 0 else float("inf")
+    text = (f"  {label:<34} {per_task_ms:8.3f} ms/task   x{ratio:7.1f} bare anyio"
+            f"   cpu {stats['run_cpu_s'] * 1000 / n:6.3f} ms/task x{cpu_ratio:5.1f}")
     if stats["run_ops"]:
         reqs = sum(stats["run_ops"].values())
         text += (
@@ -157,9 +165,13 @@ async def bench_store(label: str, make: Callable[[], Store], n: int, dynamodb: b
         counting = Counting(store) if dynamodb else None
         for shape, build, conc in (("chain", chain, 1), ("fan-out", fanout, CONCURRENCY)):
             pipeline = build(n)
+            gc.collect()  # no garbage of the previous shape collected inside a measurement
+            cpu = time.process_time()
             floor = await bare_anyio(pipeline, conc)
+            cpu_floor = time.process_time() - cpu
+            gc.collect()
             stats = await timed_run(store, pipeline, counting, options)
-            print(row(f"{label} {shape}", n, stats, floor))
+            print(row(f"{label} {shape}", n, stats, floor, cpu_floor))
             out.append((f"{label} {shape}", stats["run_s"] * 1000 / n))
             if dynamodb:
                 reqs = sum(stats["run_ops"].values()) / n

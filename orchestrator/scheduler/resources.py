@@ -187,11 +187,17 @@ class SessionResources(ResourceListener):
         self._pipeline = pipeline
         self._events = events
         self._wake = wake
-        self.gate = ResourceGate(store, clock, concurrency=options.concurrency, lease_seconds=options.lease_seconds,
-                                 renew_interval=options.heartbeat_interval, rng=random.Random(options.seed),
-                                 listener=self)
+        # Without any `uses` no attempt ever parks, so the plan alone keeps the session within
+        # its concurrency: no gate, and no limiter to pass on each attempt (a no-op task's hot path).
+        self.gate: ResourceGate | None = None
+        if any(spec.uses for spec in pipeline.agents.values()) or any(t.uses for t in pipeline.tasks.values()):
+            self.gate = ResourceGate(store, clock, concurrency=options.concurrency,
+                                     lease_seconds=options.lease_seconds, renew_interval=options.heartbeat_interval,
+                                     rng=random.Random(options.seed), listener=self)
 
     def needs(self, session_id: str, fence: int, launch: Launch) -> Needs | None:
+        if self.gate is None:
+            return None
         uses = dict(self._pipeline.agents[launch.agent].uses)
         task = self._pipeline.tasks.get(launch.task_id)
         for name, amount in task.uses if task is not None else ():
