@@ -180,7 +180,11 @@ async def bench_store(label: str, make: Callable[[], Store], n: int, dynamodb: b
 
 
 async def main(n: int, dynamodb_n: int, skip_dynamodb: bool) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="orchestrator-bench-"))
+    with tempfile.TemporaryDirectory(prefix="orchestrator-bench-") as d:
+        await measure(Path(d), n, dynamodb_n, skip_dynamodb)
+
+
+async def measure(tmp: Path, n: int, dynamodb_n: int, skip_dynamodb: bool) -> None:
     print(f"per-task overhead, N={n} no-op tasks (chain; fan-out 1->N->1 at concurrency {CONCURRENCY}); "
           f"DynamoDB on moto with N={dynamodb_n}")
     await bench_store("sqlite NORMAL", lambda: open_store(f"sqlite://{tmp}/normal.db"), n, False)
