@@ -79,6 +79,29 @@ async def test_a_second_init_only_reads(aws: None) -> None:
 
 
 @pytest.mark.anyio
+async def test_opening_an_existing_table_sends_one_describe_table_and_no_settings_read(aws: None) -> None:
+    async with make_store():
+        pass
+    store = make_store()
+    ops = requests_of(store)
+    async with store:
+        pass
+    assert list(ops.elements()) == ["DescribeTable"]
+
+
+@pytest.mark.anyio
+async def test_opening_a_store_leaves_settings_changed_since_creation_to_init(aws: None) -> None:
+    async with make_store() as store:
+        table = store.config.table_name
+    ddb = boto3.client("dynamodb", region_name=REGION)
+    ddb.update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": False, "AttributeName": "ttl"})
+    async with make_store() as store:
+        assert any("TTL DISABLED" in p for p in await store.check())
+        await store.provision()
+        assert await store.check() == []
+
+
+@pytest.mark.anyio
 async def test_init_turns_on_sse_of_a_table_encrypted_with_an_aws_owned_key(aws: None) -> None:
     async with make_store():
         pass
@@ -94,7 +117,7 @@ async def test_init_turns_on_sse_of_a_table_encrypted_with_an_aws_owned_key(aws:
     store.client_events.register("after-call.dynamodb.DescribeTable", aws_owned_key)
     store.client_events.register("provide-client-params.dynamodb.UpdateTable", update_table)
     assert any("server-side encryption with an AWS owned key" in p for p in await store.check())
-    await store.initialize()
+    await store.provision()
     await store.aclose()
     assert [p["SSESpecification"] for p in sent] == [{"Enabled": True, "SSEType": "KMS"}]
 

@@ -71,7 +71,7 @@ async def _workload(url: str, tmp: Path) -> set[str]:
     try:
         await store.initialize()
         events.register("after-call.dynamodb.DescribeTable", aws_owned_key)
-        await store.initialize()  # again, on a table with an AWS owned key: init turns on SSE (UpdateTable)
+        await store.provision()  # again, on a table with an AWS owned key: init turns on SSE (UpdateTable)
         events.unregister("after-call.dynamodb.DescribeTable", aws_owned_key)
         assert await store.check() == []
         ok = await run(demo.small, {"n": 1}, store=store, project_id="proj", session_id="iam-ok")

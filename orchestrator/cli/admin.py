@@ -61,7 +61,8 @@ def init_cmd(
                           "only; ignored for SQLite", highlight=False)
 
     async def go() -> tuple[StoreDescription, list[str]]:
-        async with open_cli_store(g, **overrides) as store:
+        async with open_cli_store(g, initialize=False, **overrides) as store:
+            await store.provision()
             return store.describe(), await store.check()
 
     where, problems = run_async(go)

@@ -88,6 +88,11 @@ class StoreLifecycle(Protocol):
         """Create the file or table if missing (idempotent); check its schema if present."""
         ...
 
+    async def provision(self) -> None:
+        """`initialize()`, and bring the store's settings to its definition (DynamoDB: TTL,
+        point-in-time recovery, encryption), which opening a store does not read; `init` runs it."""
+        ...
+
     async def check(self) -> list[str]:
         """Problems with connectivity, schema, TTL or indexes, each with the fix; [] if none."""
         ...

@@ -73,6 +73,10 @@ class FaultyStore:
         await self._enter("initialize")
         await self.inner.initialize()
 
+    async def provision(self) -> None:
+        await self._enter("provision")
+        await self.inner.provision()
+
     async def check(self) -> list[str]:
         await self._enter("check")
         return await self.inner.check()

@@ -160,11 +160,17 @@ def missing_indexes(table: dict[str, Any]) -> list[str]:
     return [name for name in ADDED_INDEXES if name not in found]
 
 
-async def ensure_table(caller: Caller, config: DynamoDBConfig) -> None:
+async def ensure_table(caller: Caller, config: DynamoDBConfig, *, settings: bool = True) -> None:
     """Create the table if missing (GSIs, SSE, TTL, PITR, deletion protection) and wait until
-    ACTIVE; check an existing table's keys and indexes (SchemaError with the fix), then
-    repair its TTL, PITR and SSE where they differ from the definition."""
+    ACTIVE; check an existing table's keys and indexes (SchemaError with the fix), then,
+    with `settings`, repair its TTL, PITR and SSE where they differ from the definition.
+
+    Without `settings` an existing table costs one DescribeTable: opening a store (each
+    worker, Lambda invocation, command) stays off the control plane's TTL and backup APIs,
+    as AWS advises; `orchestrator init` repairs the settings.
+    """
     table = await _describe(caller, config)
+    created = table is None
     if table is None:
         try:
             await caller.call("CreateTable", table_definition(config))
@@ -180,6 +186,8 @@ async def ensure_table(caller: Caller, config: DynamoDBConfig) -> None:
                           table=config.table_name)
     for name in missing_indexes(table):
         table = await _add_index(caller, config, table, name)
+    if not (settings or created):
+        return
     await _ensure_ttl(caller, config)
     await _ensure_pitr(caller, config)
     await _ensure_sse(caller, config, table)

@@ -47,6 +47,11 @@ class DynamoDBStore(ChildOps, CacheOps, SessionOps, TaskOps, HistoryOps, Project
         await self.aclose()
 
     async def initialize(self) -> None:
+        """Create the table if missing; else check its keys and indexes (one DescribeTable)."""
+        await ensure_table(self._caller, self.config, settings=False)
+
+    async def provision(self) -> None:
+        """`initialize()`, and bring TTL, point-in-time recovery and encryption to the definition."""
         await ensure_table(self._caller, self.config)
 
     async def check(self) -> list[str]:

@@ -115,6 +115,10 @@ class SQLiteStore(ChildOps, CacheOps, ResourceOps, ScheduleOps, ProjectOps):
         """
         await self._db.open()
 
+    async def provision(self) -> None:
+        """`initialize()`: a file has no settings beyond what opening it applies."""
+        await self.initialize()
+
     async def check(self) -> list[str]:
         return file_problems(self.path)
 
