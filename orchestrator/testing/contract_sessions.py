@@ -65,6 +65,12 @@ class SessionContract:
         assert await store.check() == []
         assert (await store.get_session("s1")).session_id == "s1"
 
+    async def test_provision_keeps_the_data_and_is_idempotent(self, store: Store) -> None:
+        await make_session(store)
+        await store.provision()
+        await store.provision()
+        assert (await store.get_session("s1")).session_id == "s1"
+
     async def test_create_then_load_round_trips_session_tasks_and_edges(self, store: Store) -> None:
         now = clock_of(store).now()
         tasks = [
