@@ -16,7 +16,7 @@ transactions on and off:
    that; a strongly consistent read 1 unit per 4 KB (summed over a Query's items), an
    eventually consistent (index) read half; an empty read still costs its minimum.
 
-Run (about two minutes): `.venv/bin/python bench/dynamodb_cost.py [--tasks 100]`
+Run (about two minutes): `.venv/bin/python bench/dynamodb_cost.py [--tasks 100] [--only-cpu]`
 """
 
 from __future__ import annotations
@@ -240,6 +240,7 @@ async def main() -> None:
     parser.add_argument("--big", type=int, default=10_000, help="tasks of the large session created")
     parser.add_argument("--wru-price", type=float, default=WRU_PRICE, help="USD per million write request units")
     parser.add_argument("--rru-price", type=float, default=RRU_PRICE, help="USD per million read request units")
+    parser.add_argument("--only-cpu", action="store_true", help="measure the CPU per step only (seconds)")
     args = parser.parse_args()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
@@ -249,8 +250,11 @@ async def main() -> None:
         print("\nclient CPU per chain step (complete + start the next), same run as a bare PynamoDB put:")
         for tx in (True, False):
             step, bare = await cpu_per_step(endpoint, tx)
+            n, op = (1, "TransactWriteItems") if tx else (2, "UpdateItem")
             print(f"  transactions {'on ' if tx else 'off'}: {step:.2f} ms/step, bare put {bare:.2f} ms "
-                  f"({step / bare:.2f}x; the step is {'1 TransactWriteItems' if tx else '2 UpdateItem'})")
+                  f"({step / bare:.2f}x; the step is {n} {op}: {step / n:.2f} ms, {step / n / bare:.2f}x per request)")
+        if args.only_cpu:
+            return
         wall, cpu = await create_big(endpoint, args.big)
         print(f"\ncreate a {args.big}-task session: {wall:.1f} s, client CPU {cpu:.1f} s ({cpu / wall:.0%} of it)")
         for tx in (True, False):
