@@ -211,12 +211,13 @@ async def cpu_per_step(endpoint: str, tx: bool) -> tuple[float, float, float, fl
     return step, bare, step_wall, bare_wall
 
 
-async def client_work(endpoint: str, tx: bool, rounds: int = 3) -> tuple[float, float, float]:
+async def client_work(endpoint: str, tx: bool, rounds: int = 3) -> tuple[float, float, float, float]:
     """The same two measures against `instant_dynamodb.py`, which answers at once: the
     client's own work, without the server's time (nothing is stored; every write succeeds),
     and the CPU of one of the step's UpdateItems sent straight through the botocore client
-    (botocore's share of a request). The least of `rounds` alternating rounds of each, as
-    this machine may be shared."""
+    (botocore's share of a request), in a thread and from the event loop through one
+    `anyio.to_thread` hop each. The least of `rounds` alternating rounds of each, as this
+    machine may be shared."""
     store = open_store(url(endpoint, "instant", tx))
     assert isinstance(store, DynamoDBStore)
     model = bare_model("instant", endpoint)
@@ -224,22 +225,32 @@ async def client_work(endpoint: str, tx: bool, rounds: int = 3) -> tuple[float, 
     update = store.task_params(lease, TaskWrite(TaskWriteKind.START, "t1", 1), time.time(), None, None, None)
     client: Any = store.models.connection.connection.client  # the botocore client PynamoDB created
 
+    def send() -> None:
+        client.update_item(**update, ReturnConsumedCapacity="TOTAL")
+
     def updates() -> float:
         began = time.process_time()
         for _ in range(STEPS):
-            client.update_item(**update, ReturnConsumedCapacity="TOTAL")
+            send()
         return (time.process_time() - began) / STEPS * 1000
 
-    step, bare, raw = math.inf, math.inf, math.inf
+    async def hops() -> float:
+        began = time.process_time()
+        for _ in range(STEPS):
+            await anyio.to_thread.run_sync(send)
+        return (time.process_time() - began) / STEPS * 1000
+
+    step, bare, raw, hop = math.inf, math.inf, math.inf, math.inf
     try:  # not entered: there is no table to describe
         store.remember("s1", [f"t{i}" for i in range(STEPS + 1)])  # no read before the first write
         for _ in range(rounds):
             step = min(step, (await steps(store, lease))[0])
             bare = min(bare, (await anyio.to_thread.run_sync(bare_puts, model))[0])
             raw = min(raw, await anyio.to_thread.run_sync(updates))
+            hop = min(hop, await hops())
     finally:
         await store.aclose()
-    return step, bare, raw
+    return step, bare, raw, hop
 
 
 def start_instant() -> tuple[subprocess.Popen[bytes], str]:
@@ -327,10 +338,10 @@ async def main() -> None:
                   f"wall {step_wall:.1f} ms/step, {bare_wall:.1f} ms/put)")
         print("the same against a server that answers at once (the client's own work, no server time):")
         for tx in (True, False):
-            step, bare, raw = await client_work(instant_endpoint, tx)
+            step, bare, raw, hop = await client_work(instant_endpoint, tx)
             print(f"  transactions {'on ' if tx else 'off'}: {step:.2f} ms/step, bare put {bare:.2f} ms "
                   f"({step / bare:.2f}x); one UpdateItem of the step straight through botocore {raw:.2f} ms "
-                  f"({raw / bare:.2f}x)")
+                  f"({raw / bare:.2f}x), through one thread hop from the event loop {hop:.2f} ms ({hop / bare:.2f}x)")
         stop(instant)
         if args.only_cpu:
             return
