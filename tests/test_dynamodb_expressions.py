@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import enum
+import math
+
 import pytest
 from pynamodb.attributes import NumberAttribute
 
-from orchestrator.store.dynamodb.expressions import Act, Cond, Do, Expressions, attribute_value
+from orchestrator.store.dynamodb.expressions import Act, Cond, Do, Expressions, attribute_value, number_text
 
 FENCED = ((Cond.EXISTS, ("PK",)), (Cond.NE, ("status",)), (Cond.FENCED, ("fence", "attempt")))
 
@@ -47,6 +50,15 @@ def test_numbers_are_written_as_pynamodb_writes_them() -> None:
     for value in (0, 7, 1796133667.0948365, 0.1):
         assert attribute_value(value) == {"N": NumberAttribute().serialize(value)}  # type: ignore[no-untyped-call]
     assert attribute_value(True) == {"BOOL": True}
+
+
+def test_number_text_is_pynamodbs_text_for_every_kind_of_number() -> None:
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    for value in (0, -7, 10**30, 0.1, -2.5e-7, 1e22, 1796133667.0948365, math.inf, -math.inf, Level.HIGH, True):
+        assert number_text(value) == NumberAttribute().serialize(value)  # type: ignore[no-untyped-call]
+    assert number_text(math.nan) == "NaN"
 
 
 def test_a_write_with_the_wrong_number_of_values_is_refused() -> None:

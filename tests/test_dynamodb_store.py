@@ -330,6 +330,23 @@ async def test_completion_with_the_start_it_unlocks_is_one_request(aws: None) ->
 
 
 @pytest.mark.anyio
+async def test_every_data_request_reports_its_consumed_capacity_to_client_event_hooks(aws: None) -> None:
+    answers: list[tuple[str, bool]] = []
+
+    def look(model: Any, parsed: Any = None, **_: Any) -> None:
+        answers.append((model.name, "ConsumedCapacity" in (parsed or {})))
+
+    async with make_store(transactions=False) as store:
+        store.client_events.register("after-call.dynamodb", look)
+        await store.create_session(NewSession("s1", "p"), chain(2))
+        lease = await store.claim_session("s1", "w1", 30)
+        await store.write_tasks(lease, [TaskWrite(TaskWriteKind.START, "t0", 1)])
+        await store.load_session("s1")
+    assert {"BatchWriteItem", "UpdateItem", "Query"} <= {op for op, _ in answers}
+    assert [op for op, reported in answers if not reported] == []
+
+
+@pytest.mark.anyio
 async def test_listing_failed_sessions_queries_the_status_index_without_scan(aws: None) -> None:
     clock = FakeClock()
     async with make_store(clock=clock, status_shards=3) as store:

@@ -1,8 +1,10 @@
 """The one choke point for every DynamoDB request the store sends.
 
-`Caller.call(op, params)` runs PynamoDB's `Connection.dispatch` in a worker thread
-under a capacity limiter (PynamoDB is blocking), and classifies each failure by what
-the store does next:
+`Caller.call(op, params)` calls the public method of the botocore client that PynamoDB's
+`Connection` created (a data operation asks for ConsumedCapacity TOTAL, as PynamoDB's
+`dispatch` does; its wrapping, a UUID and two signals per request, is skipped) in a worker
+thread under a capacity limiter (the client is blocking), and classifies each failure by
+what the store does next:
 
 - transient (throttling, any 5xx whatever its body, TransactionConflict, connection
   resets, connect and read timeouts): retried here with exponential backoff and full
@@ -10,8 +12,7 @@ the store does next:
   naming the endpoint. botocore's own retries are off (see `bind_models`), so these are
   the only retries; throttling never reaches an agent as a failure. A 5xx whose body is
   not DynamoDB's JSON (a gateway's HTML page, an empty 502) has no error code; its
-  status is read from botocore's `ResponseMetadata`, kept on the ClientError that
-  PynamoDB re-raises as its cause;
+  status is read from botocore's `ResponseMetadata` on the ClientError;
 - conflict (ConditionalCheckFailed, a transaction cancelled by a condition) and an
   operation the store does not have (UnknownOperationException, e.g. TransactWriteItems
   on dynalite): `DynamoCallError`, for the caller to decide (fence logic, a fallback);
@@ -91,11 +92,8 @@ UNSUPPORTED_CODES = frozenset({"UnknownOperationException"})
 
 
 def http_status(exc: BaseException) -> int | None:
-    """The HTTP status of a botocore ClientError, or of the one PynamoDB re-raised it from.
-
-    PynamoDB's `VerboseClientError` keeps only `Error` of the response; botocore put the
-    status in `ResponseMetadata.HTTPStatusCode` of the original, chained as the cause.
-    """
+    """The HTTP status of a botocore ClientError (`ResponseMetadata.HTTPStatusCode`), or of
+    one in its causes (PynamoDB's `VerboseClientError` keeps only `Error` and chains the original)."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ClientError):
@@ -147,6 +145,18 @@ class Caller:
         self._clock = clock
         self._rng = rng or random.Random()
         self._limiter = anyio.CapacityLimiter(config.max_pool_connections)
+        self._methods: dict[str, Callable[..., dict[str, Any]]] = {}
+
+    def _method(self, op: str) -> Callable[..., dict[str, Any]]:
+        """The client's public method for `op`; a data operation asks for ConsumedCapacity
+        TOTAL, as PynamoDB's `dispatch` does, so `after-call` hooks can read it."""
+        method = self._methods.get(op)
+        if method is None:
+            method = getattr(self._connection.client, xform_name(op))
+            if op in _DATA_OPS:
+                method = partial(method, ReturnConsumedCapacity="TOTAL")
+            self._methods[op] = method
+        return method
 
     @property
     def limiter(self) -> anyio.CapacityLimiter:
@@ -170,11 +180,7 @@ class Caller:
         last: BaseException | None = None
         for attempt in range(attempts):
             await self.pause(attempt, op, deadline=deadline, last=last, session=session, task=task)
-            fn: Callable[[], dict[str, Any]]
-            if op in _DATA_OPS:  # PynamoDB's dispatch (asks for ConsumedCapacity TOTAL)
-                fn = partial(self._connection.dispatch, op, dict(params))
-            else:  # control plane: the same client, through its public method
-                fn = partial(getattr(self._connection.client, xform_name(op)), **params)
+            fn: Callable[[], dict[str, Any]] = partial(self._method(op), **params)
             try:
                 send = partial(self._send, fn, op, deadline, attempt, last, session, task)
                 return await anyio.to_thread.run_sync(send, limiter=self._limiter)

@@ -12,8 +12,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from pynamodb.attributes import NumberAttribute
+
 from orchestrator.codec import Codec
 from orchestrator.errors import SchemaError
+from orchestrator.store.dynamodb.expressions import number_text
 from orchestrator.store.dynamodb.models import (
     Models,
     chunk_sk,
@@ -112,7 +115,8 @@ class ItemShape:
         self.attrs: dict[str, tuple[str, str, Any]] = {
             name: (a.attr_name, a.attr_type, a) for name, a in attrs.items()}
         self.required = tuple(sorted(a.attr_name for a in attrs.values() if not a.null))
-        self._plain = {name: (attr_name, kind, a.serialize, a.deserialize)
+        self._plain = {name: (attr_name, kind, number_text if type(a) is NumberAttribute else a.serialize,
+                              a.deserialize)
                        for name, (attr_name, kind, a) in self.attrs.items() if kind != "M"}
 
     def item(self, **values: Any) -> dict[str, Any]:
