@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from dataclasses import replace
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -22,6 +23,7 @@ from orchestrator.metrics import MetricsRecorder
 from orchestrator.scheduler.options import RunOptions, RunResult, WorkerLimits, default_worker_id
 from orchestrator.scheduler.runner import SessionRunner
 from orchestrator.store.protocol import Store
+from orchestrator.store.rules import claimed_seen
 from orchestrator.store.records import (
     ClaimPolicy,
     Lease,
@@ -208,19 +210,27 @@ async def _resume(
     pipeline: Pipeline, session_id: str, store: Store, force: bool, options: RunOptions,
     telemetry: Telemetry | None, limits: WorkerLimits | None, failed_updated_before: float | None,
 ) -> RunResult:
-    session = await store.get_session(session_id)
-    _check_pipeline(pipeline, session, {}, force)  # refuse a version mismatch before claiming
-    redrive = session.status is SessionStatus.FAILED
+    # Read first (one Query on DynamoDB), so a mismatch is refused before anything is written
+    # and the claim decides on what was read; docs/design.md says why this order is safe.
+    snapshot = await store.load_session(session_id)
+    _check_pipeline(pipeline, snapshot.session, snapshot.tasks, force)
     policy = ClaimPolicy(redrive_failed=True, failed_updated_before=failed_updated_before, force=force)
     worker = options.worker_id or default_worker_id()
-    lease = await store.claim_session(session_id, worker, options.lease_seconds, policy, seen=session)
+    lease = await store.claim_session(session_id, worker, options.lease_seconds, policy, seen=snapshot.session)
+    claimed = claimed_seen(snapshot.session, lease, options.lease_seconds, policy)
+    if claimed is not None:
+        snapshot = replace(snapshot, session=claimed)
+    else:  # the claim took a newer record (a signal, an end, another run came in between): read again
+        snapshot = await store.load_session(session_id)
+    taken_from = lease.previous.status if lease.previous is not None else None
     try:
         return await execute(
-            store, pipeline, lease, options=options, telemetry=telemetry, limits=limits, redrive=redrive,
-            abandoned=session.status is SessionStatus.RUNNING, force=force,
+            store, pipeline, lease, options=options, telemetry=telemetry, limits=limits,
+            redrive=taken_from is SessionStatus.FAILED, abandoned=taken_from is SessionStatus.RUNNING, force=force,
+            snapshot=snapshot,
         )
     except (VersionMismatchError, PipelineDefinitionError):
-        await store.release_lease(lease)  # a mismatch found in the loaded tasks: give it back
+        await store.release_lease(lease)  # only after a second read: tasks added meanwhile; give it back
         raise
 
 
