@@ -22,6 +22,7 @@ from orchestrator.scheduler import RunOptions, resume
 from orchestrator.store import (
     ClaimPolicy,
     ErrorInfo,
+    Event,
     Lease,
     NewTask,
     SessionStatus,
@@ -31,6 +32,7 @@ from orchestrator.store import (
     TaskWriteKind,
 )
 from orchestrator.testing.contract_base import LEASE, clock_of, complete, make_session, start
+from orchestrator.testing.contract_dynamodb import count_requests
 
 __all__ = ["ResumeContract", "ResumeDynamoDBContract"]
 
@@ -212,6 +214,36 @@ class _Requests:
         return self.sent[:first]
 
 
+def _gated_chain(n: int) -> Pipeline:
+    """t0 waits for a signal (so a resume stops early, WAITING), then t1 .. t(n-1) in a chain."""
+
+    @agent(name="gate")
+    async def gate(ctx: AgentContext) -> Any:
+        return await ctx.wait_for_signal("open")
+
+    @agent(name="step")
+    async def step(ctx: AgentContext) -> None:
+        return None
+
+    pipe = Pipeline("contract", agents=[gate, step]).task("t0", gate)
+    for i in range(1, n):
+        pipe.task(f"t{i}", step, depends_on=f"t{i - 1}")
+    return pipe
+
+
+async def _before_first_task_write(store: Store, pipe: Pipeline) -> list[tuple[str, str]]:
+    """The requests a direct resume of s1 sends before its first task write (the START of t0)."""
+    with _Requests(store) as requests:
+        result = await resume(pipe, "s1", store=store, options=OPTIONS)
+    assert result.status is SessionStatus.WAITING
+    before = requests.before_first_task_write()
+    assert requests.sent[len(before)] == ("UpdateItem", "TASK"), requests.sent
+    # The session's state costs one Query (META and every task: one page per MB) and the
+    # claim; the claim's history event is written next, at once, so it survives a crash.
+    assert [r for r in before if r[1] != "EVENT"] == [("Query", "partition"), ("UpdateItem", "META")], before
+    return before
+
+
 class ResumeDynamoDBContract:
     """The requests of a direct resume on DynamoDB stores."""
 
@@ -220,27 +252,32 @@ class ResumeDynamoDBContract:
     async def test_a_direct_resume_of_a_200_task_session_sends_one_query_and_the_claim_before_its_first_task_write(
         self, store: Store
     ) -> None:
-        @agent(name="gate")
-        async def gate(ctx: AgentContext) -> Any:
-            return await ctx.wait_for_signal("open")  # the run stops here: WAITING
-
-        @agent(name="step")
-        async def step(ctx: AgentContext) -> None:
-            return None
-
-        pipe = Pipeline("contract", agents=[gate, step]).task("t0", gate)
-        for i in range(1, 200):
-            pipe.task(f"t{i}", step, depends_on=f"t{i - 1}")
+        pipe = _gated_chain(200)
         await make_session(store, tasks=pipe.new_tasks())
-        with _Requests(store) as requests:
-            result = await resume(pipe, "s1", store=store, options=OPTIONS)
-        assert result.status is SessionStatus.WAITING
-        before = requests.before_first_task_write()
-        # The session's state: one Query (META and 200 tasks, one page) and the claim; then
-        # the claim's history event, written at once so it survives a crash.
-        assert [r for r in before if r[1] != "EVENT"] == [("Query", "partition"), ("UpdateItem", "META")], before
-        assert before == [("Query", "partition"), ("UpdateItem", "META"), ("BatchWriteItem", "EVENT")], before
-        assert requests.sent[len(before)] == ("UpdateItem", "TASK"), requests.sent  # the START of t0
+        assert await _before_first_task_write(store, pipe) == [
+            ("Query", "partition"), ("UpdateItem", "META"), ("BatchWriteItem", "EVENT")]
+
+    async def test_a_direct_resume_of_an_abandoned_200_task_session_sends_one_query_and_the_claim_likewise(
+        self, store: Store
+    ) -> None:
+        pipe = _gated_chain(200)
+        await make_session(store, tasks=pipe.new_tasks(), owner=OLD, lease_seconds=LEASE)
+        clock_of(store).advance(LEASE + 1)  # its worker crashed
+        assert await _before_first_task_write(store, pipe) == [
+            ("Query", "partition"), ("UpdateItem", "META"), ("BatchWriteItem", "EVENT")]
+
+    async def test_the_read_of_a_resume_is_one_query_per_mb_of_the_session_whatever_its_history(
+        self, store: Store
+    ) -> None:
+        tasks = [NewTask(f"t{i:02d}", "a", input="x" * 90_000) for i in range(30)]  # about 2.7 MB
+        await make_session(store, tasks=tasks)
+        now = clock_of(store).now()
+        await store.append_events([Event("s1", "log", now, message="y" * 30_000, writer="w", seq=i)
+                                   for i in range(40)])  # 1.2 MB of events, which sort before META
+        with count_requests(store) as counted:
+            snap = await store.load_session("s1")
+        assert (snap.session.session_id, len(snap.tasks)) == ("s1", 30)
+        assert counted.ops == ["Query"] * 3, counted.ops
 
     async def test_a_version_mismatch_costs_one_query_and_writes_nothing(self, store: Store) -> None:
         await make_session(store, pipeline_version="1")
