@@ -86,7 +86,10 @@ async def execute(
     snapshot: SessionSnapshot | None = None,
     metrics: MetricsRecorder | None = None,
 ) -> RunResult:
-    """Run a session this caller already holds (`lease`); used by `run`, `resume` and workers."""
+    """Run a session this caller already holds (`lease`); used by `run`, `resume` and workers.
+
+    `snapshot` is the session as already read (`resume` reads before it claims); None loads it.
+    """
     snapshot = snapshot or await store.load_session(lease.session_id)
     _check_pipeline(pipeline, snapshot.session, snapshot.tasks, force)
     runner = SessionRunner(
@@ -199,7 +202,9 @@ async def resume(
 
     A FAILED session is redriven (failed and skipped tasks get fresh attempts) while it
     has redrives left; `force` passes the limit, clears needs-human and accepts a
-    pipeline version mismatch. Raises ClaimRejectedError if another worker holds it.
+    pipeline version mismatch. The session is read first (one Query on DynamoDB): a
+    mismatch is refused before anything is written, and the claim decides on what was
+    read. Raises ClaimRejectedError if another worker holds it.
     """
     options = options or RunOptions()
     async with _store_scope(store) as scoped:
