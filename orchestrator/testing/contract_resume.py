@@ -210,7 +210,9 @@ class _Requests:
         self._events.unregister("before-parameter-build.dynamodb", self._params, unique_id=f"resume-{id(self)}")
 
     def before_first_task_write(self) -> list[tuple[str, str]]:
-        first = next(i for i, (op, kinds) in enumerate(self.sent) if op != "Query" and "TASK" in kinds.split("+"))
+        first = next((i for i, (op, kinds) in enumerate(self.sent) if op != "Query" and "TASK" in kinds.split("+")),
+                     None)
+        assert first is not None, f"no task write among {self.sent}"
         return self.sent[:first]
 
 
