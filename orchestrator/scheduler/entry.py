@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from dataclasses import replace
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -23,7 +23,6 @@ from orchestrator.metrics import MetricsRecorder
 from orchestrator.scheduler.options import RunOptions, RunResult, WorkerLimits, default_worker_id
 from orchestrator.scheduler.runner import SessionRunner
 from orchestrator.store.protocol import Store
-from orchestrator.store.rules import claimed_seen
 from orchestrator.store.records import (
     ClaimPolicy,
     Lease,
@@ -34,6 +33,7 @@ from orchestrator.store.records import (
     SessionStatus,
     TaskRecord,
 )
+from orchestrator.store.rules import claimed_seen
 from orchestrator.telemetry import Telemetry
 
 __all__ = [
