@@ -8,7 +8,8 @@ transactions on and off:
    a bare PynamoDB put (`Model.save()` of a task-sized item, PynamoDB's defaults) in the
    same run;
 2. creating a 10,000-task session: wall time and the client's CPU share;
-3. resuming a 200-task session: the requests before its first task write;
+3. resuming a 200-task session, by a worker and by `orchestrator.resume()`: the requests
+   before its first task write;
 4. per 1,000 tasks of a real `run()` (a chain, and a fan-out: one task, then the rest
    in parallel): requests, and read/write request units computed with DynamoDB's
    pricing rules from the items on the wire (moto reports no capacity for
@@ -39,7 +40,7 @@ from pynamodb.attributes import MapAttribute, NumberAttribute, UnicodeAttribute
 from pynamodb.models import Model
 from store_requests import free_port, start_moto
 
-from orchestrator import Pipeline, RunOptions, run
+from orchestrator import Pipeline, RunOptions, resume, run
 from orchestrator.agents import AgentContext, agent
 from orchestrator.store import open_store
 from orchestrator.store.dynamodb import DynamoDBStore
@@ -286,20 +287,65 @@ async def create_big(endpoint: str, n: int) -> tuple[float, float]:
         return time.perf_counter() - wall, time.process_time() - cpu
 
 
-async def resume_requests(endpoint: str, tx: bool) -> list[str]:
-    """Requests of a worker's resume of a 200-task session, up to and including its first task write."""
+class _Sent:
+    """Each request's operation, marked `(claim event)` or `(task write)` by the items it writes."""
+
+    def __init__(self, store: DynamoDBStore) -> None:
+        self.ops: list[str] = []
+        store.client_events.register("before-parameter-build.dynamodb", self._params)
+
+    def _params(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        keys = [params.get("Key") or params.get("Item") or {}]
+        for writes in params.get("RequestItems", {}).values():
+            keys += [w.get("PutRequest", {}).get("Item") or w.get("DeleteRequest", {}).get("Key") for w in writes]
+        for item in params.get("TransactItems", []):
+            body = next(iter(item.values()))
+            keys.append(body.get("Key") or body.get("Item"))
+        sks = {k["SK"]["S"].split("#")[0] for k in keys if k and "SK" in k}
+        tag = " (task write)" if model.name != "Query" and "TASK" in sks else " (claim event)" if sks == {"EVENT"} else ""
+        self.ops.append(model.name + tag)
+
+    def until_first_task_write(self) -> list[str]:
+        first = next(i for i, op in enumerate(self.ops) if op.endswith("(task write)"))
+        return self.ops[: first + 1]
+
+
+@agent(name="gate")
+async def gate(ctx: AgentContext) -> Any:
+    return await ctx.wait_for_signal("open")  # the resumed run stops here, WAITING
+
+
+def gated_chain(n: int) -> Pipeline:
+    pipe = Pipeline(f"gated{n}", agents=[gate, noop]).task("t0", gate)
+    for i in range(1, n):
+        pipe.task(f"t{i}", "noop", depends_on=[f"t{i - 1}"])
+    return pipe
+
+
+async def resume_requests(endpoint: str, tx: bool) -> tuple[list[str], list[str]]:
+    """Requests of resuming a 200-task session, up to and including its first task write: by a
+    worker (the claim decided on its listing, then the load) and by `orchestrator.resume()`
+    (the load, the pipeline check, then the claim decided on what was read). The worker's
+    is measured at the store (its runner writes the same claim event as the direct one's)."""
     store = open_store(url(endpoint, f"resume-{int(tx)}", tx))
     assert isinstance(store, DynamoDBStore)
     async with store:
         await store.create_session(NewSession("r1", "bench"), [NewTask(f"t{i}", "noop", input={"i": i},
                                    depends_on=(f"t{i - 1}",) if i else ()) for i in range(200)])
         seen = (await store.list_sessions(SessionStatus.PENDING)).items[0]
-        ops: list[str] = []
-        store.client_events.register("before-call.dynamodb", lambda model, **_: ops.append(model.name))
+        worker = _Sent(store)
         lease = await store.claim_session("r1", "w", 60, seen=seen)
         await store.load_session("r1")
         await store.write_tasks(lease, [TaskWrite(TaskWriteKind.START, "t0", 1)])
-        return ops
+    store = open_store(url(endpoint, f"resume-direct-{int(tx)}", tx))
+    assert isinstance(store, DynamoDBStore)
+    async with store:
+        pipe = gated_chain(200)
+        await store.create_session(NewSession("r2", pipe.name), pipe.new_tasks())
+        direct = _Sent(store)
+        result = await resume(pipe, "r2", store=store, options=RunOptions(worker_id="w"))
+        assert result.status is SessionStatus.WAITING, result
+    return worker.until_first_task_write(), direct.until_first_task_write()
 
 
 async def cost(endpoint: str, shape: str, n: int, tx: bool) -> Bill:
@@ -348,9 +394,11 @@ async def main() -> None:
         wall, cpu = await create_big(endpoint, args.big)
         print(f"\ncreate a {args.big}-task session: {wall:.1f} s, client CPU {cpu:.1f} s ({cpu / wall:.0%} of it)")
         for tx in (True, False):
-            ops = await resume_requests(endpoint, tx)
-            print(f"resume a 200-task session (transactions {'on' if tx else 'off'}): {', '.join(ops)} "
-                  f"-> {len(ops) - 1} request(s) before the first task write")
+            for how, ops in zip(("a worker's resume", "orchestrator.resume()"), await resume_requests(endpoint, tx),
+                                strict=True):
+                state = [op for op in ops[:-1] if not op.endswith("(claim event)")]
+                print(f"{how} of a 200-task session (transactions {'on' if tx else 'off'}): {', '.join(ops)} "
+                      f"-> {len(state)} request(s) for the session's state before the first task write")
         scale = 1000 / args.tasks
         print(f"\nper 1,000 tasks (a run() of {args.tasks}-task sessions, scaled): on-demand at "
               f"${args.wru_price}/M WRU, ${args.rru_price}/M RRU")

@@ -32,7 +32,7 @@ from orchestrator.errors import (
     StoreUnavailableError,
 )
 from orchestrator.graph import Pipeline
-from orchestrator.scheduler import run
+from orchestrator.scheduler import RunOptions, resume, run
 from orchestrator.store import DynamoDBConfig, open_store
 from orchestrator.store.dynamodb import DynamoDBStore
 from orchestrator.store.dynamodb import DATA_ACTIONS, cloudformation, iam_policy, table_definition, terraform
@@ -473,5 +473,33 @@ async def test_a_redriven_session_takes_the_expiry_off_its_tasks(aws: None) -> N
         await _ended_session(store, "r2")
         await store.claim_session("r2", "w2", 30, ClaimPolicy(redrive_failed=True, force=True))
         items = _partition("orch-ttl2", "r2")
+    expiring = [i["SK"]["S"] for i in items if i["SK"]["S"].startswith(("TASK#", "META")) and "ttl" in i]
+    assert expiring == [], f"a live session's items must not expire: {expiring}"
+
+
+@pytest.mark.anyio
+async def test_a_resume_after_a_redrive_that_crashed_before_taking_the_expiry_off_takes_it_off(aws: None) -> None:
+    clock = FakeClock()
+    async with make_store("orch-ttl3", clock=clock) as store:
+        await _ended_session(store, "r3")
+
+        def crash(**_: Any) -> None:  # the redrive's worker dies right after its claim landed
+            raise RuntimeError("killed after the claim")
+
+        store.client_events.register("before-call.dynamodb.Query", crash, unique_id="crash")
+        with pytest.raises(RuntimeError, match="killed"):
+            await store.claim_session("r3", "w2", 30, ClaimPolicy(redrive_failed=True, force=True))
+        store.client_events.unregister("before-call.dynamodb.Query", crash, unique_id="crash")
+        assert any("ttl" in i for i in _partition("orch-ttl3", "r3") if i["SK"]["S"].startswith("TASK#"))
+        clock.advance(31)
+
+        @agent(name="y")
+        async def hold(ctx: AgentContext) -> Any:
+            return await ctx.wait_for_signal("hold")  # the session stays alive, WAITING
+
+        pipe = Pipeline("p", agents=[hold, agent(name="x")(lambda ctx: None)]).task("b", "y")
+        result = await resume(pipe, "r3", store=store, options=RunOptions(worker_id="w3"))
+        assert result.status is SessionStatus.WAITING
+        items = _partition("orch-ttl3", "r3")
     expiring = [i["SK"]["S"] for i in items if i["SK"]["S"].startswith(("TASK#", "META")) and "ttl" in i]
     assert expiring == [], f"a live session's items must not expire: {expiring}"

@@ -16,6 +16,7 @@ from orchestrator.store.records import (
     ErrorInfo,
     Lease,
     OwnerKind,
+    PreviousHolder,
     Progress,
     SessionRecord,
     SessionStatus,
@@ -30,6 +31,7 @@ from orchestrator.store.rules import (
     claim_basis,
     claim_refusal,
     claimed,
+    claimed_seen,
     classify_rejection,
     expected_attempt,
     lease_lost,
@@ -91,6 +93,35 @@ def test_a_claim_reads_first_when_the_record_is_of_another_session_or_expired() 
     assert claim_basis(session(), "s2", NOW, ClaimPolicy()) is None
     assert claim_basis(session(expires_at=NOW - 1), "s1", NOW, ClaimPolicy()) is None
     assert claim_basis(None, "s1", NOW, ClaimPolicy()) is None
+
+
+def _taken(seen: SessionRecord, *, fence: int | None = None, signal_seq: int | None = None) -> Lease:
+    """The lease a claim of `seen` returns (at another fence or signal sequence when given)."""
+    held = PreviousHolder(seen.lease_owner, seen.fence if fence is None else fence, seen.status, seen.lease_expires_at)
+    return Lease("s1", "w2", held.fence + 1, NOW + 30,
+                 seen.signal_seq if signal_seq is None else signal_seq, previous=held)
+
+
+def test_a_resume_runs_on_what_it_read_as_its_claim_wrote_it() -> None:
+    seen = session(status=SessionStatus.FAILED, fence=3, redrive_count=1, reason="boom", expires_at=NOW + 9)
+    after = claimed_seen(seen, _taken(seen), 30, ClaimPolicy(redrive_failed=True))
+    assert after is not None
+    assert (after.status, after.fence, after.lease_owner, after.lease_expires_at) == (
+        SessionStatus.RUNNING, 4, "w2", NOW + 30)
+    assert (after.redrive_count, after.reason, after.expires_at) == (2, None, None)
+
+
+def test_a_resume_reads_again_when_its_claim_took_another_record() -> None:
+    seen = running(expires=NOW - 1)
+    assert claimed_seen(seen, _taken(seen, fence=2), 30, ClaimPolicy()) is None  # another run in between
+    assert claimed_seen(seen, replace(_taken(seen), previous=None), 30, ClaimPolicy()) is None
+    ended = replace(_taken(seen), previous=PreviousHolder("w1", 1, SessionStatus.FAILED, NOW - 1))
+    assert claimed_seen(seen, ended, 30, ClaimPolicy()) is None  # its owner failed it in between
+
+
+def test_a_resume_reads_again_when_a_signal_came_between_its_read_and_its_claim() -> None:
+    seen = running(expires=NOW - 1)
+    assert claimed_seen(seen, _taken(seen, signal_seq=1), 30, ClaimPolicy()) is None
 
 
 def test_external_session_is_never_claimable() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -32,6 +33,7 @@ from orchestrator.store.records import (
     SessionStatus,
     TaskRecord,
 )
+from orchestrator.store.rules import claimed_seen
 from orchestrator.telemetry import Telemetry
 
 __all__ = [
@@ -84,7 +86,10 @@ async def execute(
     snapshot: SessionSnapshot | None = None,
     metrics: MetricsRecorder | None = None,
 ) -> RunResult:
-    """Run a session this caller already holds (`lease`); used by `run`, `resume` and workers."""
+    """Run a session this caller already holds (`lease`); used by `run`, `resume` and workers.
+
+    `snapshot` is the session as already read (`resume` reads before it claims); None loads it.
+    """
     snapshot = snapshot or await store.load_session(lease.session_id)
     _check_pipeline(pipeline, snapshot.session, snapshot.tasks, force)
     runner = SessionRunner(
@@ -197,7 +202,9 @@ async def resume(
 
     A FAILED session is redriven (failed and skipped tasks get fresh attempts) while it
     has redrives left; `force` passes the limit, clears needs-human and accepts a
-    pipeline version mismatch. Raises ClaimRejectedError if another worker holds it.
+    pipeline version mismatch. The session is read first (one Query on DynamoDB): a
+    mismatch is refused before anything is written, and the claim decides on what was
+    read. Raises ClaimRejectedError if another worker holds it.
     """
     options = options or RunOptions()
     async with _store_scope(store) as scoped:
@@ -208,19 +215,27 @@ async def _resume(
     pipeline: Pipeline, session_id: str, store: Store, force: bool, options: RunOptions,
     telemetry: Telemetry | None, limits: WorkerLimits | None, failed_updated_before: float | None,
 ) -> RunResult:
-    session = await store.get_session(session_id)
-    _check_pipeline(pipeline, session, {}, force)  # refuse a version mismatch before claiming
-    redrive = session.status is SessionStatus.FAILED
+    # Read first (one Query on DynamoDB), so a mismatch is refused before anything is written
+    # and the claim decides on what was read; docs/design.md says why this order is safe.
+    snapshot = await store.load_session(session_id)
+    _check_pipeline(pipeline, snapshot.session, snapshot.tasks, force)
     policy = ClaimPolicy(redrive_failed=True, failed_updated_before=failed_updated_before, force=force)
     worker = options.worker_id or default_worker_id()
-    lease = await store.claim_session(session_id, worker, options.lease_seconds, policy, seen=session)
+    lease = await store.claim_session(session_id, worker, options.lease_seconds, policy, seen=snapshot.session)
+    claimed = claimed_seen(snapshot.session, lease, options.lease_seconds, policy)
+    if claimed is not None:
+        snapshot = replace(snapshot, session=claimed)
+    else:  # the claim took a newer record (a signal, an end, another run came in between): read again
+        snapshot = await store.load_session(session_id)
+    taken_from = lease.previous.status if lease.previous is not None else None
     try:
         return await execute(
-            store, pipeline, lease, options=options, telemetry=telemetry, limits=limits, redrive=redrive,
-            abandoned=session.status is SessionStatus.RUNNING, force=force,
+            store, pipeline, lease, options=options, telemetry=telemetry, limits=limits,
+            redrive=taken_from is SessionStatus.FAILED, abandoned=taken_from is SessionStatus.RUNNING, force=force,
+            snapshot=snapshot,
         )
     except (VersionMismatchError, PipelineDefinitionError):
-        await store.release_lease(lease)  # a mismatch found in the loaded tasks: give it back
+        await store.release_lease(lease)  # only after a second read: tasks added meanwhile; give it back
         raise
 
 

@@ -13,7 +13,8 @@
   `SessionListingContract` (`.contract_listing`) sessions by user and pipeline type,
   `FlowContract` (`.contract_flow`) resource limits and schedules (`FlowStore`).
   `ChildContract` and `CacheContract` (`.contract_children`) a map's children and
-  cached outputs.
+  cached outputs; `ResumeContract` (`.contract_resume`) `orchestrator.resume()` on a
+  store, which reads before it claims.
 - `moto_server()` (in `orchestrator.testing.moto_server`): a local DynamoDB double
   that serves one request at a time.
 - `FaultProxy` (in `orchestrator.testing.fault_proxy`): an HTTP proxy on 127.0.0.1 in

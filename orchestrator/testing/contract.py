@@ -28,6 +28,10 @@ Which invariant is proven on which backend (tests/test_contract.py runs all of t
 | overwriting one, batch reads; cached outputs read   |             |                 |                               |
 | until expiry only (`ChildContract`, `CacheContract`,|             |                 |                               |
 | `.contract_children`)                               |             |                 |                               |
+| a direct resume reads, then claims: what lands      |     yes     |       yes       |              yes              |
+| between is neither lost nor done twice; a mismatch  |             |                 |                               |
+| writes nothing (`ResumeContract`, `.contract_resume`|             |                 |                               |
+| run by tests/test_contract_resume.py)               |             |                 |                               |
 
 This repository also runs all three on dynalite (an independent DynamoDB
 implementation, concurrent, `transactions=0`; `orchestrator.testing.dynalite`): all pass

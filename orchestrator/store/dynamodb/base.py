@@ -103,6 +103,9 @@ class DynamoDBBase:
         # Tasks staged by (session, parent, fence, attempt): they join `_known` when that
         # attempt's COMPLETE applies (adoption), never before; until then they are unknown.
         self._staged: dict[tuple[str, str, int, int], set[str]] = {}
+        # Per session (LRU): the fence its last load read, and whether an item then carried
+        # an expiry (SessionOps.claim_session: whether a claim must look for expiries).
+        self._expiring: OrderedDict[str, tuple[int, bool]] = OrderedDict()
         self._event_keys = rules.StoreEventKeys()
 
     def stage(self, sid: str, parent: str, fence: int, attempt: int, task_ids: Iterable[str]) -> None:
@@ -375,6 +378,10 @@ class DynamoDBBase:
             if sig.seq <= session.signal_seq and not self.expired(raw, now):
                 sigs[(sig.task_id, sig.name)] = sig
         self.remember(sid, records)
+        self._expiring[sid] = (session.fence, any("ttl" in raw for raw in raws if raw["SK"]["S"] != "META"))
+        self._expiring.move_to_end(sid)
+        if len(self._expiring) > _KNOWN_SESSIONS:
+            self._expiring.popitem(last=False)
         return SessionSnapshot(session=session, tasks=records, edges=tuple(sorted(edge_list, key=_edge_key)),
                                signals=sigs)
 

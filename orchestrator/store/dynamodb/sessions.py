@@ -247,9 +247,24 @@ class SessionOps(DynamoDBBase):
         op = rules.Claim(session_id, owner, lease_seconds, policy)
         basis = rules.claim_basis(seen, session_id, self.clock.now(), policy)
         lease = await self._settle(op, conditioned=self._cas_claims, seen=basis)
-        if policy.redrive_failed:  # a redriven session lives again: its items must not expire under it
+        if self._items_may_expire(lease, policy):  # the session lives again: its items must not expire under it
             await self._retain_items(session_id, None)
         return lease
+
+    def _items_may_expire(self, lease: Lease, policy: ClaimPolicy) -> bool:
+        """Whether items of the session a claim took may carry an expiry to take off (one Query to find them).
+
+        A session's end gives every item its expiry: a claim of a FAILED one takes it off.
+        A redrive claim that crashed before it was done leaves a live session with expiring
+        items, which a claim with `redrive_failed` repairs, unless this store's last load
+        read the very record the claim took (same fence, so no end since) and found none.
+        """
+        previous = lease.previous
+        if previous is None:
+            return policy.redrive_failed
+        if previous.status is SessionStatus.FAILED:
+            return True
+        return policy.redrive_failed and self._expiring.get(lease.session_id) != (previous.fence, False)
 
     async def renew_lease(self, lease: Lease, lease_seconds: float) -> tuple[Lease, SessionRecord]:
         return await self._settle(rules.Renew(lease.session_id, lease, lease_seconds))

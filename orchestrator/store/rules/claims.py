@@ -27,8 +27,8 @@ from orchestrator.store.records import (
 from orchestrator.store.rules.change import NEVER, SessionChange, SessionOp, expired
 from orchestrator.store.rules.history import needs_human_event
 
-__all__ = ["Claim", "check_lease_seconds", "check_owner", "claim_basis", "claim_refusal", "claimed", "lease_lost",
-           "new_session_record", "status_time", "wake_due"]
+__all__ = ["Claim", "check_lease_seconds", "check_owner", "claim_basis", "claim_refusal", "claimed", "claimed_seen",
+           "lease_lost", "new_session_record", "status_time", "wake_due"]
 
 
 def wake_due(session: SessionRecord, now: float) -> bool:
@@ -127,6 +127,24 @@ def claim_basis(seen: SessionRecord | None, session_id: str, now: float, policy:
 def claimed(session: SessionRecord, owner: str, lease_seconds: float, now: float, policy: ClaimPolicy) -> SessionRecord:
     """The session as a successful claim writes it: RUNNING, fence + 1, lease set."""
     return replace(session, **Claim(session.session_id, owner, lease_seconds, policy)._changes(session, now))
+
+
+def claimed_seen(seen: SessionRecord, lease: Lease, lease_seconds: float, policy: ClaimPolicy) -> SessionRecord | None:
+    """`seen` as the claim that returned `lease` wrote it, or None if that claim decided on another record.
+
+    A resume that read the session before claiming runs on what it read only when the
+    claim took exactly that record (`lease.previous`: holder, fence, status, lease
+    expiry) and no signal came in between; otherwise it must read again (a signal, a
+    finish or another owner's run landed meanwhile). What else may have changed unseen
+    is the expired holder's fenced writes, which every task write of ours fences out.
+    """
+    previous = lease.previous
+    if (previous is None or lease.expires_at is None or lease.fence != seen.fence + 1
+            or lease.signal_seq != seen.signal_seq
+            or previous != PreviousHolder(seen.lease_owner, seen.fence, seen.status, seen.lease_expires_at)):
+        return None
+    session = claimed(seen, lease.owner, lease_seconds, lease.expires_at - lease_seconds, policy)
+    return replace(session, lease_expires_at=lease.expires_at)
 
 
 def lease_lost(session: SessionRecord, lease: Lease) -> LeaseLostError | None:
