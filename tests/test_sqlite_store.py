@@ -1,7 +1,7 @@
 """What only the SQLite backend does: its file, its locking, its retention, its seams.
 
 The protocol semantics shared with DynamoDB are proven by the contract suite
-(`tests/test_contract.py`); these tests use real files in `tmp_path` and, for locking,
+(`tests/test_contract_*.py`); these tests use real files in `tmp_path` and, for locking,
 real second processes.
 """
 
