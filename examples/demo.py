@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +16,7 @@ import anyio
 
 from examples import crash_and_resume, deploy_progress, miyabi_issue, t_developer
 from examples._common import DEMO_DIR, default_store_url, open_initialized, utc_day
+from orchestrator.cli._waits import cli_command
 from orchestrator.metrics import agent_stats, project_stats
 from orchestrator.scheduler import RunOptions, resume
 from orchestrator.store import Store, TaskStatus
@@ -125,7 +125,7 @@ async def main() -> None:
         ids.update(await _crash(store, url))
     finally:
         await store.aclose()
-    cli = _cli_command()
+    cli = cli_command()  # `orchestrator`, or the venv's script when it is not on PATH
     print(f"\ndone in {time.monotonic() - started:.1f}s. Try next (from {DEMO_DIR.parent}):")
     print(f"  export ORCHESTRATOR_STORE='{url}'")
     for command in (
@@ -141,19 +141,6 @@ async def main() -> None:
         print(f"  {cli} {command}")
     if cli != "orchestrator":
         print(f"  (or `source {Path(cli).parent / 'activate'}` once, then plain `orchestrator ...`)")
-
-
-def _cli_command() -> str:
-    """How to call the CLI from where the demo was started: `orchestrator` when that name
-    on PATH is this interpreter's, else the script next to it (the venv's, not activated)."""
-    script = Path(sys.executable).parent / "orchestrator"
-    found = shutil.which("orchestrator")
-    if found is not None and Path(found).resolve() == script.resolve():
-        return "orchestrator"
-    try:
-        return str(script.relative_to(Path.cwd()))
-    except ValueError:
-        return str(script)
 
 
 if __name__ == "__main__":

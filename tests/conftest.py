@@ -24,6 +24,14 @@ limits; it has no transactions, so always `transactions=0`). Restrict a test or 
 with `@pytest.mark.backends("sqlite", "moto-server")`; skip it on one backend, where
 that backend genuinely lacks a feature, with `@pytest.mark.backend_limit("dynalite",
 "the limit, named")`.
+
+The Store contract suite (`orchestrator/testing/contract*.py`) runs from the
+`tests/test_contract_*.py` files, its classes grouped so that each file takes about the
+same time: `make test` runs a file per process (pytest-xdist `--dist loadfile`), and one
+file of them all was the run's long tail. Single-process behaviour runs on all six
+backends; contention, several processes and crashes only on SHARED_BACKENDS (in-process
+moto is not atomic under concurrent requests and shares nothing between processes);
+lost responses and request counting on the DynamoDB backends (botocore's event hooks).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import anyio
 import pytest
 from cli_helpers import cli
 
-from orchestrator.store import SessionSnapshot, open_store
+from orchestrator.store import NewSession, NewTask, SessionSnapshot, TaskWrite, TaskWriteKind, open_store
 
 EXIT_CONFLICT = 4
 
@@ -79,3 +79,31 @@ def test_a_signal_to_a_task_not_waiting_yet_is_stored_for_when_it_waits(url: str
     assert result.code == 0, result.err
     assert "the task is PENDING, not waiting: it gets the signal when it waits for 'approval'" in result.out
     assert ("publish", "approval") in load(url).signals
+
+
+def _waiting_for_an_unnamed_signal(url: str) -> None:
+    """Session "old": task t1 WAITING, its record naming no signal (a task written before the name was stored)."""
+    async def go() -> None:
+        async with open_store(url) as store:
+            await store.create_session(NewSession("old", "p"), [NewTask("t1", "agent")])
+            lease = await store.claim_session("old", "seeder", 600)
+            await store.write_tasks(lease, [TaskWrite(TaskWriteKind.START, "t1", 1)])
+            await store.write_tasks(lease, [TaskWrite(TaskWriteKind.WAIT, "t1", 1)])
+            assert await store.wait_session(lease, None)
+
+    anyio.run(go)
+
+
+def test_status_of_a_task_whose_signal_is_not_recorded_says_so(url: str, tmp_path: Path) -> None:
+    _waiting_for_an_unnamed_signal(url)
+    result = cli("status", "old", store=url, tmp=tmp_path)
+    assert result.code == 0, result.err
+    assert "task t1 waits for a signal (its name is not recorded) with no deadline" in " ".join(result.out.split())
+
+
+def test_a_signal_to_a_task_whose_signal_is_not_recorded_says_it_may_wake_it(url: str, tmp_path: Path) -> None:
+    _waiting_for_an_unnamed_signal(url)
+    result = cli("signal", "old", "t1", "go", store=url, tmp=tmp_path)
+    assert result.code == 0, result.err
+    assert "the task is WAITING (for which signal is not recorded): if it waits for 'go'" in result.out
+    assert cli("signal", "old", "t1", "go", "--json", store=url, tmp=tmp_path).json()["awaited"] is None

@@ -30,7 +30,6 @@ from orchestrator.cli._progress import SessionWatcher
 from orchestrator.cli.inspect import _status_view
 from orchestrator.store import (
     ErrorInfo,
-    Event,
     NewSession,
     NewTask,
     Progress,
@@ -84,7 +83,8 @@ async def _seed(url: str) -> SessionSnapshot:
         now = store.clock.now()
         await store.write_tasks(lease, [
             TaskWrite(TaskWriteKind.PROGRESS, _task(TaskStatus.RUNNING), 1, progress=Progress(1, 3, phase=PHASE)),
-            TaskWrite(TaskWriteKind.WAIT, _task(TaskStatus.WAITING), 1, not_before=now + 7200),
+            # What the scheduler writes when an agent calls ctx.wait_for_signal(SIGNAL, timeout=7200).
+            TaskWrite(TaskWriteKind.WAIT, _task(TaskStatus.WAITING), 1, not_before=now + 7200, waiting_for=SIGNAL),
             TaskWrite(TaskWriteKind.COMPLETE, _task(TaskStatus.COMPLETED), 1, output={"ok": True}),
             TaskWrite(TaskWriteKind.FAIL, _task(TaskStatus.FAILED), 1,
                       error=ErrorInfo("builtins.RuntimeError", ERROR, retryable=False)),
@@ -92,9 +92,6 @@ async def _seed(url: str) -> SessionSnapshot:
             TaskWrite(TaskWriteKind.RETRY, _task(TaskStatus.PENDING), 1,
                       error=ErrorInfo("builtins.OSError", RETRY_ERROR), not_before=now + 3600),
         ])
-        # What the scheduler records when an agent calls ctx.wait_for_signal(SIGNAL, timeout=7200).
-        await store.append_events([Event(ALL, "wait", now, _task(TaskStatus.WAITING), "waits",
-                                         {"signal": SIGNAL, "deadline": now + 7200}, writer="seeder", seq=1)])
 
         await store.create_session(NewSession(FLAGGED, "views"), [NewTask("t-1", "agent-x")])
         flagged = await store.claim_session(FLAGGED, "seeder", 600)

@@ -1,7 +1,7 @@
 """dynalite, a DynamoDB implementation independent of moto: what it lacks is a warning, and the CLI works on it.
 
 dynalite has no transactions, no UpdateTimeToLive and no point-in-time recovery (its
-DescribeTimeToLive always answers DISABLED). The contract suite (tests/test_contract.py)
+DescribeTimeToLive always answers DISABLED). The contract suite (tests/test_contract_*.py)
 and the scheduler's crash tests (tests/scheduler) run on it too; this module pins how
 the table admin treats the missing features and runs the console script against it.
 """

@@ -351,6 +351,31 @@ def test_wait_progress_and_checkpoint_keep_the_status_where_expected() -> None:
     assert (saved.status, saved.checkpoint) == (TaskStatus.RUNNING, {"k": 1})
 
 
+def test_a_wait_records_the_signal_the_task_waits_for() -> None:
+    t = task(status=TaskStatus.RUNNING, fence=1, attempt=1)
+    waited = apply_task_write(t, LEASE1, TaskWrite(TaskWriteKind.WAIT, "t1", 1, waiting_for="approval"), NOW)
+    assert (waited.status, waited.waiting_for) == (TaskStatus.WAITING, "approval")
+
+
+def test_a_timer_wait_records_no_signal() -> None:
+    t = task(status=TaskStatus.RUNNING, fence=1, attempt=1)
+    waited = apply_task_write(t, LEASE1, TaskWrite(TaskWriteKind.WAIT, "t1", 1, not_before=NOW + 60), NOW)
+    assert (waited.status, waited.waiting_for) == (TaskStatus.WAITING, None)
+
+
+@pytest.mark.parametrize("kind", [k for k in TaskWriteKind if rb.TRANSITIONS[k].status not in (None, TaskStatus.WAITING)])
+def test_every_write_that_leaves_waiting_forgets_the_signal(kind: TaskWriteKind) -> None:
+    t = task(status=TaskStatus.WAITING, fence=1, attempt=1, waiting_for="approval")
+    attempt = 2 if kind is TaskWriteKind.START else 1
+    assert apply_task_write(t, LEASE1, TaskWrite(kind, "t1", attempt), NOW).waiting_for is None
+
+
+@pytest.mark.parametrize("kind", [TaskWriteKind.PROGRESS, TaskWriteKind.CHECKPOINT])
+def test_a_write_that_keeps_the_status_keeps_the_signal_awaited(kind: TaskWriteKind) -> None:
+    t = task(status=TaskStatus.WAITING, fence=1, attempt=1, waiting_for="approval")
+    assert apply_task_write(t, LEASE1, TaskWrite(kind, "t1", 1), NOW).waiting_for == "approval"
+
+
 # -- the rulebook's values ------------------------------------------------------------------
 
 

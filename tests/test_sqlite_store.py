@@ -1,7 +1,7 @@
 """What only the SQLite backend does: its file, its locking, its retention, its seams.
 
 The protocol semantics shared with DynamoDB are proven by the contract suite
-(`tests/test_contract.py`); these tests use real files in `tmp_path` and, for locking,
+(`tests/test_contract_*.py`); these tests use real files in `tmp_path` and, for locking,
 real second processes.
 """
 
@@ -481,3 +481,41 @@ async def test_a_reader_of_a_file_without_the_indexes_lists_by_user_without_chan
     async with make_store(db_path, read_only=True) as reader:
         assert [s.session_id for s in (await reader.find_sessions(user_id="u-1")).items] == ["s1"]
     assert digest(db_path) == before and "sessions_by_user" not in _index_names(db_path)
+
+
+def _drop_waiting_for(path: Path) -> None:
+    with sqlite3.connect(path) as conn:  # a file written before tasks kept the signal they wait for
+        conn.execute("ALTER TABLE tasks DROP COLUMN waiting_for")
+
+
+def _task_columns(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+
+
+@pytest.mark.anyio
+async def test_a_file_without_the_waiting_for_column_gains_it_on_open(db_path: Path) -> None:
+    async with make_store(db_path) as first:
+        await first.create_session(NewSession("s1", "p"), chain(1))
+    _drop_waiting_for(db_path)
+    async with make_store(db_path) as reopened:
+        assert "waiting_for" in _task_columns(db_path) and await reopened.check() == []
+        lease = await reopened.claim_session("s1", "w1", 60)
+        await reopened.write_tasks(lease, [TaskWrite(TaskWriteKind.START, "t0", 1)])
+        await reopened.write_tasks(lease, [TaskWrite(TaskWriteKind.WAIT, "t0", 1, waiting_for="approval")])
+        assert (await reopened.load_session("s1")).task("t0").waiting_for == "approval"
+
+
+@pytest.mark.anyio
+async def test_a_reader_of_a_file_without_the_waiting_for_column_reads_tasks_without_changing_it(
+    db_path: Path,
+) -> None:
+    async with make_store(db_path) as first:
+        await first.create_session(NewSession("s1", "p"), chain(2))
+    _drop_waiting_for(db_path)
+    before = digest(db_path)
+    async with make_store(db_path, read_only=True) as reader:
+        snap = await reader.load_session("s1")
+        assert [t.waiting_for for t in snap.tasks.values()] == [None, None]
+        assert (await reader.get_task("s1", "t1")).waiting_for is None
+    assert digest(db_path) == before and "waiting_for" not in _task_columns(db_path)

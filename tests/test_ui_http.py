@@ -202,6 +202,13 @@ def test_the_task_panel_shows_progress_and_checkpoint(client: TestClient) -> Non
     assert "2/2 · done" in panel and "holding" in panel
 
 
+def test_the_task_panel_of_a_waiting_task_names_the_signal_it_waits_for(client: TestClient) -> None:
+    panel = client.get("/fragments/sessions/waits/tasks/review").text
+    assert '<dt>waits for</dt><dd>signal <code class="signal">approval</code></dd>' in panel
+    assert '<dt>until</dt><dd>no deadline</dd>' in panel
+    assert 'name="name" placeholder="signal name" size="12" required value="approval"' in panel
+
+
 def test_the_metrics_page_charts_each_agent_and_the_projects(client: TestClient) -> None:
     page = client.get("/metrics").text
     assert 'data-agent="flaky"' in page and '<svg class="chart"' in page

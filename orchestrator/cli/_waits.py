@@ -1,8 +1,8 @@
 """What a WAITING session waits for, and the commands that continue it.
 
-The signal a task waits for is named only by its latest "wait" event (the task record
-keeps the deadline, as `not_before`), so `status`, `run`, `resume` and the signal
-commands all read it here, the same way.
+The task record keeps the signal a task waits for (`waiting_for`, set by its WAIT
+write) and its deadline (`not_before`), so `status`, `run`, `resume` and the signal
+commands all read them from the session snapshot, the same way.
 """
 
 from __future__ import annotations
@@ -17,53 +17,32 @@ from pathlib import Path
 
 from orchestrator.cli._common import fmt_time
 from orchestrator.durations import format_duration
-from orchestrator.store import SessionSnapshot, Store, TaskStatus
+from orchestrator.store import SessionSnapshot, TaskStatus
 
-__all__ = ["TaskWait", "cli_base", "cli_command", "continue_commands", "describe_wait", "signals_awaited", "task_waits"]
+__all__ = ["TaskWait", "cli_base", "cli_command", "continue_commands", "describe_wait", "task_waits"]
 
-#: Pages of events read (oldest first) to find the latest "wait" event of each task.
-_WAIT_SCAN_PAGES = 10
 #: The signal `approve`/`reject` send by default.
 _APPROVAL = "approval"
 
 
 @dataclass(frozen=True, slots=True)
 class TaskWait:
-    """A WAITING task: the signal it waits for (None until its "wait" event is written) and its deadline."""
+    """A WAITING task: the signal it waits for (None when its record names none) and its deadline."""
 
     task_id: str
     signal: str | None
     until: float | None
 
 
-async def signals_awaited(store: Store, session_id: str, task_ids: Sequence[str]) -> dict[str, str]:
-    """The signal each of `task_ids` waits for, from its latest "wait" event (tasks without one left out)."""
-    wanted, names = set(task_ids), {}
-    if not wanted:
-        return {}
-    after: str | None = None
-    for _ in range(_WAIT_SCAN_PAGES):
-        page = await store.read_events(session_id, after=after, limit=1000)
-        for event in page.items:
-            signal = event.data.get("signal")
-            if event.kind == "wait" and event.task_id in wanted and isinstance(signal, str):
-                names[event.task_id] = signal
-        if page.cursor is None:
-            break
-        after = page.cursor
-    return names
-
-
-async def task_waits(store: Store, snap: SessionSnapshot) -> list[TaskWait]:
+def task_waits(snap: SessionSnapshot) -> list[TaskWait]:
     """Every WAITING task of the session, by task id."""
     waiting = sorted(tid for tid, t in snap.tasks.items() if t.status is TaskStatus.WAITING)
-    names = await signals_awaited(store, snap.session.session_id, waiting)
-    return [TaskWait(tid, names.get(tid), snap.tasks[tid].not_before) for tid in waiting]
+    return [TaskWait(tid, snap.tasks[tid].waiting_for, snap.tasks[tid].not_before) for tid in waiting]
 
 
 def describe_wait(wait: TaskWait, now: float) -> str:
     """`task review waits for signal 'approval' until 2026-12-01 13:40:00Z (in 20m00s)`, in words."""
-    what = f"signal {wait.signal!r}" if wait.signal is not None else "a signal (its name is not recorded yet)"
+    what = f"signal {wait.signal!r}" if wait.signal is not None else "a signal (its name is not recorded)"
     if wait.until is None:
         when = "with no deadline"
     elif wait.until > now:

@@ -16,7 +16,6 @@ import typer
 
 from orchestrator.scheduler.children import cancel_session
 from orchestrator.cli._common import console, emit_json, globals_of, open_cli_store, parse_json_arg, run_async
-from orchestrator.cli._waits import signals_awaited
 from orchestrator.errors import SessionStateError
 from orchestrator.store import SessionRecord, SessionStatus, Store, TaskStatus
 
@@ -37,10 +36,10 @@ class Sent:
     seq: int
     task_status: TaskStatus
     session_status: SessionStatus
-    waiting_for: str | None  # the signal the task waits for, if a "wait" event says so
+    waiting_for: str | None  # the signal the task waits for, as its record says (WAITING only)
 
     def awaited(self, name: str) -> bool | None:
-        """Whether the task waits for `name` now: None when it waits but its event is not written yet."""
+        """Whether the task waits for `name` now: None when it waits but its record names no signal."""
         if self.task_status is not TaskStatus.WAITING:
             return False
         return None if self.waiting_for is None else self.waiting_for == name
@@ -56,8 +55,7 @@ async def deliver_signal(store: Store, session: str, task: str, name: str, paylo
         raise SessionStateError.signal_unread(session, task, f"task {task} of session {session}", "COMPLETED")
     if status in _FINAL_SESSION:
         raise SessionStateError.signal_unread(session, task, f"session {session}", status.value)
-    waiting = [task] if record.status is TaskStatus.WAITING else []
-    waiting_for = (await signals_awaited(store, session, waiting)).get(task)
+    waiting_for = record.waiting_for if record.status is TaskStatus.WAITING else None
     seq = await store.send_signal(session, task, name, payload)
     return Sent(seq, record.status, status, waiting_for)
 
@@ -87,7 +85,7 @@ def describe_signal(sent: Sent, session: str, task: str, name: str) -> str:
                 + ("its worker continues the task at its next heartbeat" if sent.session_status is
                    SessionStatus.RUNNING else "a worker continues the session"))
     if awaited is None:
-        return (f"{stored}; the task is WAITING (for which signal is not recorded yet): if it waits for {name!r}, "
+        return (f"{stored}; the task is WAITING (for which signal is not recorded): if it waits for {name!r}, "
                 f"a worker continues the session")
     if sent.task_status is TaskStatus.WAITING:
         return (f"{stored}, but the task waits for {sent.waiting_for!r}, not {name!r}: nothing reads it unless the "

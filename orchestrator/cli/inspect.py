@@ -100,7 +100,7 @@ def _status_view(snap: SessionSnapshot, waits: Sequence[TaskWait] = (), now: flo
 
 async def _view(store: Store, snap: SessionSnapshot) -> tuple[Table, dict[str, Any]]:
     """The table and the JSON of a snapshot, with what its waiting tasks wait for."""
-    waits, links = await task_waits(store, snap), await children_view(store, snap)
+    waits, links = task_waits(snap), await children_view(store, snap)
     table = links.extend(_status_view(snap, waits, store.clock.now()))
     return table, {**_snapshot_json(snap, waits), **links.json()}
 

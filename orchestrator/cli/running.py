@@ -106,7 +106,7 @@ async def _watched(store: Store, session_id: str, as_json: bool,
     result = outcome[0]
     if result.status is not SessionStatus.WAITING:
         return Outcome(result)
-    return Outcome(result, store.clock.now(), await task_waits(store, await store.load_session(session_id)))
+    return Outcome(result, store.clock.now(), task_waits(await store.load_session(session_id)))
 
 
 def _finish(outcome: Outcome, as_json: bool, app: str, store_url: str | None) -> None:

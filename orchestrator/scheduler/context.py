@@ -169,6 +169,8 @@ class TaskContext:
 
     async def wait_for_signal(self, name: str, timeout: float | None = None) -> Any:
         port = self._port
+        # The name is stored on the task and in signal keys; one `send_signal` refuses is never delivered.
+        check_id("signal", name, where=f"wait_for_signal of task {self._task_id!r}")
         signal = port.signal(self._task_id, name)
         if signal is not None:
             return signal.payload

@@ -374,7 +374,8 @@ class SessionPlan:
 
     def _began_waiting(self, task: TaskState, outcome: Waiting, d: Draft) -> None:
         self._tasks.set_wait(task, Wait(outcome.deadline, self._signal_seq))
-        self._queue.append(TaskWrite(TaskWriteKind.WAIT, task.task_id, outcome.attempt, not_before=outcome.deadline))
+        self._queue.append(TaskWrite(TaskWriteKind.WAIT, task.task_id, outcome.attempt, not_before=outcome.deadline,
+                                     waiting_for=outcome.signal))
         self._tasks.move(task, TaskStatus.WAITING)
         d.note("wait", f"task {task.task_id} waits for signal {outcome.signal!r}", task_id=task.task_id,
                data={"signal": outcome.signal, "deadline": outcome.deadline})

@@ -1,6 +1,6 @@
 """The Store contract suite: every backend (ours or yours) must pass it.
 
-Which invariant is proven on which backend (tests/test_contract.py runs all of them):
+Which invariant is proven on which backend (tests/test_contract_*.py run all of them):
 
 | invariant (DESIGN.md §6)                            | SQLite file | in-process moto | moto server (1 req at a time) |
 |-----------------------------------------------------|:-----------:|:---------------:|:-----------------------------:|

@@ -201,6 +201,35 @@ class TaskContract:
         assert (await _one(store, lease, start("t1", 2))).outcome is WriteOutcome.APPLIED
         assert (await store.get_task("s1", "t1")).attempts_left == 1
 
+    async def test_a_wait_records_the_signal_the_task_waits_for(self, store: Store) -> None:
+        await make_session(store)
+        lease = await store.claim_session("s1", "w1", LEASE)
+        await store.write_tasks(lease, [start("t1")])
+        deadline = clock_of(store).now() + 600
+        wait = TaskWrite(TaskWriteKind.WAIT, "t1", 1, not_before=deadline, waiting_for="approval")
+        assert (await _one(store, lease, wait)).outcome is WriteOutcome.APPLIED
+        loaded = (await store.load_session("s1")).task("t1")
+        assert (loaded.status, loaded.waiting_for, loaded.not_before) == (TaskStatus.WAITING, "approval", deadline)
+        assert (await store.get_task("s1", "t1")).waiting_for == "approval"
+
+    async def test_a_wake_clears_the_signal_the_task_waited_for(self, store: Store) -> None:
+        await make_session(store)
+        lease = await store.claim_session("s1", "w1", LEASE)
+        await store.write_tasks(lease, [start("t1")])
+        await store.write_tasks(lease, [TaskWrite(TaskWriteKind.WAIT, "t1", 1, waiting_for="approval")])
+        await store.write_tasks(lease, [TaskWrite(TaskWriteKind.WAKE, "t1", 1)])
+        woken = (await store.load_session("s1")).task("t1")
+        assert (woken.status, woken.waiting_for, woken.attempt) == (TaskStatus.RUNNING, None, 1)
+
+    async def test_a_task_cancelled_while_waiting_no_longer_waits_for_its_signal(self, store: Store) -> None:
+        await make_session(store)
+        lease = await store.claim_session("s1", "w1", LEASE)
+        await store.write_tasks(lease, [start("t1")])
+        await store.write_tasks(lease, [TaskWrite(TaskWriteKind.WAIT, "t1", 1, waiting_for="approval")])
+        await store.write_tasks(lease, [TaskWrite(TaskWriteKind.CANCEL, "t1", 1, reason="stopped")])
+        cancelled = await store.get_task("s1", "t1")
+        assert (cancelled.status, cancelled.waiting_for) == (TaskStatus.CANCELLED, None)
+
     async def test_one_megabyte_output_round_trips(self, store: Store) -> None:
         await make_session(store)
         lease = await store.claim_session("s1", "w1", LEASE)

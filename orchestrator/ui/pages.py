@@ -240,6 +240,10 @@ def task_panel(session: SessionRecord, task: TaskRecord, now: float) -> str:
         facts.append(("added by", esc(task.added_by)))
     if task.not_before and task.status is TaskStatus.PENDING:
         facts.append(("retry at", fmt_time(task.not_before)))
+    if task.status is TaskStatus.WAITING:
+        facts.append(("waits for", f'signal <code class="signal">{esc(task.waiting_for)}</code>' if task.waiting_for
+                      else "a signal (its name is not recorded)"))
+        facts.append(("until", fmt_time(task.not_before) if task.not_before else "no deadline"))
     dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
     actions = []
     if task.status is TaskStatus.WAITING and not session.status.is_final:
@@ -249,8 +253,9 @@ def task_panel(session: SessionRecord, task: TaskRecord, now: float) -> str:
                                '<input name="reason" placeholder="reason" size="18">', danger=True))
     if task.status is not TaskStatus.COMPLETED and session.status not in (SessionStatus.COMPLETED,
                                                                           SessionStatus.CANCELLED):
+        named = f' value="{esc(task.waiting_for)}"' if task.waiting_for else ""
         actions.append(_action("signal", sid, "Send signal", f"Send this signal to task {tid} of session {sid}?",
-                               {"task": tid}, '<input name="name" placeholder="signal name" size="12" required>'
+                               {"task": tid}, f'<input name="name" placeholder="signal name" size="12" required{named}>'
                                '<input name="data" placeholder="JSON payload, e.g. {&quot;ok&quot;: true}" size="22">'))
     actions.append(_action("fork", sid, "Fork from this task",
                            f"Create a new session that keeps the outputs upstream of {tid} and re-runs {tid} and "

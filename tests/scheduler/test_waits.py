@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.agents import AgentContext, SignalTimeoutError, agent
-from orchestrator.errors import ClaimRejectedError
+from orchestrator.agents import AgentContext, RetryPolicy, SignalTimeoutError, agent
+from orchestrator.errors import ClaimRejectedError, ValidationError
 from orchestrator.graph import Pipeline
 from orchestrator.scheduler import resume, run
 from orchestrator.store import SessionStatus, TaskStatus
@@ -72,3 +72,33 @@ async def test_wait_for_signal_times_out_with_an_error_the_agent_can_catch(backe
     assert second.outputs["p"] == {"timed_out": "approve", "task": "p"}
     task = await store.get_task("timeout-wait-1", "p")
     assert task.attempt == 1  # a wake continues the same attempt
+
+
+async def test_a_waiting_task_records_the_signal_it_waits_for_until_it_is_woken(backend: Backend) -> None:
+    store = await backend.open(FakeClock(time.time()))
+
+    @agent(name="asks")
+    async def asks(ctx: AgentContext) -> Any:
+        return await ctx.wait_for_signal("go")
+
+    pipe = Pipeline("wait-name", agents=[asks]).task("a", "asks")
+    assert (await run(pipe, store=store, session_id="named-wait-1")).status is SessionStatus.WAITING
+    waiting = await store.get_task("named-wait-1", "a")
+    assert (waiting.status, waiting.waiting_for) == (TaskStatus.WAITING, "go")
+    await store.send_signal("named-wait-1", "a", "go", {"ok": True})
+    assert (await resume(pipe, "named-wait-1", store=store)).status is SessionStatus.COMPLETED
+    assert (await store.get_task("named-wait-1", "a")).waiting_for is None
+
+
+async def test_waiting_for_a_name_no_signal_could_have_fails_the_attempt_naming_it(backend: Backend) -> None:
+    store = await backend.open(FakeClock(time.time()))
+
+    @agent(name="asks", retry=RetryPolicy(max_attempts=1))
+    async def asks(ctx: AgentContext) -> Any:
+        return await ctx.wait_for_signal("go ahead")
+
+    pipe = Pipeline("wait-bad-name", agents=[asks]).task("a", "asks")
+    assert (await run(pipe, store=store, session_id="bad-wait-1")).status is SessionStatus.FAILED
+    task = await store.get_task("bad-wait-1", "a")
+    assert task.last_error is not None and task.last_error.type.endswith(ValidationError.__name__)
+    assert "signal id 'go ahead' in wait_for_signal of task 'a' is not valid" in task.last_error.message

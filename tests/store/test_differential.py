@@ -273,7 +273,7 @@ class BackendsAgree(RuleBasedStateMachine):
         now = self.clock.now()
         batch = [TaskWrite(kind, task, attempt, output={"out": task} if not big else BIG,
                            progress=Progress(1, 2), checkpoint=BIG if big else {"step": 1},
-                           error=ErrorInfo("Boom", "failed"), not_before=now + 5, reason="why")
+                           error=ErrorInfo("Boom", "failed"), not_before=now + 5, reason="why", waiting_for="go")
                  for kind, task, attempt, big in writes]
         self.both(lambda s, i: s.write_tasks(self.lease(index, i), batch),
                   f"write lease#{index} " + ", ".join(f"{k.name} {t}#{a}{' big' if b else ''}"

@@ -287,6 +287,7 @@ class ItemCodec:
             task_id=tid, agent=m["agent"], status=TaskStatus(m["status"]), input=self.codec.decode(m["input"]),
             priority=int(m["priority"]), max_attempts=int(m["max_attempts"]), fence=int(m["fence"]),
             attempt=int(m["attempt"]), attempt_base=int(m["attempt_base"]), not_before=m["not_before"],
+            waiting_for=m["waiting_for"],
             last_error=_error(m["last_error"]), history=tuple(history), started_at=m["started_at"],
             ended_at=m["ended_at"], output=output if joined else self.codec.decode(m["output"]), output_ref=ref,
             progress=_progress(m["progress"]), checkpoint=self.codec.decode(m["checkpoint"]),

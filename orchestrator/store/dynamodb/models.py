@@ -227,6 +227,7 @@ class TaskItem(_Staged):
     attempt = NumberAttribute()
     attempt_base = NumberAttribute()
     not_before = NumberAttribute(null=True)
+    waiting_for = UnicodeAttribute(null=True)  # the signal a WAITING task waits for; absent in older items
     last_error = UnicodeAttribute(null=True)  # JSON ErrorInfo
     # Bounded attempt history without a read: entries keyed by zero-padded attempt
     # number; each finishing write SETs its entry and REMOVEs the one LIMIT back.

@@ -105,6 +105,7 @@ class TaskOps(DynamoDBBase):
         error = rules.write_error(write)
         taken: dict[str, Any] = {
             "output": output, "checkpoint": checkpoint, "not_before": write.not_before,
+            "waiting_for": write.waiting_for,
             "progress": None if write.progress is None else progress_json(write.progress),
             "error": error_json(error),
         }

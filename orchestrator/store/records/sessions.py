@@ -172,7 +172,8 @@ class TaskRecord:
     fence: int = 0  # fence of the last writer
     attempt: int = 0  # attempts started so far (across fences)
     attempt_base: int = 0  # attempts before the latest redrive; budget = attempt - base
-    not_before: float | None = None  # a retry's backoff, durable across crashes
+    not_before: float | None = None  # a retry's backoff, or a wait's deadline; durable across crashes
+    waiting_for: str | None = None  # the signal a WAITING task waits for (set by WAIT, cleared on leaving WAITING)
     last_error: ErrorInfo | None = None
     history: tuple[AttemptRecord, ...] = ()
     started_at: float | None = None
@@ -388,6 +389,7 @@ class TaskWrite:
     error: ErrorInfo | None = None
     not_before: float | None = None
     reason: str | None = None
+    waiting_for: str | None = None  # WAIT: the signal the task waits for (None: a plain timer)
 
 
 class WriteOutcome(str, enum.Enum):

@@ -64,7 +64,7 @@ class TaskTransition:
     status: TaskStatus | None  # the status after the write; None keeps it
     stamps: tuple[str, ...] = ()  # fields set to the time of the write
     clears: tuple[str, ...] = ()  # fields set to None
-    takes: tuple[str, ...] = ()  # fields taken from the write: output, progress, checkpoint, not_before, error
+    takes: tuple[str, ...] = ()  # fields taken from the write: output, progress, checkpoint, not_before, ...
     history: History = History.NONE
     history_status: TaskStatus | None = None  # status of the history entry (default: `status`)
     fresh_progress: bool = False  # progress back to 0/0 (a new attempt)
@@ -73,35 +73,39 @@ class TaskTransition:
 
 
 _ENDING = ("ended_at",)
+#: The signal a task waits for lives while it is WAITING: WAIT takes it, every status change clears it.
+_WAITED = "waiting_for"
 TRANSITIONS: dict[TaskWriteKind, TaskTransition] = {
     TaskWriteKind.START: TaskTransition(
-        TaskStatus.RUNNING, stamps=("started_at",), clears=("ended_at", "not_before", "output", "output_ref"),
+        TaskStatus.RUNNING, stamps=("started_at",), clears=("ended_at", "not_before", "output", "output_ref", _WAITED),
         fresh_progress=True),
     TaskWriteKind.PROGRESS: TaskTransition(None, takes=("progress",)),
     TaskWriteKind.CHECKPOINT: TaskTransition(None, takes=("checkpoint",)),
     TaskWriteKind.COMPLETE: TaskTransition(
-        TaskStatus.COMPLETED, stamps=_ENDING, clears=("not_before",), takes=("output", "progress"),
+        TaskStatus.COMPLETED, stamps=_ENDING, clears=("not_before", _WAITED), takes=("output", "progress"),
         history=History.ALWAYS),
     TaskWriteKind.RETRY: TaskTransition(
-        TaskStatus.PENDING, stamps=_ENDING, takes=("error", "not_before"), history=History.ALWAYS,
-        history_status=TaskStatus.FAILED),
+        TaskStatus.PENDING, stamps=_ENDING, clears=(_WAITED,), takes=("error", "not_before"),
+        history=History.ALWAYS, history_status=TaskStatus.FAILED),
     TaskWriteKind.REQUEUE: TaskTransition(
-        TaskStatus.PENDING, stamps=_ENDING, takes=("error", "not_before"), history=History.ALWAYS,
-        history_status=TaskStatus.FAILED, forgive=True),
+        TaskStatus.PENDING, stamps=_ENDING, clears=(_WAITED,), takes=("error", "not_before"),
+        history=History.ALWAYS, history_status=TaskStatus.FAILED, forgive=True),
     TaskWriteKind.ABANDON: TaskTransition(
-        TaskStatus.PENDING, stamps=_ENDING, takes=("error",), history=History.ALWAYS,
+        TaskStatus.PENDING, stamps=_ENDING, clears=(_WAITED,), takes=("error",), history=History.ALWAYS,
         history_status=TaskStatus.FAILED),
     TaskWriteKind.FAIL: TaskTransition(
-        TaskStatus.FAILED, stamps=_ENDING, clears=("not_before",), takes=("error",), history=History.ALWAYS),
+        TaskStatus.FAILED, stamps=_ENDING, clears=("not_before", _WAITED), takes=("error",),
+        history=History.ALWAYS),
     TaskWriteKind.SKIP: TaskTransition(
-        TaskStatus.SKIPPED, stamps=_ENDING, clears=("not_before",), takes=("error",), history=History.IF_ABSENT),
-    TaskWriteKind.CANCEL: TaskTransition(
-        TaskStatus.CANCELLED, stamps=_ENDING, clears=("not_before",), takes=("error",),
+        TaskStatus.SKIPPED, stamps=_ENDING, clears=("not_before", _WAITED), takes=("error",),
         history=History.IF_ABSENT),
-    TaskWriteKind.WAIT: TaskTransition(TaskStatus.WAITING, takes=("not_before",)),
-    TaskWriteKind.WAKE: TaskTransition(TaskStatus.RUNNING),
+    TaskWriteKind.CANCEL: TaskTransition(
+        TaskStatus.CANCELLED, stamps=_ENDING, clears=("not_before", _WAITED), takes=("error",),
+        history=History.IF_ABSENT),
+    TaskWriteKind.WAIT: TaskTransition(TaskStatus.WAITING, takes=("not_before", _WAITED)),
+    TaskWriteKind.WAKE: TaskTransition(TaskStatus.RUNNING, clears=(_WAITED,)),
     TaskWriteKind.RESET: TaskTransition(
-        TaskStatus.PENDING, clears=("last_error", "not_before", "started_at", "ended_at"), rebase=True),
+        TaskStatus.PENDING, clears=("last_error", "not_before", "started_at", "ended_at", _WAITED), rebase=True),
 }
 
 

@@ -37,6 +37,7 @@ from orchestrator.store.sqlite.schema import (
     inspect,
     is_busy,
     missing_additions,
+    shadow_missing_columns,
     verify_or_create,
 )
 
@@ -114,6 +115,7 @@ class SQLiteDatabase:
         try:
             if await self._retrying("open", lambda: inspect(conn, self.path)):
                 raise StoreUnavailableError.no_file(str(self.path), "is empty")
+            await self._retrying("open", lambda: shadow_missing_columns(conn))
         except BaseException:
             conn.close()
             raise

@@ -203,7 +203,7 @@ def session_from_row(row: Sequence[Any], codec: Codec, where: str) -> SessionRec
 
 TASK_COLS = (
     "task_id, v, agent, status, input, priority, max_attempts, fence, attempt, attempt_base, not_before, "
-    "last_error, history, started_at, ended_at, output, progress, checkpoint, added_by, updated_at"
+    "last_error, history, started_at, ended_at, output, progress, checkpoint, added_by, updated_at, waiting_for"
 )
 
 TASK_INSERT = (
@@ -235,7 +235,7 @@ def task_from_row(
             not_before=row[10], last_error=_error_from(json.loads(row[11])) if row[11] else None,
             history=_history(row[12]), started_at=row[13], ended_at=row[14], output=value(row[15]),
             progress=_progress(row[16]), checkpoint=value(row[17]), depends_on=depends_on, added_by=row[18],
-            updated_at=row[19],
+            updated_at=row[19], waiting_for=row[20],
         )
 
     return _decode(what, build, session_id=session_id, task_id=tid)

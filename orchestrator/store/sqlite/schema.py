@@ -27,6 +27,7 @@ __all__ = [
     "file_problems",
     "pragmas",
     "inspect",
+    "shadow_missing_columns",
     "is_busy",
     "verify_or_create",
 ]
@@ -64,7 +65,7 @@ CREATE TABLE tasks (
     fence INTEGER NOT NULL, attempt INTEGER NOT NULL, attempt_base INTEGER NOT NULL,
     not_before REAL, last_error TEXT, history TEXT NOT NULL,
     started_at REAL, ended_at REAL, output TEXT, progress TEXT NOT NULL, checkpoint TEXT,
-    added_by TEXT, updated_at REAL NOT NULL,
+    added_by TEXT, updated_at REAL NOT NULL, waiting_for TEXT,
     PRIMARY KEY (session_id, task_id)
 );
 CREATE TABLE edges (
@@ -170,6 +171,14 @@ CREATE TABLE IF NOT EXISTS schedules (
 """,
 }
 ADDED = frozenset(_ADDED_DDL)
+
+#: Nullable columns added after schema 1 shipped, without a version bump: `ALTER TABLE ADD
+#: COLUMN` (a change of the schema only, no row is rewritten) when a writing store opens a
+#: file that lacks them; a reader (`mode=ro`) of such a file reads them as NULL
+#: (`shadow_missing_columns`). Named `table.column`.
+_ADDED_COLUMNS = {
+    "tasks.waiting_for": "TEXT",  # the signal a WAITING task waits for
+}
 
 #: Every table the SDK needs; a file with our marker but without one of these is damaged.
 TABLES = frozenset(
@@ -319,15 +328,40 @@ def verify_or_create(conn: sqlite3.Connection, path: Path) -> None:
 
 
 def missing_additions(conn: sqlite3.Connection) -> list[str]:
-    """Tables and indexes of `ADDED` the file lacks (a read only)."""
+    """Tables and indexes of `ADDED`, then columns of `_ADDED_COLUMNS`, the file lacks (a read only)."""
     names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
-    return sorted(ADDED - names)
+    return sorted(ADDED - names) + _missing_columns(conn)
+
+
+def _missing_columns(conn: sqlite3.Connection) -> list[str]:
+    def present(name: str) -> bool:
+        table, column = name.split(".")
+        return any(row[1] == column for row in conn.execute(f"PRAGMA main.table_info({table})"))
+
+    return sorted(name for name in _ADDED_COLUMNS if not present(name))
 
 
 def add_missing(conn: sqlite3.Connection) -> None:
-    """Inside the caller's write transaction: create the added tables and indexes a file lacks."""
+    """Inside the caller's write transaction: create the added tables, indexes and columns a file lacks."""
     for name in missing_additions(conn):
-        conn.execute(_ADDED_DDL[name])
+        if name in _ADDED_COLUMNS:
+            table, column = name.split(".")
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {_ADDED_COLUMNS[name]}")
+        else:
+            conn.execute(_ADDED_DDL[name])
+
+
+def shadow_missing_columns(conn: sqlite3.Connection) -> None:
+    """For a reader of a file that lacks added columns: a temporary view per such table, of the
+    same name, that adds them as NULL. Unqualified names find the `temp` schema first, so every
+    query reads the view; nothing is written to the file."""
+    missing: dict[str, list[str]] = {}
+    for name in _missing_columns(conn):
+        table, column = name.split(".")
+        missing.setdefault(table, []).append(column)
+    for table, columns in missing.items():
+        added = ", ".join(f"NULL AS {c}" for c in columns)
+        conn.execute(f"CREATE TEMP VIEW IF NOT EXISTS {table} AS SELECT *, {added} FROM main.{table}")
 
 
 def file_problems(path: Path) -> list[str]:

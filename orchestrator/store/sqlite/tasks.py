@@ -54,7 +54,7 @@ _SELECT_DEPS = "SELECT depends_on FROM edges WHERE session_id = ? AND task_id = 
 _TASK_UPDATE = (
     "UPDATE tasks SET v = ?, status = ?, fence = ?, attempt = ?, attempt_base = ?, not_before = ?, "
     "last_error = ?, history = ?, started_at = ?, ended_at = ?, output = ?, progress = ?, checkpoint = ?, "
-    "updated_at = ? WHERE session_id = ? AND task_id = ?"
+    "updated_at = ?, waiting_for = ? WHERE session_id = ? AND task_id = ?"
 )
 _EDGE_INSERT = "INSERT OR IGNORE INTO edges (session_id, task_id, depends_on, pos, v) VALUES (?, ?, ?, ?, ?)"
 _STAGED_FOR_ATTEMPT = (
@@ -173,7 +173,7 @@ def apply_writes(
                 _json_column(new.output, w.output, enc.output),
                 row[16] if new.progress is task.progress else progress_to_json(new.progress),
                 _json_column(new.checkpoint, w.checkpoint, enc.checkpoint),
-                now, sid, w.task_id,
+                now, new.waiting_for, sid, w.task_id,
             ),
         )
         if w.kind is TaskWriteKind.COMPLETE:
