@@ -89,7 +89,8 @@ class AgentContext(Protocol):
         ...
 
     async def wait_for_signal(self, name: str, timeout: float | None = None) -> Any:
-        """Wait durably for a signal; returns its payload, or raises SignalTimeoutError."""
+        """Wait durably for a signal; returns its payload, or raises SignalTimeoutError once
+        `timeout` seconds passed since this wait began (each signal has its own deadline)."""
         ...
 
     async def run_child(self, pipeline: Any, input: Any = None) -> Any:

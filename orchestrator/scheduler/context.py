@@ -55,7 +55,9 @@ class TaskContext:
         self._deps = dict(launch.deps)
         self._state, self._maps = split_state(launch.state)
         self._calls = 0  # map/run_child calls so far in this attempt: each names its children
-        self._wait_deadline = launch.wait_deadline
+        # Each signal waited for keeps its own deadline; a woken wait's comes from the task record.
+        self._inherited: tuple[str | None, float | None] | None = (launch.wait_signal, launch.wait_deadline)
+        self._deadlines: dict[str, float | None] = {}
         self._cancelled = False
         self.added: dict[str, NewTask] = {}
 
@@ -175,11 +177,16 @@ class TaskContext:
         if signal is not None:
             return signal.payload
         now = port.clock.now()
-        if self._wait_deadline is None and timeout is not None:
-            self._wait_deadline = now + timeout
-        if self._wait_deadline is not None and now >= self._wait_deadline:
+        if name not in self._deadlines:
+            inherited, self._inherited = self._inherited, None
+            if inherited is not None and inherited[1] is not None and inherited[0] in (None, name):
+                self._deadlines[name] = inherited[1]
+            else:
+                self._deadlines[name] = None if timeout is None else now + timeout
+        deadline = self._deadlines[name]
+        if deadline is not None and now >= deadline:
             raise SignalTimeoutError(name, timeout or 0.0, session_id=port.session_id, task_id=self._task_id)
-        raise SuspendForSignal(name, self._wait_deadline)
+        raise SuspendForSignal(name, deadline)
 
 
     async def run_child(self, pipeline: Any, input: Any = None) -> Any:

@@ -27,7 +27,8 @@ class Launch:
     input: Any  # the task's input, or the session input when the task has none
     deps: Mapping[str, Any] = field(default_factory=dict)  # dependency outputs, by task id
     state: Any = None  # the task's last checkpoint
-    wait_deadline: float | None = None  # a woken wait keeps the deadline it had
+    wait_deadline: float | None = None  # a woken wait keeps the deadline it had...
+    wait_signal: str | None = None  # ...for the signal it waited for (None: for the attempt's first wait)
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,7 +128,7 @@ class SessionPlan:
                     self._fail(f"task {tid} failed: {message}")
                     failed.append(tid)
             elif task.status is TaskStatus.WAITING:
-                self._tasks.set_wait(task, Wait(record.not_before, self._session.wait_seq))
+                self._tasks.set_wait(task, Wait(record.not_before, self._session.wait_seq, record.waiting_for))
                 if record.not_before is not None:
                     d.timers.append(record.not_before)
             elif task.status is TaskStatus.RUNNING:
@@ -356,7 +356,7 @@ class SessionPlan:
         deps = {dep: self._tasks[dep].output for dep in self._tasks.dag.deps_of(task.task_id)}
         task_input = task.input if task.input is not None else self._session.input
         return Launch(task.task_id, task.agent, attempt, task_input, deps, task.checkpoint,
-                      wait.deadline if wait is not None else None)
+                      wait.deadline if wait is not None else None, wait.signal if wait is not None else None)
 
     def _completed(self, task: TaskState, outcome: Finished, d: Draft) -> None:
         if outcome.added:
@@ -373,7 +373,7 @@ class SessionPlan:
         self._tasks.finalize(task, TaskStatus.COMPLETED)
 
     def _began_waiting(self, task: TaskState, outcome: Waiting, d: Draft) -> None:
-        self._tasks.set_wait(task, Wait(outcome.deadline, self._signal_seq))
+        self._tasks.set_wait(task, Wait(outcome.deadline, self._signal_seq, outcome.signal))
         self._queue.append(TaskWrite(TaskWriteKind.WAIT, task.task_id, outcome.attempt, not_before=outcome.deadline,
                                      waiting_for=outcome.signal))
         self._tasks.move(task, TaskStatus.WAITING)

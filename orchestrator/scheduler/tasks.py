@@ -27,10 +27,11 @@ __all__ = ["TaskState", "TaskTable", "Wait"]
 
 @dataclass(slots=True)
 class Wait:
-    """A task waiting for a signal: until `deadline`, woken only by signals newer than `seen`."""
+    """A task waiting for signal `signal`: until `deadline`, woken only by signals newer than `seen`."""
 
     deadline: float | None
     seen: int  # the session's signal sequence, as loaded, when the wait began
+    signal: str | None = None  # None: a task record written before the name was stored
 
 
 @dataclass(slots=True, eq=False)
