@@ -71,8 +71,8 @@ def test_a_resume_that_waits_again_exits_6_and_names_the_next_signal(url: str, t
     assert run_printed(signal[:-2], tmp_path, "--data", '{"n": 1}').code == EXIT_OK
     resumed = run_printed(continuation(ran, "resume"), tmp_path)
     assert resumed.code == EXIT_WAITING, resumed.err
-    # The deadline of the attempt's first wait still holds (the task record's `not_before`).
-    assert "task hold waits for signal 'confirm' until " in resumed.out
+    # The second wait has its own deadline: none (the first wait's hour is not carried over).
+    assert "task hold waits for signal 'confirm' with no deadline" in resumed.out, resumed.out
     assert run_printed(continuation(resumed, "signal")[:-2], tmp_path, "--data", "2").code == EXIT_OK
     done = run_printed(continuation(resumed, "resume"), tmp_path)
     assert done.code == EXIT_OK and "session sg COMPLETED" in done.out, done.err
