@@ -69,6 +69,12 @@ class ResumeReport:
         return not self.errors and all(s != SessionStatus.FAILED.value for s in self.resumed.values())
 
 
+def _taken_from(lease: Lease, listed: SessionRecord) -> SessionStatus:
+    """The status the claim took the session from: what the claim decided on, which may be
+    newer than the listing (a stale index entry is decided on a fresh read)."""
+    return lease.previous.status if lease.previous is not None else listed.status
+
+
 async def _candidates(store: Store, status: SessionStatus, bound: float, limit: int) -> list[SessionRecord]:
     found: list[SessionRecord] = []
     cursor: str | None = None
@@ -154,18 +160,19 @@ async def resume_failed(
     async def one(session: SessionRecord) -> None:
         sid = session.session_id
         async with limiter:
-            redrive = session.status is SessionStatus.FAILED
             policy = ClaimPolicy(redrive_failed=True, failed_updated_before=bound)
             try:
                 lease = await store.claim_session(sid, worker_id, options.lease_seconds, policy, seen=session)
             except (ClaimRejectedError, SessionNotFoundError) as exc:
                 report.skipped[sid] = str(exc)
                 return
+            taken = _taken_from(lease, session)
             try:
                 snapshot = await store.load_session(sid)
                 runner = SessionRunner(
                     store, by_name[session.pipeline], lease, snapshot, options=options, clock=store.clock,
-                    telemetry=telemetry, redrive=redrive, abandoned=session.status is SessionStatus.RUNNING,
+                    telemetry=telemetry, redrive=taken is SessionStatus.FAILED,
+                    abandoned=taken is SessionStatus.RUNNING,
                 )
                 result = await runner.run()
                 report.resumed[sid] = result.status.value
@@ -438,7 +445,7 @@ class Worker:
                 continue
             took += 1
             self._active.add(session.session_id)
-            tg.start_soon(self._run_one, lease, session.status)
+            tg.start_soon(self._run_one, lease, _taken_from(lease, session))
         listed = any(s.pipeline in self.pipelines and s.session_id not in self._active for s in candidates)
         return listed, took
 
