@@ -104,32 +104,35 @@ async def test_waiting_for_a_name_no_signal_could_have_fails_the_attempt_naming_
     assert "signal id 'go ahead' in wait_for_signal of task 'a' is not valid" in task.last_error.message
 
 
+
+@agent(name="two-step")
+async def two_step(ctx: AgentContext) -> dict[str, Any]:
+    """Waits for "approve", then for "deploy", each with a 60 s timeout."""
+    first = await ctx.wait_for_signal("approve", timeout=60)
+    try:
+        return {"first": first, "second": await ctx.wait_for_signal("deploy", timeout=60)}
+    except SignalTimeoutError as exc:
+        return {"first": first, "timed_out": exc.signal}
+
+
+TWO_WAITS = Pipeline("two-waits", agents=[two_step]).task("p", "two-step")
+
+
 async def test_a_second_wait_in_one_attempt_has_its_own_deadline(backend: Backend) -> None:
     clock = FakeClock(time.time())
     store = await backend.open(clock)
-
-    @agent(name="two-step")
-    async def two_step(ctx: AgentContext) -> dict[str, Any]:
-        first = await ctx.wait_for_signal("approve", timeout=60)
-        try:
-            second = await ctx.wait_for_signal("deploy", timeout=60)
-        except SignalTimeoutError as exc:
-            return {"first": first, "timed_out": exc.signal}
-        return {"first": first, "second": second}
-
-    pipe = Pipeline("two-waits", agents=[two_step]).task("p", "two-step")
     sid = "two-waits-1"
-    assert (await run(pipe, store=store, session_id=sid)).status is SessionStatus.WAITING
+    assert (await run(TWO_WAITS, store=store, session_id=sid)).status is SessionStatus.WAITING
     clock.advance(50)
     await store.send_signal(sid, "p", "approve", {"ok": 1})
-    assert (await resume(pipe, sid, store=store)).status is SessionStatus.WAITING
+    assert (await resume(TWO_WAITS, sid, store=store)).status is SessionStatus.WAITING
     waiting = await store.get_task(sid, "p")
     assert waiting.waiting_for == "deploy"
     assert waiting.not_before == pytest.approx(clock.now() + 60, abs=0.01)  # not the first wait's deadline, 10 s away
 
     clock.advance(30)  # past the first wait's deadline, within the second's
     await store.send_signal(sid, "p", "deploy", {"ok": 2})
-    done = await resume(pipe, sid, store=store)
+    done = await resume(TWO_WAITS, sid, store=store)
     assert done.status is SessionStatus.COMPLETED
     assert done.outputs["p"] == {"first": {"ok": 1}, "second": {"ok": 2}}
 
@@ -137,25 +140,15 @@ async def test_a_second_wait_in_one_attempt_has_its_own_deadline(backend: Backen
 async def test_a_second_wait_times_out_at_its_own_deadline(backend: Backend) -> None:
     clock = FakeClock(time.time())
     store = await backend.open(clock)
-
-    @agent(name="two-step")
-    async def two_step(ctx: AgentContext) -> dict[str, Any]:
-        first = await ctx.wait_for_signal("approve", timeout=60)
-        try:
-            return {"first": first, "second": await ctx.wait_for_signal("deploy", timeout=60)}
-        except SignalTimeoutError as exc:
-            return {"first": first, "timed_out": exc.signal}
-
-    pipe = Pipeline("two-waits", agents=[two_step]).task("p", "two-step")
     sid = "two-waits-2"
-    await run(pipe, store=store, session_id=sid)
+    await run(TWO_WAITS, store=store, session_id=sid)
     clock.advance(50)
     await store.send_signal(sid, "p", "approve", {"ok": 1})
-    await resume(pipe, sid, store=store)
+    await resume(TWO_WAITS, sid, store=store)
     clock.advance(15)  # past the first wait's deadline, not the second's
     with pytest.raises(ClaimRejectedError):
-        await resume(pipe, sid, store=store)
+        await resume(TWO_WAITS, sid, store=store)
     clock.advance(50)
-    done = await resume(pipe, sid, store=store)
+    done = await resume(TWO_WAITS, sid, store=store)
     assert done.status is SessionStatus.COMPLETED
     assert done.outputs["p"] == {"first": {"ok": 1}, "timed_out": "deploy"}
