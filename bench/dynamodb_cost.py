@@ -45,6 +45,7 @@ from orchestrator.agents import AgentContext, agent
 from orchestrator.store import open_store
 from orchestrator.store.dynamodb import DynamoDBStore
 from orchestrator.store.records import Lease, NewSession, NewTask, SessionStatus, TaskWrite, TaskWriteKind
+from orchestrator.testing._servers import stop_server
 
 #: On-demand prices in us-east-1 (USD per million request units) at the time of writing; see --wru-price.
 WRU_PRICE, RRU_PRICE = 0.625, 0.125
@@ -269,15 +270,6 @@ def start_instant() -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.05)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 async def create_big(endpoint: str, n: int) -> tuple[float, float]:
     store = open_store(url(endpoint, "big", True))
     async with store:
@@ -388,7 +380,7 @@ async def main() -> None:
             print(f"  transactions {'on ' if tx else 'off'}: {step:.2f} ms/step, bare put {bare:.2f} ms "
                   f"({step / bare:.2f}x); one UpdateItem of the step straight through botocore {raw:.2f} ms "
                   f"({raw / bare:.2f}x), through one thread hop from the event loop {hop:.2f} ms ({hop / bare:.2f}x)")
-        stop(instant)
+        stop_server(instant)
         if args.only_cpu:
             return
         wall, cpu = await create_big(endpoint, args.big)
@@ -412,8 +404,8 @@ async def main() -> None:
                 print(f"{shape:10} {'on' if tx else 'off':13} {total:9.0f} {bill.wru * scale:8.0f} "
                       f"{bill.rru * scale:8.0f} {usd:9.5f}  {by_op}")
     finally:
-        stop(instant)
-        stop(proc)
+        stop_server(instant)
+        stop_server(proc)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from orchestrator import Pipeline, submit
 from orchestrator.agents import AgentContext, agent
 from orchestrator.recovery import Worker
 from orchestrator.store import SessionStatus, Store, open_store
+from orchestrator.testing._servers import stop_server
 
 SLEEP_S = float(os.environ.get("FLEET_SLEEP", "0.2"))
 AGENTS = int(os.environ.get("FLEET_AGENTS", "5"))
@@ -212,12 +213,7 @@ def main() -> None:
                       f"(its second half); {what}")
             finally:
                 if moto is not None:
-                    moto.terminate()
-                    try:
-                        moto.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        moto.kill()
-                        moto.wait(timeout=10)
+                    stop_server(moto)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 __all__ = ["stop_server", "wait_until_answers"]
 
@@ -27,7 +28,7 @@ def wait_until_answers(process: subprocess.Popen[str], url: str, what: str, time
     raise RuntimeError(f"{what} at {url} not ready after {timeout_s}s: {last}")
 
 
-def stop_server(process: subprocess.Popen[str]) -> None:
+def stop_server(process: subprocess.Popen[Any]) -> None:
     """Terminate and wait (bounded; killed if it lingers); close its pipes."""
     if process.poll() is None:
         process.terminate()
