@@ -60,6 +60,7 @@ __all__ = [
     "agent_stats",
     "custom_stats",
     "day_of",
+    "day_totals",
     "default_writer_id",
     "merge_summaries",
     "project_agent",
@@ -319,6 +320,12 @@ async def agent_stats(
                 for r in await store.read_metrics(day, name=PROJECT_TASK_METRIC) if r.agent.startswith(prefix)]
     if by_hour:
         return sorted(rows, key=lambda s: (s.agent, s.hour))
+    return day_totals(rows, day)
+
+
+def day_totals(rows: Sequence[MetricSummary], day: str) -> list[MetricSummary]:
+    """Per agent, the day's totals (hour -1) of its task counter rows: a view that shows both
+    hours and totals derives them from one read, so a flush in between cannot split them."""
     by_agent: dict[str, list[MetricSummary]] = {}
     for row in rows:
         by_agent.setdefault(row.agent, []).append(row)

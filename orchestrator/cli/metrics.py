@@ -23,6 +23,7 @@ from orchestrator.errors import ValidationError
 from orchestrator.metrics import (
     SESSION_METRIC,
     agent_stats,
+    day_totals,
     custom_stats,
     day_of,
     project_stats,
@@ -99,7 +100,7 @@ def metrics_cmd(
         async with open_cli_store(g, read_only=True) as store:
             day = date or day_of(store.clock.now())[0]
             hourly = await agent_stats(store, day, agent, by_hour=True, project=project)
-            daily = await agent_stats(store, day, agent, project=project)
+            daily = day_totals(hourly, day)  # from the same read: a flush in between cannot split them
             custom = await custom_stats(store, day, agent)
             if project is None:
                 rows = await store.read_metrics(day, name=SESSION_METRIC)

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from orchestrator.cli._common import decode_cursor, encode_cursor
 from orchestrator.errors import ValidationError
-from orchestrator.metrics import SESSION_METRIC, TASK_METRIC, agent_stats, merge_summaries, project_stats
+from orchestrator.metrics import SESSION_METRIC, agent_stats, day_totals, project_stats
 from orchestrator.store import (
     Event,
     MetricSummary,
@@ -208,10 +208,7 @@ async def load_metrics(store: Store, day: str) -> MetricsView:
     hourly: dict[str, list[MetricSummary]] = {}
     for row in await agent_stats(store, day, by_hour=True):
         hourly.setdefault(row.agent, []).append(row)
-    # The day's totals from the same rows (one read): a flush between two reads would show
-    # an agent in the table without its charts.
-    totals = [merge_summaries(rows, day=day, hour=-1, name=TASK_METRIC, agent=agent)
-              for agent, rows in sorted(hourly.items())]
+    totals = day_totals([row for rows in hourly.values() for row in rows], day)  # from the same read
     prefix = "project:"
     project_ids = sorted({r.agent[len(prefix):] for r in await store.read_metrics(day, name=SESSION_METRIC)
                           if r.agent.startswith(prefix)})
