@@ -30,6 +30,7 @@ from orchestrator.store.rules.resources import (
     Decision,
     check_fits,
     decide_acquire,
+    live_state,
     shard_count,
     shares,
     waiter_until,
@@ -150,13 +151,7 @@ class ResourceOps(DynamoDBBase):
             holders += h
             starts += s
             waiters += w
-        window = limit.rate.period if limit.rate else 0.0
-        return ResourceState(
-            limit,
-            tuple(sorted((h for h in holders if h.lease_until > now), key=lambda h: h.holder)),
-            sum(s.amount for s in starts if s.at > now - window) if limit.rate else 0,
-            tuple(sorted((w for w in waiters if w.until > now), key=lambda w: (w.priority, w.holder))),
-        )
+        return live_state(limit, holders, starts, waiters, now)
 
     async def resource_state(self, name: str) -> ResourceState:
         limit, n = await self._read_limit(name, fresh=True)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestrator.errors import ValidationError
-from orchestrator.store.records.flow import Holder, ResourceLimit, Start, Waiter
+from orchestrator.store.records.flow import Holder, ResourceLimit, ResourceState, Start, Waiter
 
 __all__ = [
     "SHARD_UNITS",
@@ -26,6 +26,7 @@ __all__ = [
     "backoff",
     "check_fits",
     "decide_acquire",
+    "live_state",
     "rate_window",
     "shard_count",
     "shares",
@@ -153,3 +154,16 @@ def backoff(attempt: int, priority: int, retry_at: float | None, now: float, rng
 def waiter_until(now: float, priority: int) -> float:
     """How long a waiter's registration lasts without being refreshed (a crashed waiter lapses)."""
     return now + 4 * BACKOFF_CAP * (1 + priority) / 4 + 1.0
+
+
+def live_state(limit: ResourceLimit, holders: Sequence[Holder], starts: Sequence[Start],
+               waiters: Sequence[Waiter], now: float) -> ResourceState:
+    """What `limits show` reports: holders whose lease has not lapsed, the units started in
+    the rate's last period, and live waiters in priority order."""
+    window = limit.rate.period if limit.rate else 0.0
+    return ResourceState(
+        limit,
+        tuple(sorted((h for h in holders if h.lease_until > now), key=lambda h: h.holder)),
+        sum(s.amount for s in starts if s.at > now - window) if limit.rate else 0,
+        tuple(sorted((w for w in waiters if w.until > now), key=lambda w: (w.priority, w.holder))),
+    )

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, TypeVar
 from orchestrator.errors import ResourceNotFoundError, SchemaError
 from orchestrator.store.records import SCHEMA_VERSION
 from orchestrator.store.records.flow import Grant, Holder, Rate, ResourceLimit, ResourceState, Start, Waiter
-from orchestrator.store.rules.resources import Decision, check_fits, decide_acquire, shares, waiter_until
+from orchestrator.store.rules.resources import (
+    Decision,
+    check_fits,
+    decide_acquire,
+    live_state,
+    shares,
+    waiter_until,
+)
 
 __all__ = ["ResourceOps"]
 
@@ -45,13 +52,7 @@ def _rows(conn: sqlite3.Connection, name: str) -> tuple[list[Holder], list[Start
 
 def _state(conn: sqlite3.Connection, limit: ResourceLimit, now: float) -> ResourceState:
     holders, starts, waiters = _rows(conn, limit.name)
-    window = limit.rate.period if limit.rate else 0.0
-    return ResourceState(
-        limit,
-        tuple(sorted((h for h in holders if h.lease_until > now), key=lambda h: h.holder)),
-        sum(s.amount for s in starts if s.at > now - window) if limit.rate else 0,
-        tuple(sorted((w for w in waiters if w.until > now), key=lambda w: (w.priority, w.holder))),
-    )
+    return live_state(limit, holders, starts, waiters, now)
 
 
 class ResourceOps:
