@@ -116,22 +116,57 @@ def moto_endpoint(_moto_server: MotoServer) -> str:
     return _moto_server.endpoint
 
 
+class _SharedDynalite:
+    """The test session's dynalite server, started again if it died between tests.
+
+    dynalite is a third-party test double; if its process dies, the test running at that
+    moment fails on its own, and every later dynalite test would fail on "connection
+    refused" with no word of why. So the next test gets a new server, and the death (exit
+    code and stderr) is attached to that test's report and printed in the run's summary
+    (`pytest_terminal_summary`).
+    """
+
+    def __init__(self) -> None:
+        self.server = DynaliteServer.start(DYNALITE_MODULE)
+
+    def endpoint(self, node: pytest.Item) -> str:
+        report = self.server.exit_report()
+        if report is not None:
+            node.user_properties.append((_DYNALITE_DIED, report))
+            self.server.stop()
+            self.server = DynaliteServer.start(DYNALITE_MODULE)
+        return self.server.endpoint
+
+
+_DYNALITE_DIED = "dynalite died before this test"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Name every death of the shared dynalite server (see `_SharedDynalite`)."""
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for key, value in getattr(report, "user_properties", ()):
+                if key == _DYNALITE_DIED and getattr(report, "when", "") == "setup":
+                    terminalreporter.write_line(f"{_DYNALITE_DIED} {report.nodeid} (restarted): {value}",
+                                                red=True)
+
+
 @pytest.fixture(scope="session")
-def _dynalite() -> Iterator[DynaliteServer]:
+def _dynalite() -> Iterator[_SharedDynalite]:
     if not (DYNALITE_MODULE / "package.json").is_file():
         pytest.fail(f"dynalite is not installed at {DYNALITE_MODULE}: run `make test`, or "
                     f"`npm ci --prefix tests/dynalite --ignore-scripts` (needs Node.js 18+ with npm)")
-    server = DynaliteServer.start(DYNALITE_MODULE)
+    shared = _SharedDynalite()
     try:
-        yield server
+        yield shared
     finally:
-        server.stop()
+        shared.server.stop()
 
 
 @pytest.fixture
-def dynalite_endpoint(_dynalite: DynaliteServer) -> str:
+def dynalite_endpoint(_dynalite: _SharedDynalite, request: pytest.FixtureRequest) -> str:
     """Endpoint of the shared dynalite server (in memory; tests use a fresh table each)."""
-    return _dynalite.endpoint
+    return _dynalite.endpoint(request.node)
 
 
 @pytest.fixture

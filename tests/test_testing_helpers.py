@@ -90,6 +90,18 @@ def test_dynalite_server_serves_dynamodb_on_its_own_port_and_stops(dynalite_endp
     assert _refuses(endpoint)
 
 
+@pytest.mark.slow
+def test_dynalite_server_reports_how_it_died_with_its_exit_code() -> None:
+    server = DynaliteServer.start(DYNALITE_MODULE)
+    try:
+        assert server.exit_report() is None
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(timeout=10)
+        assert server.exit_report() == f"dynalite exited with code {-signal.SIGKILL}: ''"
+    finally:
+        server.stop()
+
+
 def test_dynalite_server_not_installed_says_how_to_install_it(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match=r"dynalite is not installed at .*npm ci --prefix"):
         DynaliteServer.start(tmp_path / "node_modules" / "dynalite")

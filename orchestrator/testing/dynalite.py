@@ -25,6 +25,8 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
+
 from orchestrator.testing._servers import stop_server, wait_until_answers
 
 __all__ = ["DynaliteServer", "dynalite_server"]
@@ -45,10 +47,22 @@ process.stdin.resume();
 class DynaliteServer:
     """A started dynalite process; `endpoint` is its URL. Stop it with `stop()`."""
 
-    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+    def __init__(self, process: subprocess.Popen[str], port: int, stderr: IO[str]) -> None:
         self.process = process
         self.port = port
         self.endpoint = f"http://127.0.0.1:{port}"
+        self._stderr = stderr
+
+    def exit_report(self) -> str | None:
+        """None while the server runs; once it has exited, its exit code and the end of its stderr.
+
+        A server shared by a whole test session that dies mid-run otherwise leaves only
+        "connection refused" in the next test that uses it.
+        """
+        if self.process.poll() is None:
+            return None
+        self._stderr.seek(0)
+        return f"dynalite exited with code {self.process.returncode}: {self._stderr.read().strip()[-4000:]!r}"
 
     @classmethod
     def start(cls, module: Path, *, node: str | None = None, create_table_ms: int = 0,
@@ -64,30 +78,31 @@ class DynaliteServer:
         executable = node or shutil.which("node")
         if executable is None:
             raise RuntimeError("Node.js (`node`) is not on PATH; install Node.js 18+ to run dynalite")
-        # stderr to a file, not a pipe nobody drains while the server runs.
-        with tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.Popen(
-                [executable, "-e", _SERVE_JS, str(module.resolve()), str(create_table_ms)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-            )
-            assert proc.stdout is not None
-            line = proc.stdout.readline()  # blocks until the child printed its port or died
+        # stderr to a file, not a pipe nobody drains while the server runs; kept for exit_report().
+        err = tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen(
+            [executable, "-e", _SERVE_JS, str(module.resolve()), str(create_table_ms)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the child printed its port or died
+        try:
             if not line.startswith("PORT "):
                 proc.kill()
                 proc.wait(timeout=10)
                 err.seek(0)
                 raise RuntimeError(f"dynalite did not start (exit code {proc.returncode}, said {line!r}): "
                                    f"{err.read().strip()[-2000:]}")
-        try:
-            server = cls(proc, int(line.split()[1]))
+            server = cls(proc, int(line.split()[1]), err)
             server.wait_ready(timeout_s)
             return server
         except BaseException:
             proc.kill()
             proc.wait(timeout=10)
+            err.close()
             raise
 
     def wait_ready(self, timeout_s: float) -> None:
@@ -97,6 +112,7 @@ class DynaliteServer:
     def stop(self) -> None:
         """Terminate the process and wait for it (bounded; killed if it lingers)."""
         stop_server(self.process)
+        self._stderr.close()
 
 
 @contextlib.contextmanager
