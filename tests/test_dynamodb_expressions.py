@@ -29,11 +29,41 @@ def test_an_update_renders_each_kind_of_action_with_names_and_values_in_order() 
 
 
 def test_the_fence_condition_of_a_task_write_reads_as_the_rule_says() -> None:
-    p = Expressions().params([Act(Do.SET, ("fence",))], [3], FENCED, ["COMPLETED", 3, 3, 1])
+    p = Expressions().params([Act(Do.SET, ("fence",))], [4], FENCED, ["COMPLETED", 3, 5, 1])
     n = {v: k for k, v in p["ExpressionAttributeNames"].items()}
     assert p["ConditionExpression"] == (
         f"attribute_exists({n['PK']}) AND {n['status']} <> :v1 AND "
         f"({n['fence']} < :v2 OR ({n['fence']} = :v3 AND {n['attempt']} = :v4))")
+
+
+def test_equal_values_of_one_write_share_one_placeholder() -> None:
+    p = Expressions().params([Act(Do.SET, ("fence",)), Act(Do.SET, ("updated_at",)), Act(Do.SET, ("ended_at",))],
+                             [3, 1.5, 1.5], FENCED, ["COMPLETED", 3, 3, 1])
+    n = {v: k for k, v in p["ExpressionAttributeNames"].items()}
+    assert p["UpdateExpression"] == f"SET {n['fence']} = :v0, {n['updated_at']} = :v1, {n['ended_at']} = :v1"
+    assert p["ConditionExpression"] == (
+        f"attribute_exists({n['PK']}) AND {n['status']} <> :v2 AND "
+        f"({n['fence']} < :v0 OR ({n['fence']} = :v0 AND {n['attempt']} = :v3))")
+    assert p["ExpressionAttributeValues"] == {":v0": {"N": "3"}, ":v1": {"N": "1.5"}, ":v2": {"S": "COMPLETED"},
+                                              ":v3": {"N": "1"}}
+
+
+def test_values_equal_across_types_keep_their_own_placeholders() -> None:
+    p = Expressions().params([Act(Do.SET, ("a",)), Act(Do.SET, ("b",)), Act(Do.SET, ("c",)), Act(Do.SET, ("d",)),
+                              Act(Do.SET, ("e",))], [1, 1.0, True, {"N": "1"}, {"N": "1"}])
+    assert p["ExpressionAttributeValues"] == {":v0": {"N": "1"}, ":v1": {"N": "1.0"}, ":v2": {"BOOL": True},
+                                              ":v3": {"N": "1"}, ":v4": {"N": "1"}}
+
+
+def test_a_shape_renders_once_per_pattern_of_equal_values() -> None:
+    exprs = Expressions()
+    acts = [Act(Do.SET, ("fence",)), Act(Do.SET, ("attempt",))]
+    same = exprs.params(acts, [2, 2])
+    apart = exprs.params(acts, [2, 1])
+    assert (same["UpdateExpression"], apart["UpdateExpression"]) == ("SET #n0 = :v0, #n1 = :v0",
+                                                                     "SET #n0 = :v0, #n1 = :v1")
+    assert exprs.params(acts, [5, 5]) == {**same, "ExpressionAttributeValues": {":v0": {"N": "5"}}}
+    assert exprs.shapes == 1
 
 
 def test_a_shape_is_rendered_once_whatever_its_values() -> None:

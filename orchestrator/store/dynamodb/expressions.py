@@ -6,6 +6,12 @@ about as much client CPU as the request itself; here the expression text and the
 attribute names are rendered on the first write of a shape and cached, and each write
 supplies only its values, in order, as DynamoDB AttributeValues (numbers serialized as
 PynamoDB's `NumberAttribute` does, so items read back the same).
+
+Equal values of one write share one placeholder (a task write's fence appears up to four
+times, its timestamp twice): botocore serializes and signs every AttributeValue, and a
+chain step's transaction carries 12 instead of 22. So the text is cached per shape and
+per pattern of equal values (few per shape: which of fence, attempt and the timestamps
+coincide).
 """
 
 from __future__ import annotations
@@ -93,18 +99,32 @@ class _Rendered:
     update: str | None
     condition: str | None
     names: dict[str, str]
-    slots: tuple[str, ...]  # value placeholders, in the order values are given
+    slots: tuple[tuple[str, int], ...]  # (placeholder, index of its value among those given)
+    takes: int  # how many values the shape takes
+
+
+_SHARED_TYPES = (str, int, float, bool)
+_Shape = tuple[tuple[Act, ...], tuple[tuple[Cond, tuple[str, ...]], ...]]
+
+
+def _sharing(given: Sequence[Any]) -> tuple[int, ...]:
+    """For each value, the index of the first value equal to it and of the same type (1, 1.0
+    and True stay apart); anything but a plain str, int or float (a pre-built AttributeValue)
+    shares only with itself."""
+    first: dict[Any, int] = {}
+    return tuple(first.setdefault((type(v), v) if type(v) in _SHARED_TYPES else id(v), i)
+                 for i, v in enumerate(given))
 
 
 class Expressions:
     """Renders (and caches) the expressions of each shape; `params` fills one write's values."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[tuple[Act, ...], tuple[tuple[Cond, tuple[str, ...]], ...]], _Rendered] = {}
+        self._cache: dict[_Shape, dict[tuple[int, ...], _Rendered]] = {}
 
     @property
     def shapes(self) -> int:
-        """How many shapes were rendered (each once)."""
+        """How many shapes were rendered (each once per pattern of equal values)."""
         return len(self._cache)
 
     def params(self, acts: Sequence[Act], values: Sequence[Any],
@@ -115,12 +135,17 @@ class Expressions:
         the condition's clauses.
         """
         key = (tuple(acts), tuple(condition))
-        rendered = self._cache.get(key)
-        if rendered is None:
-            rendered = self._cache[key] = _render(key[0], key[1])
         given = [*values, *cond_values]
-        if len(given) != len(rendered.slots):
-            raise ValueError(f"the shape takes {len(rendered.slots)} values, {len(given)} were given")
+        sharing = _sharing(given)
+        patterns = self._cache.get(key)
+        if patterns is None:
+            patterns = self._cache[key] = {}
+        rendered = patterns.get(sharing)
+        if rendered is None:
+            rendered = _render(key[0], key[1], sharing)
+            if len(given) != rendered.takes:
+                raise ValueError(f"the shape takes {rendered.takes} values, {len(given)} were given")
+            patterns[sharing] = rendered
         out: dict[str, Any] = {}
         if rendered.update is not None:
             out["UpdateExpression"] = rendered.update
@@ -129,13 +154,17 @@ class Expressions:
         if rendered.names:
             out["ExpressionAttributeNames"] = rendered.names
         if given:
-            out["ExpressionAttributeValues"] = {s: attribute_value(v) for s, v in zip(rendered.slots, given, strict=True)}
+            out["ExpressionAttributeValues"] = {slot: attribute_value(given[i]) for slot, i in rendered.slots}
         return out
 
 
-def _render(acts: tuple[Act, ...], condition: tuple[tuple[Cond, tuple[str, ...]], ...]) -> _Rendered:
+def _render(acts: tuple[Act, ...], condition: tuple[tuple[Cond, tuple[str, ...]], ...],
+            sharing: tuple[int, ...]) -> _Rendered:
+    """The text of a shape whose i-th value uses the placeholder of value `sharing[i]`
+    (`sharing` may be shorter or longer than the shape takes: `params` then refuses it)."""
     names: dict[str, str] = {}
-    slots: list[str] = []
+    slots: list[tuple[str, int]] = []
+    taken = 0
 
     def name(segment: str) -> str:
         for placeholder, known in names.items():
@@ -149,9 +178,12 @@ def _render(acts: tuple[Act, ...], condition: tuple[tuple[Cond, tuple[str, ...]]
         return ".".join(name(s) for s in p)
 
     def value() -> str:
-        slot = f":v{len(slots)}"
-        slots.append(slot)
-        return slot
+        nonlocal taken
+        index = sharing[taken] if taken < len(sharing) else taken
+        taken += 1
+        if index == taken - 1:  # the first of its equals: a placeholder of its own
+            slots.append((f":v{len(slots)}", index))
+        return next(slot for slot, i in slots if i == index)
 
     sets: list[str] = []
     removes: list[str] = []
@@ -181,4 +213,4 @@ def _render(acts: tuple[Act, ...], condition: tuple[tuple[Cond, tuple[str, ...]]
         else:
             args = [path(p)] + [value() for _ in range(_COND_VALUES[cond])]
             rendered_conds.append(cond.value.format(*args))
-    return _Rendered(update, " AND ".join(rendered_conds) or None, names, tuple(slots))
+    return _Rendered(update, " AND ".join(rendered_conds) or None, names, tuple(slots), taken)

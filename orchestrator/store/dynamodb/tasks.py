@@ -52,6 +52,7 @@ _TASK_CONDITION = ((Cond.EXISTS, ("PK",)), (Cond.NE, ("status",)), (Cond.FENCED,
 _FRESH_PROGRESS = progress_json(Progress())
 _TX_ITEMS = 100
 _TX_BYTES = 3_500_000  # TransactWriteItems carries at most 4 MB
+_SMALL_UPDATE = 16_384
 
 
 class TaskOps(DynamoDBBase):
@@ -279,7 +280,17 @@ def _waves(writes: Sequence[TaskWrite]) -> list[list[int]]:
     return waves
 
 
+def _size(update: dict[str, Any]) -> int:
+    """The bytes of an update's JSON; exact only when it may matter: below a bound (4 bytes a
+    character of its strings, plus the expression text) the bound is returned unmeasured."""
+    bound = 4096 + 4 * sum(len(v["S"]) for v in update.get("ExpressionAttributeValues", {}).values() if "S" in v)
+    return bound if bound <= _SMALL_UPDATE else len(json.dumps(update))
+
+
 def _groups(wave: list[int], params: list[dict[str, Any]]) -> list[list[int]]:
+    """The wave in transactions of at most _TX_ITEMS updates and _TX_BYTES of JSON."""
+    if len(wave) <= _TX_ITEMS and sum(_size(params[i]) for i in wave) <= _TX_BYTES:
+        return [wave]  # a chain step: two small updates, sized without encoding them
     groups: list[list[int]] = [[]]
     size = 0
     for i in wave:
