@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+from typing import Any
 
 import pytest
 from pynamodb.attributes import NumberAttribute
@@ -36,23 +37,35 @@ def test_the_fence_condition_of_a_task_write_reads_as_the_rule_says() -> None:
         f"({n['fence']} < :v2 OR ({n['fence']} = :v3 AND {n['attempt']} = :v4))")
 
 
-def test_equal_values_of_one_write_share_one_placeholder() -> None:
+def test_a_value_given_twice_to_one_write_has_one_placeholder() -> None:
+    fence, now, completed = 3, 1796133667.25, "COMPLETED"
     p = Expressions().params([Act(Do.SET, ("fence",)), Act(Do.SET, ("updated_at",)), Act(Do.SET, ("ended_at",))],
-                             [3, 1.5, 1.5], FENCED, ["COMPLETED", 3, 3, 1])
+                             [fence, now, now], FENCED, [completed, fence, fence, 1])
     n = {v: k for k, v in p["ExpressionAttributeNames"].items()}
     assert p["UpdateExpression"] == f"SET {n['fence']} = :v0, {n['updated_at']} = :v1, {n['ended_at']} = :v1"
     assert p["ConditionExpression"] == (
         f"attribute_exists({n['PK']}) AND {n['status']} <> :v2 AND "
         f"({n['fence']} < :v0 OR ({n['fence']} = :v0 AND {n['attempt']} = :v3))")
-    assert p["ExpressionAttributeValues"] == {":v0": {"N": "3"}, ":v1": {"N": "1.5"}, ":v2": {"S": "COMPLETED"},
+    assert p["ExpressionAttributeValues"] == {":v0": {"N": "3"}, ":v1": {"N": "1796133667.25"}, ":v2": {"S": "COMPLETED"},
                                               ":v3": {"N": "1"}}
 
 
 def test_values_equal_across_types_keep_their_own_placeholders() -> None:
+    # 1, 1.0 and True are equal in Python and three different values to DynamoDB
     p = Expressions().params([Act(Do.SET, ("a",)), Act(Do.SET, ("b",)), Act(Do.SET, ("c",)), Act(Do.SET, ("d",)),
                               Act(Do.SET, ("e",))], [1, 1.0, True, {"N": "1"}, {"N": "1"}])
     assert p["ExpressionAttributeValues"] == {":v0": {"N": "1"}, ":v1": {"N": "1.0"}, ":v2": {"BOOL": True},
                                               ":v3": {"N": "1"}, ":v4": {"N": "1"}}
+
+
+def test_a_shape_is_rendered_once_whatever_its_values() -> None:
+    exprs = Expressions()
+    acts = [Act(Do.SET, ("updated_at",)), Act(Do.SET, ("status",))]
+    first = exprs.params(acts, [1.5, "RUNNING"], FENCED, ["COMPLETED", 1, 1, 0])
+    second = exprs.params(acts, [2.5, "COMPLETED"], FENCED, ["COMPLETED", 2, 2, 1])
+    assert exprs.shapes == 1
+    assert (first["ExpressionAttributeValues"][":v0"], second["ExpressionAttributeValues"][":v0"]) == (
+        {"N": "1.5"}, {"N": "2.5"})
 
 
 def test_a_shape_renders_once_per_pattern_of_equal_values() -> None:
@@ -66,14 +79,20 @@ def test_a_shape_renders_once_per_pattern_of_equal_values() -> None:
     assert exprs.shapes == 1
 
 
-def test_a_shape_is_rendered_once_whatever_its_values() -> None:
+def _written(p: dict[str, Any]) -> dict[str, str]:
+    """attribute -> the string a SET-only update writes to it."""
+    names, values = p["ExpressionAttributeNames"], p["ExpressionAttributeValues"]
+    pairs = [part.split(" = ") for part in p["UpdateExpression"].removeprefix("SET ").split(", ")]
+    return {names[n]: values[v]["S"] for n, v in pairs}
+
+
+def test_a_shape_with_too_many_patterns_still_writes_each_value_where_it_belongs() -> None:
     exprs = Expressions()
-    acts = [Act(Do.SET, ("updated_at",)), Act(Do.SET, ("status",))]
-    first = exprs.params(acts, [1.5, "RUNNING"], FENCED, ["COMPLETED", 1, 1, 0])
-    second = exprs.params(acts, [2.5, "COMPLETED"], FENCED, ["COMPLETED", 2, 2, 1])
-    assert exprs.shapes == 1
-    assert first["UpdateExpression"] == second["UpdateExpression"]
-    assert second["ExpressionAttributeValues"][":v0"] == {"N": "2.5"}
+    acts = [Act(Do.SET, (f"a{i}",)) for i in range(8)]
+    for n in range(70):  # 70 patterns of which of the eight values are one object (past the cache's 64)
+        shared = f"shared-{n}"
+        values = [shared if (n >> i) & 1 else f"v{i}-{n}" for i in range(8)]
+        assert _written(exprs.params(acts, values)) == {f"a{i}": v for i, v in enumerate(values)}
 
 
 def test_numbers_are_written_as_pynamodb_writes_them() -> None:

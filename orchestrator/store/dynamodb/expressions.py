@@ -7,11 +7,11 @@ attribute names are rendered on the first write of a shape and cached, and each 
 supplies only its values, in order, as DynamoDB AttributeValues (numbers serialized as
 PynamoDB's `NumberAttribute` does, so items read back the same).
 
-Equal values of one write share one placeholder (a task write's fence appears up to four
-times, its timestamp twice): botocore serializes and signs every AttributeValue, and a
-chain step's transaction carries 12 instead of 22. So the text is cached per shape and
-per pattern of equal values (few per shape: which of fence, attempt and the timestamps
-coincide).
+A value given twice to one write (the same object) has one placeholder: a task write's
+fence appears up to four times, its timestamp twice, and botocore serializes and signs
+every AttributeValue (a chain step's transaction carries 12 instead of 22). So the text
+is cached per shape and per pattern of shared values (few per shape: which of fence,
+attempt and the timestamps coincide).
 """
 
 from __future__ import annotations
@@ -103,17 +103,19 @@ class _Rendered:
     takes: int  # how many values the shape takes
 
 
-_SHARED_TYPES = (str, int, float, bool)
+#: Past this many patterns of equal values for one shape, a write's values share nothing.
+_MAX_PATTERNS = 64
 _Shape = tuple[tuple[Act, ...], tuple[tuple[Cond, tuple[str, ...]], ...]]
 
 
 def _sharing(given: Sequence[Any]) -> tuple[int, ...]:
-    """For each value, the index of the first value equal to it and of the same type (1, 1.0
-    and True stay apart); anything but a plain str, int or float (a pre-built AttributeValue)
-    shares only with itself."""
-    first: dict[Any, int] = {}
-    return tuple(first.setdefault((type(v), v) if type(v) in _SHARED_TYPES else id(v), i)
-                 for i, v in enumerate(given))
+    """For each value, the index of the first value that is the same object: the same
+    value and type by construction (a write passes its fence, its clock reading and the
+    status strings as the same objects wherever they recur; CPython keeps one object per
+    small int)."""
+    first: dict[int, int] = {}
+    setdefault = first.setdefault
+    return tuple([setdefault(k, i) for i, k in enumerate(map(id, given))])
 
 
 class Expressions:
@@ -142,10 +144,14 @@ class Expressions:
             patterns = self._cache[key] = {}
         rendered = patterns.get(sharing)
         if rendered is None:
-            rendered = _render(key[0], key[1], sharing)
-            if len(given) != rendered.takes:
-                raise ValueError(f"the shape takes {rendered.takes} values, {len(given)} were given")
-            patterns[sharing] = rendered
+            if len(patterns) >= _MAX_PATTERNS:  # an unusual shape: stop caching new patterns
+                sharing = tuple(range(len(given)))
+                rendered = patterns.get(sharing)
+            if rendered is None:
+                rendered = _render(key[0], key[1], sharing)
+                if len(given) != rendered.takes:
+                    raise ValueError(f"the shape takes {rendered.takes} values, {len(given)} were given")
+                patterns[sharing] = rendered
         out: dict[str, Any] = {}
         if rendered.update is not None:
             out["UpdateExpression"] = rendered.update
@@ -154,7 +160,11 @@ class Expressions:
         if rendered.names:
             out["ExpressionAttributeNames"] = rendered.names
         if given:
-            out["ExpressionAttributeValues"] = {slot: attribute_value(given[i]) for slot, i in rendered.slots}
+            filled: dict[str, Any] = {}
+            for slot, i in rendered.slots:
+                v = given[i]
+                filled[slot] = {"S": v} if type(v) is str else attribute_value(v)  # strings: most values
+            out["ExpressionAttributeValues"] = filled
         return out
 
 
