@@ -6,7 +6,8 @@ transactions on and off:
 1. client CPU (this process's `time.process_time()`, so the server's work is not
    counted) per chain step (`write_tasks`: complete one task + start the next), next to
    a bare PynamoDB put (`Model.save()` of a task-sized item, PynamoDB's defaults) in the
-   same run;
+   same run: on moto, then (`client_cpu.py`) against a stand-in server that gives both
+   sides the same latency, and in instructions counted by valgrind;
 2. creating a 10,000-task session: wall time and the client's CPU share;
 3. resuming a 200-task session, by a worker and by `orchestrator.resume()`: the requests
    before its first task write;
@@ -17,7 +18,7 @@ transactions on and off:
    that; a strongly consistent read 1 unit per 4 KB (summed over a Query's items), an
    eventually consistent (index) read half; an empty read still costs its minimum.
 
-Run (about two minutes): `.venv/bin/python bench/dynamodb_cost.py [--tasks 100] [--only-cpu]`
+Run (about four minutes): `.venv/bin/python bench/dynamodb_cost.py [--tasks 100] [--only-cpu]`
 """
 
 from __future__ import annotations
@@ -25,31 +26,25 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
-from pynamodb.attributes import MapAttribute, NumberAttribute, UnicodeAttribute
-from pynamodb.models import Model
-from store_requests import free_port, start_moto
+from client_cpu import STEPS, bare_model, bare_puts, report, steps, url
+from store_requests import start_moto
 
 from orchestrator import Pipeline, RunOptions, resume, run
 from orchestrator.agents import AgentContext, agent
 from orchestrator.store import open_store
 from orchestrator.store.dynamodb import DynamoDBStore
-from orchestrator.store.records import Lease, NewSession, NewTask, SessionStatus, TaskWrite, TaskWriteKind
+from orchestrator.store.records import NewSession, NewTask, SessionStatus, TaskWrite, TaskWriteKind
 from orchestrator.testing._servers import stop_server
 
 #: On-demand prices in us-east-1 (USD per million request units) at the time of writing; see --wru-price.
 WRU_PRICE, RRU_PRICE = 0.625, 0.125
-STEPS = 200
 
 
 def value_size(v: dict[str, Any]) -> int:
@@ -155,52 +150,10 @@ def fan_out(n: int) -> Pipeline:
     return pipe
 
 
-def url(endpoint: str, table: str, tx: bool) -> str:
-    return f"dynamodb://{table}?region=us-east-1&endpoint={endpoint}&transactions={int(tx)}"
-
-
-def bare_model(table: str, endpoint: str) -> type[Model]:
-    """A task-sized PynamoDB model with PynamoDB's defaults: the floor a step is compared with."""
-
-    class Bare(Model):
-        class Meta:
-            table_name = table
-            region = "us-east-1"
-            host = endpoint
-
-        PK = UnicodeAttribute(hash_key=True)
-        SK = UnicodeAttribute(range_key=True)
-        agent = UnicodeAttribute()
-        status = UnicodeAttribute()
-        fence = NumberAttribute()
-        attempt = NumberAttribute()
-        output = UnicodeAttribute()
-        updated_at = NumberAttribute()
-        hist: MapAttribute[str, Any] = MapAttribute(default=dict)  # type: ignore[no-untyped-call]
-
-    return Bare
-
-
-def bare_puts(model: type[Model]) -> tuple[float, float]:
-    """(CPU ms, wall ms) per `Model.save()` of STEPS items, in the calling thread."""
-    began, wall = time.process_time(), time.perf_counter()
-    for i in range(STEPS):
-        model(PK="SESSION#bare", SK=f"TASK#t{i}", agent="noop", status="COMPLETED", fence=1, attempt=1,
-              output='{"n": 1}', updated_at=time.time()).save()
-    return (time.process_time() - began) / STEPS * 1000, (time.perf_counter() - wall) / STEPS * 1000
-
-
-async def steps(store: DynamoDBStore, lease: Lease) -> tuple[float, float]:
-    """(client CPU ms, wall ms) per chain step: complete t<i> and start t<i+1>."""
-    began, wall = time.process_time(), time.perf_counter()
-    for i in range(STEPS):
-        await store.write_tasks(lease, [TaskWrite(TaskWriteKind.COMPLETE, f"t{i}", 1, output={"n": i}),
-                                        TaskWrite(TaskWriteKind.START, f"t{i + 1}", 1)])
-    return (time.process_time() - began) / STEPS * 1000, (time.perf_counter() - wall) / STEPS * 1000
-
-
 async def cpu_per_step(endpoint: str, tx: bool) -> tuple[float, float, float, float]:
-    """(client CPU ms per chain step, CPU ms per bare PynamoDB put, and the wall ms of each), in the same run."""
+    """On the moto server: (client CPU ms per chain step, CPU ms per bare PynamoDB put, and
+    the wall ms of each), in the same run. Moto answers a transaction about 15x slower than
+    a put, and the client's CPU per request grows with its wait: see `client_cpu.py`."""
     store = open_store(url(endpoint, f"cpu-{int(tx)}", tx))
     assert isinstance(store, DynamoDBStore)
     async with store:
@@ -211,63 +164,6 @@ async def cpu_per_step(endpoint: str, tx: bool) -> tuple[float, float, float, fl
         step, step_wall = await steps(store, lease)
     bare, bare_wall = await anyio.to_thread.run_sync(bare_puts, bare_model(f"cpu-{int(tx)}", endpoint))
     return step, bare, step_wall, bare_wall
-
-
-async def client_work(endpoint: str, tx: bool, rounds: int = 3) -> tuple[float, float, float, float]:
-    """The same two measures against `instant_dynamodb.py`, which answers at once: the
-    client's own work, without the server's time (nothing is stored; every write succeeds),
-    and the CPU of one of the step's UpdateItems sent straight through the botocore client
-    (botocore's share of a request), in a thread and from the event loop through one
-    `anyio.to_thread` hop each. The least of `rounds` alternating rounds of each, as this
-    machine may be shared."""
-    store = open_store(url(endpoint, "instant", tx))
-    assert isinstance(store, DynamoDBStore)
-    model = bare_model("instant", endpoint)
-    lease = Lease("s1", "w", 1, time.time() + 600)
-    update = store.task_params(lease, TaskWrite(TaskWriteKind.START, "t1", 1), time.time(), None, None, None)
-    client: Any = store.models.connection.connection.client  # the botocore client PynamoDB created
-
-    def send() -> None:
-        client.update_item(**update, ReturnConsumedCapacity="TOTAL")
-
-    def updates() -> float:
-        began = time.process_time()
-        for _ in range(STEPS):
-            send()
-        return (time.process_time() - began) / STEPS * 1000
-
-    async def hops() -> float:
-        began = time.process_time()
-        for _ in range(STEPS):
-            await anyio.to_thread.run_sync(send)
-        return (time.process_time() - began) / STEPS * 1000
-
-    step, bare, raw, hop = math.inf, math.inf, math.inf, math.inf
-    try:  # not entered: there is no table to describe
-        store.remember("s1", [f"t{i}" for i in range(STEPS + 1)])  # no read before the first write
-        for _ in range(rounds):
-            step = min(step, (await steps(store, lease))[0])
-            bare = min(bare, (await anyio.to_thread.run_sync(bare_puts, model))[0])
-            raw = min(raw, await anyio.to_thread.run_sync(updates))
-            hop = min(hop, await hops())
-    finally:
-        await store.aclose()
-    return step, bare, raw, hop
-
-
-def start_instant() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("instant_dynamodb.py")), str(port)])
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError(f"instant_dynamodb.py on port {port} did not start") from None
-            time.sleep(0.05)
 
 
 async def create_big(endpoint: str, n: int) -> tuple[float, float]:
@@ -359,28 +255,23 @@ async def main() -> None:
     parser.add_argument("--big", type=int, default=10_000, help="tasks of the large session created")
     parser.add_argument("--wru-price", type=float, default=WRU_PRICE, help="USD per million write request units")
     parser.add_argument("--rru-price", type=float, default=RRU_PRICE, help="USD per million read request units")
-    parser.add_argument("--only-cpu", action="store_true", help="measure the CPU per step only (seconds)")
+    parser.add_argument("--only-cpu", action="store_true", help="measure the CPU per step only (about two minutes)")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds of the stand-in server's CPU measure")
     args = parser.parse_args()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     proc, endpoint = start_moto()
-    instant, instant_endpoint = start_instant()
     try:
         print(f"moto server {endpoint}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
-        print("\nclient CPU per chain step (complete + start the next), same run as a bare PynamoDB put:")
+        print("\nclient CPU per chain step (complete + start the next) on the moto server, same run as a bare "
+              "PynamoDB put:")
         for tx in (True, False):
             step, bare, step_wall, bare_wall = await cpu_per_step(endpoint, tx)
             n, op = (1, "TransactWriteItems") if tx else (2, "UpdateItem")
             print(f"  transactions {'on ' if tx else 'off'}: {step:.2f} ms/step, bare put {bare:.2f} ms "
-                  f"({step / bare:.2f}x; the step is {n} {op}: {step / n:.2f} ms, {step / n / bare:.2f}x per request; "
-                  f"wall {step_wall:.1f} ms/step, {bare_wall:.1f} ms/put)")
-        print("the same against a server that answers at once (the client's own work, no server time):")
-        for tx in (True, False):
-            step, bare, raw, hop = await client_work(instant_endpoint, tx)
-            print(f"  transactions {'on ' if tx else 'off'}: {step:.2f} ms/step, bare put {bare:.2f} ms "
-                  f"({step / bare:.2f}x); one UpdateItem of the step straight through botocore {raw:.2f} ms "
-                  f"({raw / bare:.2f}x), through one thread hop from the event loop {hop:.2f} ms ({hop / bare:.2f}x)")
-        stop_server(instant)
+                  f"({step / bare:.2f}x; the step is {n} {op}; wall {step_wall:.1f} ms/step, {bare_wall:.1f} ms/put)")
+        print()
+        await report(args.rounds)
         if args.only_cpu:
             return
         wall, cpu = await create_big(endpoint, args.big)
@@ -404,7 +295,6 @@ async def main() -> None:
                 print(f"{shape:10} {'on' if tx else 'off':13} {total:9.0f} {bill.wru * scale:8.0f} "
                       f"{bill.rru * scale:8.0f} {usd:9.5f}  {by_op}")
     finally:
-        stop_server(instant)
         stop_server(proc)
 
 
