@@ -21,7 +21,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["Act", "Cond", "Do", "Expressions", "attribute_value", "number_text"]
 
@@ -41,9 +41,11 @@ class Do(enum.Enum):
     __hash__ = object.__hash__
 
 
-@dataclass(frozen=True, slots=True)
-class Act:
-    """One action of an update's shape; `source` names the attribute COPY/IF_ABSENT/PLUS read."""
+class Act(NamedTuple):
+    """One action of an update's shape; `source` names the attribute COPY/IF_ABSENT/PLUS read.
+
+    A tuple, not a dataclass: every write hashes its shape's actions to find its rendered
+    text, and a tuple hashes and compares in C."""
 
     do: Do
     path: tuple[str, ...]
