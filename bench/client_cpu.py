@@ -231,15 +231,14 @@ async def report(rounds: int) -> None:
 
 
 def main() -> None:
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     if len(sys.argv) == 5 and sys.argv[1] == "--count":
         anyio.run(_count, sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds of each side")
-    args = parser.parse_args()
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    anyio.run(report, args.rounds)
+    anyio.run(report, parser.parse_args().rounds)
 
 
 if __name__ == "__main__":
