@@ -13,7 +13,8 @@ Fixtures (use these names in any test module):
   started on first use and stopped at the end of the session.
 - `moto_upstream`: the same URL, with the server reset after the test (for a test that
   puts a `FaultProxy` in front of it and creates tables through the proxy).
-- `dynalite_endpoint`: the URL of the session-wide dynalite server, likewise.
+- `dynalite_endpoint`: the URL of the session-wide dynalite server, likewise; started
+  again if it died between tests, the death named in the run's summary.
 - `drop_dynalite_table`: deletes a table of that server (tests make one per test).
 
 Backends (ids): `sqlite` (a real file in tmp_path), `moto` (in-process `mock_aws()`),

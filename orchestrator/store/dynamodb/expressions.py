@@ -105,7 +105,7 @@ class _Rendered:
     takes: int  # how many values the shape takes
 
 
-#: Past this many patterns of equal values for one shape, a write's values share nothing.
+#: Past this many patterns of shared values for one shape, a new pattern's values share nothing.
 _MAX_PATTERNS = 64
 _Shape = tuple[tuple[Act, ...], tuple[tuple[Cond, tuple[str, ...]], ...]]
 
@@ -128,7 +128,7 @@ class Expressions:
 
     @property
     def shapes(self) -> int:
-        """How many shapes were rendered (each once per pattern of equal values)."""
+        """How many shapes were rendered (each once per pattern of shared values)."""
         return len(self._cache)
 
     def params(self, acts: Sequence[Act], values: Sequence[Any],
@@ -193,7 +193,7 @@ def _render(acts: tuple[Act, ...], condition: tuple[tuple[Cond, tuple[str, ...]]
         nonlocal taken
         index = sharing[taken] if taken < len(sharing) else taken
         taken += 1
-        if index == taken - 1:  # the first of its equals: a placeholder of its own
+        if index == taken - 1:  # not given before: a placeholder of its own
             slots.append((f":v{len(slots)}", index))
         return next(slot for slot, i in slots if i == index)
 

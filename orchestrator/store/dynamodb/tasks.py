@@ -281,8 +281,9 @@ def _waves(writes: Sequence[TaskWrite]) -> list[list[int]]:
 
 
 def _size(update: dict[str, Any]) -> int:
-    """The bytes of an update's JSON; exact only when it may matter: below a bound (4 bytes a
-    character of its strings, plus the expression text) the bound is returned unmeasured."""
+    """An update's size for the transaction limit, never less than what DynamoDB counts: a
+    bound (UTF-8 takes at most 4 bytes a character of its strings, plus 4 KB for keys,
+    names, expressions and numbers) while it stays small, else its JSON length, measured."""
     bound = 4096 + 4 * sum(len(v["S"]) for v in update.get("ExpressionAttributeValues", {}).values() if "S" in v)
     return bound if bound <= _SMALL_UPDATE else len(json.dumps(update))
 
