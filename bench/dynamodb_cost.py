@@ -255,7 +255,7 @@ async def main() -> None:
     parser.add_argument("--big", type=int, default=10_000, help="tasks of the large session created")
     parser.add_argument("--wru-price", type=float, default=WRU_PRICE, help="USD per million write request units")
     parser.add_argument("--rru-price", type=float, default=RRU_PRICE, help="USD per million read request units")
-    parser.add_argument("--only-cpu", action="store_true", help="measure the CPU per step only (about two minutes)")
+    parser.add_argument("--only-cpu", action="store_true", help="measure the CPU per step only (about three minutes)")
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds of the stand-in server's CPU measure")
     args = parser.parse_args()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
