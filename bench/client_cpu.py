@@ -3,22 +3,23 @@
 A chain step is `write_tasks(COMPLETE t<i>, START t<i+1>)`: one TransactWriteItems with
 transactions on, two UpdateItems off. The floor is a bare PynamoDB `Model.save()` of a
 task-sized item, with PynamoDB's defaults. Both sides talk to `instant_dynamodb.py`, a
-stand-in that answers every request with a success after a set latency, so both wait
-alike. Three measures:
+stand-in that answers every request with a success after a set latency. Three measures:
 
 1. CPU time (this process's `time.process_time()`; the server is another process) at
    three latencies: none (the client's own work only), DynamoDB-like (5 ms for a
-   single-item write, 10 ms for a transaction) and moto-like (2 ms, 40 ms). Rounds of
-   the two sides alternate; the median of the per-round ratios is printed, with their
+   single-item write, 10 ms for a transaction) and moto-like (2 ms, 40 ms). A round is
+   200 pairs of one step and one put, each op's CPU measured alone, so both sides meet
+   the same machine op by op; the median of the rounds' ratios is printed, with their
    range.
 2. Instructions, counted by valgrind's cachegrind when it is installed: runs of 10 and of
    110 steps (or puts) in a fresh process, the difference divided by 100. The count is
    the same on a busy or an idle machine; kernel work (syscalls, thread wake-ups) is not
    in it.
-3. Calibration: the CPU of the same bare put at server latencies of 0, 5 and 30 ms. On
-   this kind of machine a request's client CPU grows with how long its thread waited,
-   so a comparison must give both sides the same server. Against moto it does not: a
-   transaction waits about 30 ms there, a put about 2 ms (`dynamodb_cost.py` prints it).
+3. Calibration: the CPU of the same bare put, back to back, at server latencies of 0, 5
+   and 30 ms. On this kind of machine a request's client CPU grows with how long its
+   thread waited; so a run of steps then a run of puts measures how much longer the
+   step waits (a transaction waits 10-40 ms, a put 2-5 ms) as much as the client's work,
+   and the two are measured in pairs instead.
 
 Run (about three minutes): `.venv/bin/python bench/client_cpu.py [--rounds 7]`.
 """
@@ -125,18 +126,44 @@ def stand_in_store(endpoint: str, tx: bool) -> tuple[DynamoDBStore, Lease]:
     return store, Lease("s1", "w", 1, time.time() + 3600)
 
 
+async def pairs(store: DynamoDBStore, lease: Lease, model: type[Model], n: int = STEPS) -> tuple[float, ...]:
+    """(CPU ms per step, per put, wall ms per step, per put) over n pairs of one chain step
+    (t<i> completed, t<i+1> started) then one bare put, each op measured alone (the put
+    inside its thread, so the hop that carries it there is not counted): both sides meet
+    the same machine, op by op, whatever else it does meanwhile."""
+
+    def put(i: int) -> tuple[float, float]:
+        began, wall = time.process_time(), time.perf_counter()
+        model(PK="SESSION#bare", SK=f"TASK#t{i}", agent="noop", status="COMPLETED", fence=1, attempt=1,
+              output='{"n": 1}', updated_at=time.time()).save()
+        return time.process_time() - began, time.perf_counter() - wall
+
+    step_s = put_s = step_wall = put_wall = 0.0
+    for i in range(n):
+        began, wall = time.process_time(), time.perf_counter()
+        await store.write_tasks(lease, [TaskWrite(TaskWriteKind.COMPLETE, f"t{i}", 1, output={"n": i}),
+                                        TaskWrite(TaskWriteKind.START, f"t{i + 1}", 1)])
+        step_s += time.process_time() - began
+        step_wall += time.perf_counter() - wall
+        cpu, elapsed = await anyio.to_thread.run_sync(put, i)
+        put_s += cpu
+        put_wall += elapsed
+    return tuple(x / n * 1000 for x in (step_s, put_s, step_wall, put_wall))
+
+
 async def paired(endpoint: str, tx: bool, rounds: int) -> tuple[float, float, list[float]]:
-    """(median CPU ms per step, median per put, each round's ratio), rounds alternating."""
+    """Against the stand-in: (median CPU ms per step, median per put, each round's ratio);
+    a round is `pairs()` of STEPS."""
     store, lease = stand_in_store(endpoint, tx)
     model = bare_model("instant", endpoint)
     step_ms: list[float] = []
     put_ms: list[float] = []
     try:
-        await steps(store, lease, 10)  # warm both paths: imports, first connections, caches
-        await anyio.to_thread.run_sync(bare_puts, model, 10)
+        await pairs(store, lease, model, 10)  # warm both paths: imports, first connections, caches
         for _ in range(rounds):
-            step_ms.append((await steps(store, lease))[0])
-            put_ms.append((await anyio.to_thread.run_sync(bare_puts, model))[0])
+            step, put = (await pairs(store, lease, model))[:2]
+            step_ms.append(step)
+            put_ms.append(put)
     finally:
         await store.aclose()
     ratios = [s / p for s, p in zip(step_ms, put_ms, strict=True)]
@@ -197,8 +224,8 @@ async def calibrate(latencies_ms: tuple[float, ...] = (0.0, 5.0, 30.0), rounds: 
 
 async def report(rounds: int) -> None:
     """Print the three measures (see the module docstring)."""
-    print(f"client CPU per chain step next to a bare PynamoDB put, same stand-in server, {rounds} alternating "
-          f"rounds of {STEPS}; load average {os.getloadavg()[0]:.1f}:")
+    print(f"client CPU per chain step next to a bare PynamoDB put, same stand-in server, {rounds} rounds of "
+          f"{STEPS} pairs (one step, one put); load average {os.getloadavg()[0]:.1f}:")
     for label, (single, transaction) in (("answers at once", (0.0, 0.0)),
                                          ("DynamoDB-like latency, 5 ms a write, 10 ms a transaction",
                                           DYNAMODB_LIKE_MS),

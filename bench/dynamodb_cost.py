@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from client_cpu import STEPS, bare_model, bare_puts, report, steps, url
+from client_cpu import STEPS, bare_model, pairs, report, url
 from store_requests import start_moto
 
 from orchestrator import Pipeline, RunOptions, resume, run
@@ -152,8 +152,7 @@ def fan_out(n: int) -> Pipeline:
 
 async def cpu_per_step(endpoint: str, tx: bool) -> tuple[float, float, float, float]:
     """On the moto server: (client CPU ms per chain step, CPU ms per bare PynamoDB put, and
-    the wall ms of each), in the same run. Moto answers a transaction about 15x slower than
-    a put, and the client's CPU per request grows with its wait: see `client_cpu.py`."""
+    the wall ms of each), STEPS pairs of one step and one put (`client_cpu.pairs`)."""
     store = open_store(url(endpoint, f"cpu-{int(tx)}", tx))
     assert isinstance(store, DynamoDBStore)
     async with store:
@@ -161,8 +160,7 @@ async def cpu_per_step(endpoint: str, tx: bool) -> tuple[float, float, float, fl
         await store.create_session(NewSession("s1", "bench"), tasks)
         lease = await store.claim_session("s1", "w", 60)
         await store.write_tasks(lease, [TaskWrite(TaskWriteKind.START, "t0", 1)])
-        step, step_wall = await steps(store, lease)
-    bare, bare_wall = await anyio.to_thread.run_sync(bare_puts, bare_model(f"cpu-{int(tx)}", endpoint))
+        step, bare, step_wall, bare_wall = await pairs(store, lease, bare_model(f"cpu-{int(tx)}", endpoint))
     return step, bare, step_wall, bare_wall
 
 
@@ -263,8 +261,8 @@ async def main() -> None:
     proc, endpoint = start_moto()
     try:
         print(f"moto server {endpoint}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
-        print("\nclient CPU per chain step (complete + start the next) on the moto server, same run as a bare "
-              "PynamoDB put:")
+        print(f"\nclient CPU per chain step (complete + start the next) on the moto server, {STEPS} pairs of one "
+              f"step and one bare PynamoDB put:")
         for tx in (True, False):
             step, bare, step_wall, bare_wall = await cpu_per_step(endpoint, tx)
             n, op = (1, "TransactWriteItems") if tx else (2, "UpdateItem")
