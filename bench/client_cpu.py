@@ -83,12 +83,17 @@ def bare_model(table: str, endpoint: str) -> type[Model]:
     return Bare
 
 
+def bare_put(model: type[Model], i: int) -> None:
+    """One bare put: `Model.save()` of task t<i>, as PynamoDB does it."""
+    model(PK="SESSION#bare", SK=f"TASK#t{i}", agent="noop", status="COMPLETED", fence=1, attempt=1,
+          output='{"n": 1}', updated_at=time.time()).save()
+
+
 def bare_puts(model: type[Model], n: int = STEPS) -> tuple[float, float]:
     """(CPU ms, wall ms) per `Model.save()` of n items, in the calling thread."""
     began, wall = time.process_time(), time.perf_counter()
     for i in range(n):
-        model(PK="SESSION#bare", SK=f"TASK#t{i}", agent="noop", status="COMPLETED", fence=1, attempt=1,
-              output='{"n": 1}', updated_at=time.time()).save()
+        bare_put(model, i)
     return (time.process_time() - began) / n * 1000, (time.perf_counter() - wall) / n * 1000
 
 
@@ -134,8 +139,7 @@ async def pairs(store: DynamoDBStore, lease: Lease, model: type[Model], n: int =
 
     def put(i: int) -> tuple[float, float]:
         began, wall = time.process_time(), time.perf_counter()
-        model(PK="SESSION#bare", SK=f"TASK#t{i}", agent="noop", status="COMPLETED", fence=1, attempt=1,
-              output='{"n": 1}', updated_at=time.time()).save()
+        bare_put(model, i)
         return time.process_time() - began, time.perf_counter() - wall
 
     step_s = put_s = step_wall = put_wall = 0.0
