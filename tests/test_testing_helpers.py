@@ -102,6 +102,19 @@ def test_dynalite_server_reports_how_it_died_with_its_exit_code() -> None:
         server.stop()
 
 
+@pytest.mark.slow
+def test_dynalite_server_reports_that_its_stdin_was_closed() -> None:
+    server = DynaliteServer.start(DYNALITE_MODULE)
+    try:
+        assert server.process.stdin is not None
+        server.process.stdin.close()
+        server.process.wait(timeout=10)
+        assert server.exit_report() == ("dynalite exited with code 0: "
+                                        "'dynalite: its stdin was closed (its parent exited or closed the pipe)'")
+    finally:
+        server.stop()
+
+
 def test_dynalite_server_not_installed_says_how_to_install_it(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match=r"dynalite is not installed at .*npm ci --prefix"):
         DynaliteServer.start(tmp_path / "node_modules" / "dynalite")

@@ -38,8 +38,9 @@ _SERVE_JS = """
 const dynalite = require(process.argv[1]);
 const server = dynalite({createTableMs: +process.argv[2], deleteTableMs: 0, updateTableMs: 0});
 server.listen(0, '127.0.0.1', () => console.log('PORT ' + server.address().port));
-process.on('SIGTERM', () => process.exit(0));
-process.stdin.on('end', () => process.exit(0));
+// Each way out says which it was, for DynaliteServer.exit_report().
+process.on('SIGTERM', () => { console.error('dynalite: stopped by SIGTERM'); process.exit(0); });
+process.stdin.on('end', () => { console.error('dynalite: its stdin was closed (its parent exited or closed the pipe)'); process.exit(0); });
 process.stdin.resume();
 """
 
